@@ -1,0 +1,18 @@
+//! Shared, I/O-free core of ollama-bridge: configuration schema, policy evaluation,
+//! model-name canonicalisation, strict JSON, error bodies and the audit record.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod config;
+pub mod error;
+pub mod json;
+pub mod listen;
+pub mod model;
+pub mod policy;
+pub mod route;
+pub mod units;
+
+pub use config::{Config, ConfigError, ConfigErrors, Sandbox, SandboxName, Upstream};
+pub use listen::ListenAddr;
+pub use model::{ModelName, ModelPattern};
+pub use route::{EndpointClass, Route};
