@@ -1,1 +1,19 @@
-//! placeholder
+//! bridge-host: the host daemon. Listeners per sandbox, the request pipeline
+//! (parse → decide → rewrite → forward → observe), the upstream client and the audit log.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod audit_cli;
+pub mod body;
+pub mod cli;
+pub mod listen;
+pub mod server;
+pub mod service;
+pub mod upstream;
+
+pub use server::{Server, Shutdown};
+
+/// Binds everything, then serves until `shutdown`.
+pub async fn run(config: protocol::Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    Server::bind(config)?.run(shutdown).await
+}

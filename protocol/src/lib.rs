@@ -10,6 +10,7 @@ pub mod listen;
 pub mod model;
 pub mod policy;
 pub mod route;
+pub mod tokens;
 pub mod units;
 
 pub use config::{Config, ConfigError, ConfigErrors, Sandbox, SandboxName, Upstream};

@@ -1,0 +1,205 @@
+//! The command line (CONTRACT.md): relay, `run -- COMMAND`, `doctor`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use protocol::listen::ConnectAddr;
+use tokio::net::TcpListener;
+
+/// Default address served inside the sandbox.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:11434";
+/// Default socket of bridge-host as mounted into the sandbox.
+pub const DEFAULT_CONNECT: &str = "unix:/run/ollama-bridge/ollama.sock";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bridge-guest",
+    version,
+    about = "Serves 127.0.0.1:11434 inside a sandbox and relays to bridge-host over a unix socket or vsock",
+    args_conflicts_with_subcommands = false
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub addrs: Addrs,
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Addrs {
+    /// Address to serve inside the sandbox.
+    #[arg(long, global = true, env = "OLLAMA_BRIDGE_LISTEN", default_value = DEFAULT_LISTEN, value_name = "IP:PORT")]
+    pub listen: SocketAddr,
+    /// bridge-host's socket: unix:PATH or vsock:CID:PORT (CID 2 is the host).
+    #[arg(long, global = true, env = "OLLAMA_BRIDGE_CONNECT", default_value = DEFAULT_CONNECT, value_name = "ADDR")]
+    pub connect: ConnectAddr,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Relay while COMMAND runs, then exit with its status (for container entrypoints).
+    Run {
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Check each hop to Ollama and say which one is broken.
+    Doctor {
+        /// Also check that this model is allowed and answers.
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bridge-guest: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        match cli.cmd {
+            None => relay_forever(&cli.addrs).await,
+            Some(Cmd::Run { command }) => run(&cli.addrs, command).await,
+            Some(Cmd::Doctor { model }) => crate::doctor::run(&cli.addrs, model.as_deref()).await,
+        }
+    })
+}
+
+async fn bind(addrs: &Addrs) -> Result<TcpListener, ExitCode> {
+    TcpListener::bind(addrs.listen).await.map_err(|e| {
+        eprintln!(
+            "bridge-guest: cannot listen on {}: {e} (is another bridge-guest or Ollama already serving it? set --listen or OLLAMA_BRIDGE_LISTEN)",
+            addrs.listen
+        );
+        ExitCode::from(69)
+    })
+}
+
+async fn relay_forever(addrs: &Addrs) -> ExitCode {
+    let listener = match bind(addrs).await {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    println!("relaying {} -> {}", addrs.listen, addrs.connect);
+    let relay = tokio::spawn(crate::relay::serve(listener, addrs.connect.clone()));
+    wait_for_stop().await;
+    relay.abort();
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run(addrs: &Addrs, command: Vec<String>) -> ExitCode {
+    let listener = match bind(addrs).await {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
+    eprintln!("relaying {} -> {}", addrs.listen, addrs.connect);
+    let relay = tokio::spawn(crate::relay::serve(listener, addrs.connect.clone()));
+    let mut cmd = tokio::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    if std::env::var_os("OLLAMA_HOST").is_none() {
+        cmd.env("OLLAMA_HOST", format!("http://{}", addrs.listen));
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bridge-guest: cannot start {:?}: {e}", command[0]);
+            return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+        }
+    };
+    let status = forward_signals_until_exit(&mut child).await;
+    relay.abort();
+    match status {
+        Ok(s) => exit_code_of(s),
+        Err(e) => {
+            eprintln!("bridge-guest: waiting for {:?}: {e}", command[0]);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Passes SIGTERM, SIGINT, SIGHUP and SIGQUIT on to the child (we may be PID 1).
+async fn forward_signals_until_exit(
+    child: &mut tokio::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        (SignalKind::terminate(), Signal::SIGTERM),
+        (SignalKind::interrupt(), Signal::SIGINT),
+        (SignalKind::hangup(), Signal::SIGHUP),
+        (SignalKind::quit(), Signal::SIGQUIT),
+    ];
+    let mut streams = Vec::new();
+    for (k, s) in kinds {
+        if let Ok(st) = signal(k) {
+            streams.push((st, s));
+        }
+    }
+    let pid = child.id().map(|p| Pid::from_raw(p as i32));
+    loop {
+        let recv_any = async {
+            let futs = streams.iter_mut().map(|(st, s)| {
+                let s = *s;
+                Box::pin(async move {
+                    st.recv().await;
+                    s
+                })
+            });
+            futures_select_all(futs).await
+        };
+        tokio::select! {
+            status = child.wait() => return status,
+            sig = recv_any => {
+                if let Some(pid) = pid {
+                    let _ = kill(pid, sig);
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the first of several futures (a tiny `select_all`).
+async fn futures_select_all<F, T>(futs: impl Iterator<Item = F>) -> T
+where
+    F: std::future::Future<Output = T> + Unpin,
+{
+    let mut futs: Vec<F> = futs.collect();
+    std::future::poll_fn(move |cx| {
+        for f in futs.iter_mut() {
+            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready(v);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+fn exit_code_of(s: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => ExitCode::from(c as u8),
+        (None, Some(sig)) => ExitCode::from(128u8.wrapping_add(sig as u8)),
+        _ => ExitCode::FAILURE,
+    }
+}

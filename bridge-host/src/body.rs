@@ -1,0 +1,263 @@
+//! The response body on its way back: frames pass through one by one as they arrive,
+//! counted and scanned for token counts; silence longer than `idle_timeout` or a broken
+//! upstream ends the stream with an error line in the stream's own format; at the end
+//! the audit record is written *before* the client sees the stream complete.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use protocol::error::{BridgeError, Reason};
+use protocol::tokens::{TokenScanner, Tokens};
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+
+/// Errors inside response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body type of every answer.
+pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How a failure after the headers is told to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// NDJSON: one more `{"error":"..."}` line.
+    Ndjson,
+    /// Server-sent events: one `data: {"error":{...}}` event.
+    Sse,
+    /// Anything else: the connection is cut (the client sees an incomplete body).
+    Opaque,
+}
+
+impl StreamKind {
+    /// Picks the kind from the response's content type.
+    pub fn from_content_type(ct: Option<&str>) -> StreamKind {
+        match ct.unwrap_or("") {
+            c if c.starts_with("application/x-ndjson") => StreamKind::Ndjson,
+            c if c.starts_with("text/event-stream") => StreamKind::Sse,
+            _ => StreamKind::Opaque,
+        }
+    }
+
+    /// The trailing error frame for a failed stream, if this kind has one.
+    pub fn error_frame(self, err: &BridgeError) -> Option<Bytes> {
+        let mut v = match self {
+            StreamKind::Ndjson => err.body(protocol::route::ErrorFormat::Ollama),
+            StreamKind::Sse => {
+                let mut s = b"data: ".to_vec();
+                s.extend(err.body(protocol::route::ErrorFormat::OpenAi));
+                s.extend_from_slice(b"\n");
+                s
+            }
+            StreamKind::Opaque => return None,
+        };
+        v.push(b'\n');
+        Some(Bytes::from(v))
+    }
+}
+
+/// What the stream did, handed to the finisher at its end.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub bytes_out: u64,
+    pub tokens: Tokens,
+    /// Set when the stream did not end cleanly.
+    pub failure: Option<Reason>,
+    /// True when the client went away before the end.
+    pub client_closed: bool,
+}
+
+/// Called once with the outcome; may return an ack to wait for before completing.
+pub type Finisher = Box<dyn FnOnce(Outcome) -> Option<oneshot::Receiver<()>> + Send>;
+
+enum State {
+    Streaming,
+    Tail(Bytes),
+    Acking(oneshot::Receiver<()>, Pin<Box<Sleep>>),
+    Done,
+}
+
+/// Longest wait for the audit writer before completing a response anyway.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+
+/// The relaying body wrapper.
+pub struct Relay<B> {
+    inner: B,
+    kind: StreamKind,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    scanner: TokenScanner,
+    outcome: Outcome,
+    finisher: Option<Finisher>,
+    state: State,
+    idle_message: String,
+    hold: Option<Box<dyn Send>>,
+}
+
+impl<B> Relay<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    /// Wraps `inner`. `hold` lives as long as the body (e.g. a concurrency permit).
+    pub fn new(
+        inner: B,
+        kind: StreamKind,
+        idle: Duration,
+        idle_message: String,
+        finisher: Finisher,
+        hold: Option<Box<dyn Send>>,
+    ) -> Self {
+        Relay {
+            inner,
+            kind,
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            scanner: TokenScanner::new(),
+            outcome: Outcome::default(),
+            finisher: Some(finisher),
+            state: State::Streaming,
+            idle_message,
+            hold,
+        }
+    }
+
+    fn finish(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.hold.take();
+        let f = self.finisher.take()?;
+        self.outcome.tokens = self.scanner.finish();
+        f(std::mem::take(&mut self.outcome))
+    }
+
+    fn fail(&mut self, err: BridgeError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        tracing::warn!(reason = err.reason.as_str(), error = %err.message, "stream ended early");
+        self.outcome.failure = Some(err.reason);
+        match self.kind.error_frame(&err) {
+            Some(tail) => {
+                self.state = State::Tail(tail);
+                Poll::Pending // caller loops
+            }
+            None => {
+                self.finish();
+                self.state = State::Done;
+                Poll::Ready(Some(Err(err.full_message().into())))
+            }
+        }
+    }
+
+    fn complete(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.finish() {
+            Some(rx) => {
+                self.state = State::Acking(rx, Box::pin(tokio::time::sleep(ACK_WAIT)));
+                self.poll_ack(cx)
+            }
+            None => {
+                self.state = State::Done;
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn poll_ack(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let State::Acking(rx, deadline) = &mut self.state {
+            let done = Pin::new(rx).poll(cx).is_ready() || deadline.as_mut().poll(cx).is_ready();
+            if !done {
+                return Poll::Pending;
+            }
+        }
+        self.state = State::Done;
+        Poll::Ready(None)
+    }
+}
+
+use std::future::Future;
+
+impl<B> Body for Relay<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Acking(..) => return this.poll_ack(cx),
+                State::Tail(tail) => {
+                    let tail = std::mem::take(tail);
+                    this.outcome.bytes_out += tail.len() as u64;
+                    this.state = State::Streaming;
+                    // Complete after this frame: mark by finishing now, then Done on next poll.
+                    let ack = this.finish();
+                    this.state = match ack {
+                        Some(rx) => State::Acking(rx, Box::pin(tokio::time::sleep(ACK_WAIT))),
+                        None => State::Done,
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                }
+                State::Streaming => {}
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        this.outcome.bytes_out += d.len() as u64;
+                        this.scanner.feed(d);
+                    }
+                    let next = tokio::time::Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(next);
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    let err = BridgeError::new(
+                        502,
+                        Reason::UpstreamError,
+                        format!("Ollama's answer broke off mid-stream: {e}"),
+                    );
+                    match this.fail(err) {
+                        Poll::Pending => continue,
+                        p => return p,
+                    }
+                }
+                Poll::Ready(None) => return this.complete(cx),
+                Poll::Pending => {
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        let err = BridgeError::new(504, Reason::UpstreamTimeout, this.idle_message.clone());
+                        match this.fail(err) {
+                            Poll::Pending => continue,
+                            p => return p,
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Unknown on purpose: the response goes out chunked, so the client sees it
+        // complete only after the audit record is written.
+        SizeHint::default()
+    }
+}
+
+impl<B> Drop for Relay<B> {
+    fn drop(&mut self) {
+        if let Some(f) = self.finisher.take() {
+            self.outcome.client_closed = true;
+            self.outcome.tokens = self.scanner.finish();
+            f(std::mem::take(&mut self.outcome));
+        }
+    }
+}

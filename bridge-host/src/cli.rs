@@ -1,0 +1,231 @@
+//! The command line (CONTRACT.md): `serve`, `check-config`, `audit`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use protocol::config::{Config, ConfigErrors, DefaultsEnv};
+use protocol::ListenAddr;
+
+use crate::server::{Server, Shutdown};
+
+/// Exit status for a bad configuration or bad usage (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+/// The config file read when no flag names one.
+pub const DEFAULT_CONFIG: &str = "/etc/ollama-bridge/bridge.toml";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bridge-host",
+    version,
+    about = "The host side of ollama-bridge: the one policed path from sandboxes to Ollama",
+    long_about = "Listens on one unix socket (or vsock port) per sandbox, checks every request against \
+that sandbox's policy, rewrites what must be rewritten, forwards it to Ollama and writes an audit record.\n\n\
+Quick start:  bridge-host serve --listen unix:/run/ollama-bridge/ollama.sock --upstream http://127.0.0.1:11434"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Validate a configuration file: exit 0, or print each error with its line and exit 64.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Read the audit log.
+    Audit(crate::audit_cli::AuditArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file [default: /etc/ollama-bridge/bridge.toml if it exists, else built-in defaults].
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["listen", "upstream", "allow_model"])]
+    pub config: Option<PathBuf>,
+    /// Quick start without a file: one sandbox "default" listening here (unix:PATH, vsock:PORT, vsock-uds:PATH_PORT).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Quick start: Ollama's URL.
+    #[arg(long, value_name = "URL", requires = "listen")]
+    pub upstream: Option<String>,
+    /// Quick start: allow this model (glob over canonical names; repeatable) [default: every local model].
+    #[arg(long = "allow-model", value_name = "NAME", requires = "listen")]
+    pub allow_model: Vec<String>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Longest wait for in-flight requests on SIGTERM/SIGINT, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub grace: u64,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::CheckConfig { config } => check_config(&config),
+        Cmd::Serve(args) => serve(args),
+        Cmd::Audit(args) => crate::audit_cli::run(args),
+    }
+}
+
+/// Reads the process environment for the built-in defaults.
+pub fn defaults_env() -> DefaultsEnv {
+    let uid = nix::unistd::geteuid();
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    DefaultsEnv {
+        is_root: uid.is_root(),
+        xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+        xdg_state_home: var("XDG_STATE_HOME"),
+        home: var("HOME"),
+        uid: uid.as_raw(),
+    }
+}
+
+/// Loads and validates a configuration file.
+pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![protocol::ConfigError {
+            line: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        }])
+    })?;
+    Config::parse(&text, &defaults_env())
+}
+
+fn print_errors(path: &str, errs: &ConfigErrors) {
+    for e in &errs.0 {
+        match e.line {
+            Some(l) => eprintln!("{path}:{l}: {}", e.message),
+            None => eprintln!("{path}: {}", e.message),
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match load_config(path) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} sandbox{}, upstream {})",
+                path.display(),
+                c.sandboxes.len(),
+                if c.sandboxes.len() == 1 { "" } else { "es" },
+                c.upstream.base
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            print_errors(&path.display().to_string(), &errs);
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn resolve_config(args: &ServeArgs) -> Result<(Config, String), ConfigErrors> {
+    if let Some(listen) = &args.listen {
+        let one = |m: String| ConfigErrors(vec![protocol::ConfigError { line: None, message: m }]);
+        let addr = ListenAddr::parse(listen).map_err(|e| one(format!("--listen: {e}")))?;
+        let up = args
+            .upstream
+            .as_deref()
+            .unwrap_or(protocol::config::DEFAULT_UPSTREAM);
+        return Ok((Config::quick(&defaults_env(), addr, up, &args.allow_model)?, "command line".into()));
+    }
+    if let Some(p) = &args.config {
+        return Ok((load_config(p)?, p.display().to_string()));
+    }
+    let default = Path::new(DEFAULT_CONFIG);
+    if default.exists() {
+        return Ok((load_config(default)?, DEFAULT_CONFIG.into()));
+    }
+    Ok((Config::builtin(&defaults_env()), "built-in defaults".into()))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    init_tracing(args.log_format);
+    let (config, source) = match resolve_config(&args) {
+        Ok(c) => c,
+        Err(errs) => {
+            let src = args
+                .config
+                .as_ref()
+                .map_or_else(|| "command line".to_owned(), |p| p.display().to_string());
+            print_errors(&src, &errs);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bridge-host: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        tracing::info!(config = %source, upstream = %config.upstream.base, audit = %config.audit.path.display(), "starting");
+        let server = match Server::bind(config) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("bridge-host: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let audit = server.audit();
+        let signal = Box::pin(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::hangup()),
+            ) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = term.recv() => { tracing::info!("SIGTERM"); break }
+                    _ = int.recv() => { tracing::info!("SIGINT"); break }
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reopening the audit log");
+                        audit.reopen();
+                    }
+                }
+            }
+        });
+        let shutdown = Shutdown {
+            signal: signal,
+            grace: Duration::from_secs(args.grace),
+        };
+        match server.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bridge-host: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

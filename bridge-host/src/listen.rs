@@ -1,0 +1,186 @@
+//! Listeners: one per sandbox. The transport (unix socket today; vsock and vsock-uds
+//! behind the same interface) ends here: everything above sees a byte stream and the
+//! peer identity the kernel reports.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use protocol::audit::Peer;
+use protocol::ListenAddr;
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixListener;
+
+/// A connection's byte stream, whatever the transport.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// A boxed connection.
+pub type Conn = Box<dyn Io>;
+
+/// Why a listener could not be opened.
+#[derive(Debug, Error)]
+pub enum ListenError {
+    #[error("cannot create directory {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("{path} exists and is not a socket; refusing to replace it (remove it or choose another path)")]
+    NotASocket { path: PathBuf },
+    #[error("another process is listening on {path} (is bridge-host already running?)")]
+    InUse { path: PathBuf },
+    #[error("cannot remove stale socket {path}: {source}")]
+    Stale { path: PathBuf, source: io::Error },
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: String, source: io::Error },
+    #[error("cannot set mode or owner of {path}: {source}")]
+    Perms { path: PathBuf, source: io::Error },
+    #[error("{addr}: {what} is not supported by this build yet")]
+    Unsupported { addr: String, what: &'static str },
+}
+
+/// An open listener.
+#[derive(Debug)]
+pub enum Listener {
+    Unix { inner: UnixListener, path: PathBuf },
+}
+
+impl Listener {
+    /// Opens the listener for `addr`, applying socket mode and owner on unix sockets.
+    pub fn bind(
+        addr: &ListenAddr,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Listener, ListenError> {
+        match addr {
+            ListenAddr::Unix(path) | ListenAddr::VsockUds(path) => {
+                let inner = bind_unix(path, mode, owner)?;
+                Ok(Listener::Unix {
+                    inner,
+                    path: path.clone(),
+                })
+            }
+            ListenAddr::Vsock { .. } => Err(ListenError::Unsupported {
+                addr: addr.to_string(),
+                what: "AF_VSOCK",
+            }),
+        }
+    }
+
+    /// Accepts one connection with the kernel's view of the peer.
+    pub async fn accept(&self) -> io::Result<(Conn, Option<Peer>)> {
+        match self {
+            Listener::Unix { inner, .. } => {
+                let (stream, _) = inner.accept().await?;
+                let peer = stream.peer_cred().ok().map(|c| Peer::Unix {
+                    uid: c.uid(),
+                    gid: c.gid(),
+                    pid: c.pid(),
+                });
+                Ok((Box::new(stream), peer))
+            }
+        }
+    }
+
+    /// Removes what the listener left on the filesystem.
+    pub fn cleanup(&self) {
+        match self {
+            Listener::Unix { path, .. } => {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+fn bind_unix(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<UnixListener, ListenError> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|source| ListenError::Dir {
+                path: dir.to_owned(),
+                source,
+            })?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).map_err(
+                |source| ListenError::Dir {
+                    path: dir.to_owned(),
+                    source,
+                },
+            )?;
+            if let Some((uid, gid)) = owner {
+                chown(dir, uid, gid)?;
+            }
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(ListenError::InUse {
+                        path: path.to_owned(),
+                    })
+                }
+                Err(_) => std::fs::remove_file(path).map_err(|source| ListenError::Stale {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            }
+        }
+        Ok(_) => {
+            return Err(ListenError::NotASocket {
+                path: path.to_owned(),
+            })
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path).map_err(|source| ListenError::Bind {
+        addr: format!("unix:{}", path.display()),
+        source,
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        ListenError::Perms {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    if let Some((uid, gid)) = owner {
+        chown(path, uid, gid)?;
+    }
+    Ok(listener)
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), ListenError> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| ListenError::Perms {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[tokio::test]
+    async fn creates_dir_and_socket_with_modes() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("sb/ollama.sock");
+        let l = Listener::bind(&ListenAddr::Unix(path.clone()), 0o600, None).unwrap();
+        let dir = std::fs::metadata(t.path().join("sb")).unwrap();
+        assert_eq!(dir.mode() & 0o777, 0o750);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        // A live socket is not replaced.
+        let again = Listener::bind(&ListenAddr::Unix(path.clone()), 0o600, None);
+        assert!(matches!(again, Err(ListenError::InUse { .. })), "{again:?}");
+        drop(l);
+        // A stale one is.
+        Listener::bind(&ListenAddr::Unix(path.clone()), 0o660, None).unwrap();
+    }
+
+    #[tokio::test]
+    async fn refuses_to_replace_a_file() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("not-a.sock");
+        std::fs::write(&path, b"precious").unwrap();
+        let r = Listener::bind(&ListenAddr::Unix(path.clone()), 0o660, None);
+        assert!(matches!(r, Err(ListenError::NotASocket { .. })));
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    }
+}

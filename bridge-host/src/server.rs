@@ -1,0 +1,132 @@
+//! Listener, connection, request: the accept loop per sandbox owns its context, spawns
+//! a task per connection, backs off on accept errors and never dies of one; shutdown
+//! stops accepting, then lets in-flight requests finish within a grace period.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use protocol::config::Config;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::audit::AuditLog;
+use crate::listen::{ListenError, Listener};
+use crate::service::{handle, SandboxCtx, Shared};
+
+/// Time a client has to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bound daemon, not yet serving.
+pub struct Server {
+    listeners: Vec<(Listener, Arc<SandboxCtx>)>,
+    shared: Arc<Shared>,
+}
+
+/// How `run` ends.
+pub struct Shutdown {
+    /// Resolves when the daemon should stop accepting and drain.
+    pub signal: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// Longest wait for in-flight requests after the signal.
+    pub grace: Duration,
+}
+
+impl Server {
+    /// Opens the audit log and every listener; nothing is served yet.
+    pub fn bind(config: Config) -> anyhow::Result<Server> {
+        let audit = AuditLog::open(&config.audit.path)?;
+        let config = Arc::new(config);
+        let shared = Arc::new(Shared::new(config.clone(), audit));
+        let mut listeners = Vec::new();
+        for sb in &config.sandboxes {
+            let l = Listener::bind(&sb.listen, sb.socket_mode, sb.socket_owner).map_err(
+                |e: ListenError| anyhow::anyhow!("sandbox \"{}\": {e}", sb.name),
+            )?;
+            listeners.push((l, Arc::new(SandboxCtx::new(sb.clone(), shared.clone()))));
+        }
+        Ok(Server { listeners, shared })
+    }
+
+    /// The audit log handle (for SIGHUP reopen).
+    pub fn audit(&self) -> AuditLog {
+        self.shared.audit.clone()
+    }
+
+    /// Serves until the shutdown signal, then drains.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let graceful = Arc::new(GracefulShutdown::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut loops = Vec::new();
+        for (listener, ctx) in self.listeners {
+            println!("listening sandbox={} on {}", ctx.sandbox.name, ctx.sandbox.listen);
+            tracing::info!(sandbox = %ctx.sandbox.name, listen = %ctx.sandbox.listen, "listening");
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                ctx,
+                graceful.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        shutdown.signal.await;
+        tracing::info!("shutting down: no new connections; draining in-flight requests");
+        let _ = stop_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
+        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+        match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("drained"),
+            Err(_) => tracing::warn!(grace = ?shutdown.grace, "grace period over; closing remaining connections"),
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    ctx: Arc<SandboxCtx>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            a = listener.accept() => a,
+        };
+        let (io, peer) = match accepted {
+            Ok(c) => {
+                backoff = Duration::from_millis(5);
+                c
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %ctx.sandbox.name, error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let ctx2 = ctx.clone();
+        let svc = service_fn(move |req| handle(ctx2.clone(), peer, req));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .keep_alive(true)
+            .max_buf_size(64 * 1024)
+            .serve_connection(TokioIo::new(io), svc);
+        let conn = graceful.watch(conn);
+        let span = tracing::debug_span!("conn", sandbox = %ctx.sandbox.name, peer = ?peer);
+        tokio::spawn(
+            async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection closed with error");
+                }
+            }
+            .instrument(span),
+        );
+    }
+    listener.cleanup();
+}

@@ -1,0 +1,450 @@
+//! One request, start to end: parse → decide → rewrite → forward → observe.
+//! Everything the sandbox sends is untrusted; what goes upstream is the re-serialised
+//! JSON the policy decided on, never the original bytes.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use protocol::audit::{rfc3339_millis, AuditRecord, Decision, Peer};
+use protocol::config::{Config, Sandbox};
+use protocol::error::{BridgeError, Reason};
+use protocol::json::parse_strict_object;
+use protocol::policy::{apply_num_ctx, decide, model_allowed};
+use protocol::route::{BodyKind, ErrorFormat, Route, RouteError};
+use protocol::ModelName;
+use serde_json::{Map, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::audit::AuditLog;
+use crate::body::{Finisher, Outcome, Relay, RespBody, StreamKind};
+use crate::upstream::Upstream;
+
+/// Response header carrying the audit record's id.
+pub const REQUEST_ID_HEADER: &str = "x-ollama-bridge-request-id";
+/// Largest listing (tags, ps, models) the bridge reads to filter.
+const MAX_LISTING: usize = 16 << 20;
+
+/// What every listener shares.
+pub struct Shared {
+    pub upstream: Upstream,
+    pub audit: AuditLog,
+    pub config: Arc<Config>,
+    next_id: AtomicU64,
+    id_prefix: String,
+}
+
+impl Shared {
+    pub fn new(config: Arc<Config>, audit: AuditLog) -> Shared {
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        Shared {
+            upstream: Upstream::new(config.upstream.clone()),
+            audit,
+            config,
+            next_id: AtomicU64::new(1),
+            id_prefix: format!("{:x}", boot & 0xffff_ffff_ff),
+        }
+    }
+
+    fn request_id(&self) -> String {
+        format!("{}-{:06x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// One listener's context: its sandbox and limits.
+pub struct SandboxCtx {
+    pub sandbox: Sandbox,
+    pub limiter: Option<Arc<Semaphore>>,
+    pub shared: Arc<Shared>,
+}
+
+impl SandboxCtx {
+    pub fn new(sandbox: Sandbox, shared: Arc<Shared>) -> SandboxCtx {
+        let limiter = sandbox
+            .max_concurrent
+            .map(|n| Arc::new(Semaphore::new(n as usize)));
+        SandboxCtx {
+            sandbox,
+            limiter,
+            shared,
+        }
+    }
+}
+
+/// A request that passed every check, ready to go upstream.
+struct Checked {
+    method: Method,
+    route: Route,
+    path: String,
+    headers: HeaderMap,
+    body: Option<Map<String, Value>>,
+    raw: Bytes,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Serves one request on a sandbox's listener.
+pub async fn handle(
+    ctx: Arc<SandboxCtx>,
+    peer: Option<Peer>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let mut rec = AuditRecord {
+        ts: rfc3339_millis(now_ms),
+        request_id: ctx.shared.request_id(),
+        sandbox: ctx.sandbox.name.to_string(),
+        peer,
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        endpoint: None,
+        model: None,
+        decision: Decision::Deny,
+        reason: None,
+        num_ctx_requested: None,
+        num_ctx_sent: None,
+        status: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        duration_ms: 0,
+        prompt_tokens: None,
+        completion_tokens: None,
+        prompt: None,
+        output: None,
+    };
+    let format = Route::error_format_for_path(req.uri().path());
+    let resp = match check(&ctx, req, &mut rec).await {
+        Ok(checked) => {
+            rec.decision = Decision::Allow;
+            forward(&ctx, checked, rec, start).await
+        }
+        Err(e) => refuse(&ctx, e, format, rec, start).await,
+    };
+    Ok(resp)
+}
+
+/// Parse, decide and rewrite. Fills the audit record as facts become known.
+async fn check(
+    ctx: &SandboxCtx,
+    req: Request<Incoming>,
+    rec: &mut AuditRecord,
+) -> Result<Checked, BridgeError> {
+    let (parts, body) = req.into_parts();
+    let bad = |m: String| BridgeError::new(400, Reason::BadRequest, m);
+    let h = &parts.headers;
+    if h.contains_key(header::CONTENT_ENCODING) {
+        return Err(BridgeError::new(
+            415,
+            Reason::UnsupportedMediaType,
+            "Content-Encoding is not accepted; send the body uncompressed",
+        ));
+    }
+    let cl_count = h.get_all(header::CONTENT_LENGTH).iter().count();
+    if cl_count > 1 {
+        return Err(bad("repeated Content-Length header".into()));
+    }
+    if let Some(te) = h.get(header::TRANSFER_ENCODING) {
+        if cl_count > 0 {
+            return Err(bad("both Content-Length and Transfer-Encoding are set".into()));
+        }
+        if h.get_all(header::TRANSFER_ENCODING).iter().count() > 1
+            || !te.as_bytes().eq_ignore_ascii_case(b"chunked")
+        {
+            return Err(bad("Transfer-Encoding other than chunked is not accepted".into()));
+        }
+    }
+
+    let route = Route::classify(parts.method.as_str(), parts.uri.path(), parts.uri.query())
+        .map_err(|e| match e {
+            RouteError::NotFound { .. } => BridgeError::new(404, Reason::NotFound, e.to_string()),
+            RouteError::MethodNotAllowed { .. } => {
+                BridgeError::new(405, Reason::MethodNotAllowed, e.to_string())
+            }
+            _ => bad(e.to_string()),
+        })?;
+    rec.endpoint = Some(route.class().as_str().to_owned());
+
+    // Endpoint class first: a denied class is refused before its body is read.
+    protocol::policy::endpoint_allowed(&ctx.sandbox, route.class())
+        .map_err(|d| d.to_error())?;
+
+    let max = ctx.sandbox.max_body;
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| bad("invalid Content-Length".into()))
+        })
+        .transpose()?;
+    let too_large = || {
+        BridgeError::new(
+            413,
+            Reason::TooLarge,
+            format!("request body is larger than max_body ({}) of sandbox \"{}\"", protocol::units::ByteSize(max), ctx.sandbox.name),
+        )
+    };
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let kind = route.body_kind(parts.method.as_str());
+    let has_body = declared.is_some_and(|n| n > 0) || h.contains_key(header::TRANSFER_ENCODING);
+    let raw = match kind {
+        BodyKind::None if has_body => return Err(bad(format!("{} {} takes no body", parts.method, parts.uri.path()))),
+        BodyKind::None => Bytes::new(),
+        BodyKind::Json | BodyKind::Opaque => match Limited::new(body, max as usize).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Err(e) => return Err(bad(format!("reading the request body failed: {e}"))),
+        },
+    };
+    rec.bytes_in = raw.len() as u64;
+
+    let mut obj = match kind {
+        BodyKind::Json => {
+            if raw.is_empty() {
+                return Err(bad("missing request body".into()));
+            }
+            Some(parse_strict_object(&raw).map_err(|e| bad(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let permit = decide(&ctx.sandbox, &route, obj.as_mut()).map_err(|d| {
+        rec.model = d.model().map(ToString::to_string);
+        d.to_error()
+    })?;
+    rec.model = permit.model().map(ToString::to_string);
+
+    if let (Some(o), Some(m)) = (obj.as_mut(), permit.model()) {
+        if matches!(route, Route::Chat | Route::Generate | Route::Embed | Route::Embeddings) {
+            let n = apply_num_ctx(o, ctx.shared.config.num_ctx_policy(m));
+            rec.num_ctx_requested = n.requested;
+            rec.num_ctx_sent = n.sent;
+        }
+    }
+
+    let permit_slot = match &ctx.limiter {
+        None => None,
+        Some(sem) => Some(sem.clone().try_acquire_owned().map_err(|_| {
+            BridgeError::new(
+                429,
+                Reason::RateLimited,
+                format!(
+                    "sandbox \"{}\" already has {} requests in flight (max_concurrent); retry shortly",
+                    ctx.sandbox.name,
+                    ctx.sandbox.max_concurrent.unwrap_or(0)
+                ),
+            )
+        })?),
+    };
+
+    Ok(Checked {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        route,
+        headers: parts.headers,
+        body: obj,
+        raw,
+        permit: permit_slot,
+    })
+}
+
+/// Sends the checked request upstream and relays the answer.
+async fn forward(
+    ctx: &Arc<SandboxCtx>,
+    c: Checked,
+    mut rec: AuditRecord,
+    start: Instant,
+) -> Response<RespBody> {
+    let format = Route::error_format_for_path(&c.path);
+    let (content_type, body) = match &c.body {
+        Some(o) => (
+            Some("application/json"),
+            Bytes::from(serde_json::to_vec(o).expect("a JSON map serialises")),
+        ),
+        None => (None, c.raw.clone()),
+    };
+    if ctx.shared.config.audit.log_prompts {
+        rec.prompt = c.body.clone().map(Value::Object);
+    }
+    let up = &ctx.shared.upstream;
+    let resp = match up.send(c.method.clone(), &c.path, &c.headers, content_type, body).await {
+        Ok(r) => r,
+        Err(e) => return refuse(ctx, e, format, rec, start).await,
+    };
+    if resp.status().is_success() && matches!(c.route, Route::Tags | Route::Ps | Route::OaiModels) {
+        return filtered_listing(ctx, resp, c.route, rec, start).await;
+    }
+    let (mut parts, inner) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let kind = StreamKind::from_content_type(
+        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+    );
+    set_request_id(&mut parts.headers, &rec.request_id);
+    rec.status = parts.status.as_u16();
+    let idle = up.cfg.idle_timeout;
+    let idle_message = format!(
+        "Ollama sent nothing for {idle:?} mid-answer (idle_timeout); the answer is incomplete"
+    );
+    let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
+    let relay = Relay::new(inner, kind, idle, idle_message, finisher(ctx, rec, start), hold);
+    Response::from_parts(parts, relay.boxed_unsync())
+}
+
+/// Builds the finisher that completes and writes the audit record at the stream's end.
+fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher {
+    let audit = ctx.shared.audit.clone();
+    Box::new(move |o: Outcome| {
+        rec.bytes_out = o.bytes_out;
+        rec.prompt_tokens = o.tokens.prompt;
+        rec.completion_tokens = o.tokens.completion;
+        rec.duration_ms = start.elapsed().as_millis() as u64;
+        if let Some(r) = o.failure {
+            rec.reason = Some(r.as_str().to_owned());
+        } else if o.client_closed {
+            rec.reason = Some("client_closed".to_owned());
+        }
+        tracing::debug!(request_id = %rec.request_id, status = rec.status, bytes_out = rec.bytes_out, "request done");
+        audit.submit(&rec, true)
+    })
+}
+
+/// Answers with the bridge's own error, after its audit record is written.
+async fn refuse(
+    ctx: &SandboxCtx,
+    e: BridgeError,
+    format: ErrorFormat,
+    mut rec: AuditRecord,
+    start: Instant,
+) -> Response<RespBody> {
+    let body = e.body(format);
+    rec.status = e.status;
+    rec.reason = Some(e.reason.as_str().to_owned());
+    if e.reason.is_denial() {
+        rec.decision = Decision::Deny;
+    }
+    rec.bytes_out = body.len() as u64;
+    rec.duration_ms = start.elapsed().as_millis() as u64;
+    if e.reason.is_denial() {
+        tracing::info!(sandbox = %rec.sandbox, request_id = %rec.request_id, method = %rec.method, path = %rec.path, status = e.status, reason = e.reason.as_str(), "refused: {}", e.message);
+    } else {
+        tracing::warn!(sandbox = %rec.sandbox, request_id = %rec.request_id, status = e.status, reason = e.reason.as_str(), "failed: {}", e.message);
+    }
+    if let Some(ack) = ctx.shared.audit.submit(&rec, true) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ack).await;
+    }
+    let mut resp = Response::new(full(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    if e.status == 429 {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if e.status == 405 {
+        h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, DELETE"));
+    }
+    set_request_id(h, &rec.request_id);
+    resp
+}
+
+/// Reads a (small) listing and keeps only the models this sandbox may use.
+async fn filtered_listing(
+    ctx: &Arc<SandboxCtx>,
+    resp: Response<Incoming>,
+    route: Route,
+    mut rec: AuditRecord,
+    start: Instant,
+) -> Response<RespBody> {
+    let format = Route::error_format_for_path(&rec.path);
+    let (mut parts, inner) = resp.into_parts();
+    let collected = tokio::time::timeout(
+        ctx.shared.upstream.cfg.idle_timeout,
+        Limited::new(inner, MAX_LISTING).collect(),
+    )
+    .await;
+    let bytes = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) => {
+            let err = BridgeError::new(502, Reason::UpstreamError, format!("reading Ollama's listing failed: {e}"));
+            return refuse(ctx, err, format, rec, start).await;
+        }
+        Err(_) => {
+            let err = BridgeError::new(504, Reason::UpstreamTimeout, "Ollama's listing did not arrive in time (idle_timeout)");
+            return refuse(ctx, err, format, rec, start).await;
+        }
+    };
+    let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+        let err = BridgeError::new(502, Reason::UpstreamError, "Ollama's listing is not JSON");
+        return refuse(ctx, err, format, rec, start).await;
+    };
+    let (key, fields): (&str, &[&str]) = match route {
+        Route::OaiModels => ("data", &["id"]),
+        _ => ("models", &["model", "name"]),
+    };
+    if let Some(Value::Array(items)) = v.get_mut(key) {
+        items.retain(|item| listing_item_allowed(&ctx.sandbox, item, fields));
+    }
+    let out = Bytes::from(serde_json::to_vec(&v).expect("a JSON value serialises"));
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    set_request_id(&mut parts.headers, &rec.request_id);
+    rec.status = parts.status.as_u16();
+    let relay = Relay::new(
+        Full::new(out),
+        StreamKind::Opaque,
+        ctx.shared.upstream.cfg.idle_timeout,
+        String::new(),
+        finisher(ctx, rec, start),
+        None,
+    );
+    Response::from_parts(parts, relay.boxed_unsync())
+}
+
+fn listing_item_allowed(sandbox: &Sandbox, item: &Value, fields: &[&str]) -> bool {
+    fields
+        .iter()
+        .find_map(|f| item.get(*f).and_then(Value::as_str))
+        .and_then(|n| ModelName::parse(n).ok())
+        .is_some_and(|m| model_allowed(sandbox, &m).is_ok())
+}
+
+/// A complete body as the response body type.
+pub fn full(b: Bytes) -> RespBody {
+    Full::new(b)
+        .map_err(|n: Infallible| -> crate::body::BoxError { match n {} })
+        .boxed_unsync()
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::TE,
+        header::TRAILER,
+        header::UPGRADE,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+}
+
+fn set_request_id(h: &mut HeaderMap, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        h.insert(REQUEST_ID_HEADER, v);
+    }
+}

@@ -1,0 +1,111 @@
+//! The one pooled HTTP/1.1 client to Ollama, with the connect and header timeouts of
+//! `[upstream]` mapped to the bridge's error contract (502 unreachable, 504 no answer).
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use protocol::error::{BridgeError, Reason};
+
+/// Request headers passed on to Ollama; everything else stays behind.
+const FORWARDED: [header::HeaderName; 3] = [header::ACCEPT, header::USER_AGENT, header::ACCEPT_LANGUAGE];
+
+/// The upstream client.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    pub cfg: protocol::Upstream,
+    host: HeaderValue,
+}
+
+impl Upstream {
+    pub fn new(cfg: protocol::Upstream) -> Upstream {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(cfg.connect_timeout));
+        conn.set_nodelay(true);
+        conn.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(conn);
+        let host = HeaderValue::from_str(&cfg.authority).expect("authority was validated");
+        Upstream { client, cfg, host }
+    }
+
+    /// Sends a checked request; `body` is what the policy saw, re-serialised.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        client_headers: &HeaderMap,
+        content_type: Option<&'static str>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, BridgeError> {
+        let uri = format!("{}{}", self.cfg.base, path);
+        let mut req = Request::builder().method(method).uri(&uri);
+        let h = req.headers_mut().expect("builder is valid");
+        for name in FORWARDED {
+            if let Some(v) = client_headers.get(&name) {
+                h.insert(name, v.clone());
+            }
+        }
+        h.insert(header::HOST, self.host.clone());
+        if let Some(ct) = content_type {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| BridgeError::new(500, Reason::Internal, format!("building the upstream request: {e}")))?;
+        match tokio::time::timeout(self.cfg.header_timeout, self.client.request(req)).await {
+            Err(_) => Err(BridgeError::new(
+                504,
+                Reason::UpstreamTimeout,
+                format!(
+                    "Ollama at {} sent no answer within {:?} (header_timeout)",
+                    self.cfg.base, self.cfg.header_timeout
+                ),
+            )),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(BridgeError::new(
+                502,
+                Reason::UpstreamUnreachable,
+                format!(
+                    "cannot reach Ollama at {}: {} (is it running? connect_timeout {:?})",
+                    self.cfg.base,
+                    root_cause(&e),
+                    self.cfg.connect_timeout
+                ),
+            )),
+            Ok(Err(e)) => Err(BridgeError::new(
+                502,
+                Reason::UpstreamError,
+                format!("Ollama at {} failed: {}", self.cfg.base, root_cause(&e)),
+            )),
+        }
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur: &dyn std::error::Error = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let root = cur.to_string();
+    let top = e.to_string();
+    if root == top || e.source().is_none() {
+        top
+    } else {
+        format!("{top}: {root}")
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_error_trait(e: &hyper_util::client::legacy::Error) -> Option<&(dyn std::error::Error + 'static)> {
+    e.source()
+}
