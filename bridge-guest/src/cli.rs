@@ -81,12 +81,17 @@ async fn bind(addrs: &Addrs) -> Result<TcpListener, ExitCode> {
     })
 }
 
+/// The address actually served (port 0 resolved).
+fn local(l: &TcpListener, addrs: &Addrs) -> SocketAddr {
+    l.local_addr().unwrap_or(addrs.listen)
+}
+
 async fn relay_forever(addrs: &Addrs) -> ExitCode {
     let listener = match bind(addrs).await {
         Ok(l) => l,
         Err(c) => return c,
     };
-    println!("relaying {} -> {}", addrs.listen, addrs.connect);
+    println!("relaying {} -> {}", local(&listener, addrs), addrs.connect);
     let relay = tokio::spawn(crate::relay::serve(listener, addrs.connect.clone()));
     wait_for_stop().await;
     relay.abort();
@@ -111,12 +116,13 @@ async fn run(addrs: &Addrs, command: Vec<String>) -> ExitCode {
         Ok(l) => l,
         Err(c) => return c,
     };
-    eprintln!("relaying {} -> {}", addrs.listen, addrs.connect);
+    let served = local(&listener, addrs);
+    eprintln!("relaying {served} -> {}", addrs.connect);
     let relay = tokio::spawn(crate::relay::serve(listener, addrs.connect.clone()));
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if std::env::var_os("OLLAMA_HOST").is_none() {
-        cmd.env("OLLAMA_HOST", format!("http://{}", addrs.listen));
+        cmd.env("OLLAMA_HOST", format!("http://{served}"));
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,

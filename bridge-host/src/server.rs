@@ -115,6 +115,7 @@ async fn accept_loop(
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true)
+            .half_close(true)
             .max_buf_size(64 * 1024)
             .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);

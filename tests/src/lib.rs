@@ -1,1 +1,8 @@
-//! placeholder
+//! Test support for ollama-bridge: the Ollama test double (behaving as OLLAMA-WIRE.md
+//! says) and helpers that start bridge-host and bridge-guest as real processes on
+//! temp-dir sockets and port 0.
+#![forbid(unsafe_code)]
+
+pub mod double;
+pub mod harness;
+pub mod http;

@@ -1,0 +1,450 @@
+//! Native routes of the double: chat, generate, embed, listings, show, pull.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use protocol::ModelName;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::server::{error, json as json_resp, stream, DBody};
+use super::tokenize::{self, Seen};
+use super::{DoubleModel, Script, State, ToolPlacement};
+
+pub const CREATED_AT: &str = "2026-11-20T10:00:00.000000Z";
+
+/// What the double will answer to one chat or generate request.
+pub struct Plan {
+    pub model: String,
+    pub pieces: Vec<String>,
+    pub calls: Vec<Value>,
+    pub seen: Seen,
+    pub done_reason: &'static str,
+    pub script: Script,
+}
+
+pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Response<DBody>> {
+    if body.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "missing request body"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(error(StatusCode::BAD_REQUEST, "invalid request body")),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, &e.to_string())),
+    }
+}
+
+pub fn find_model(state: &State, req: &Map<String, Value>) -> Result<DoubleModel, Response<DBody>> {
+    let raw = req
+        .get("model")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or_else(|| req.get("name").and_then(Value::as_str))
+        .unwrap_or("");
+    if raw.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "model is required"));
+    }
+    lookup(state, raw).ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            &format!("model '{raw}' not found"),
+        )
+    })
+}
+
+pub fn lookup(state: &State, raw: &str) -> Option<DoubleModel> {
+    let want = ModelName::parse(raw).ok()?;
+    let cfg = state.config.lock().unwrap();
+    cfg.models
+        .iter()
+        .find(|m| ModelName::parse(&m.name).ok().as_ref() == Some(&want))
+        .cloned()
+}
+
+fn num_ctx(state: &State, req: &Map<String, Value>, model: &DoubleModel) -> u64 {
+    let asked = req
+        .get("options")
+        .and_then(|o| o.get("num_ctx"))
+        .and_then(Value::as_u64);
+    asked
+        .unwrap_or(state.config.lock().unwrap().default_num_ctx)
+        .min(model.context_length)
+}
+
+/// Deterministic tool-call id: `call_` + 8 of [a-z0-9].
+pub fn call_id(i: usize, name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ i as u64;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let s: String = (0..8)
+        .map(|k| alphabet[((h >> (k * 5)) % 36) as usize] as char)
+        .collect();
+    format!("call_{s}")
+}
+
+/// Arguments for a tool from its JSON schema: strings "Paris" (or the first enum value),
+/// numbers 1, booleans true.
+fn arguments_for(tool: &Value) -> Value {
+    let mut args = Map::new();
+    if let Some(props) = tool
+        .pointer("/function/parameters/properties")
+        .and_then(Value::as_object)
+    {
+        for (k, schema) in props {
+            let v = if let Some(first) = schema.get("enum").and_then(|e| e.get(0)) {
+                first.clone()
+            } else {
+                match schema.get("type").and_then(Value::as_str) {
+                    Some("number" | "integer") => json!(1),
+                    Some("boolean") => json!(true),
+                    Some("array") => json!([]),
+                    Some("object") => json!({}),
+                    _ => json!("Paris"),
+                }
+            };
+            args.insert(k.clone(), v);
+        }
+    }
+    Value::Object(args)
+}
+
+fn words(text: &str) -> Vec<String> {
+    let w: Vec<&str> = text.split_whitespace().collect();
+    let n = w.len();
+    w.iter()
+        .enumerate()
+        .map(|(i, s)| if i + 1 < n { format!("{s} ") } else { (*s).to_owned() })
+        .collect()
+}
+
+fn limit(pieces: &mut Vec<String>, req: &Map<String, Value>) -> &'static str {
+    let max = req
+        .get("options")
+        .and_then(|o| o.get("num_predict"))
+        .and_then(Value::as_i64)
+        .filter(|n| *n >= 0);
+    match max {
+        Some(n) if (n as usize) < pieces.len() => {
+            pieces.truncate(n as usize);
+            "length"
+        }
+        _ => "stop",
+    }
+}
+
+/// Plans a chat reply.
+pub fn plan_chat(state: &State, req: &Map<String, Value>) -> Result<Plan, Response<DBody>> {
+    let model = find_model(state, req)?;
+    if model.embedding {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("\"{}\" does not support chat", model.name),
+        ));
+    }
+    let messages = req
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let ctx = num_ctx(state, req, &model);
+    let seen = tokenize::truncate_chat(&messages, ctx);
+    let script = state.config.lock().unwrap().script.clone();
+    let last = messages.last();
+    let last_role = last.and_then(|m| m.get("role")).and_then(Value::as_str).unwrap_or("");
+    let last_text = last
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let tools = req.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
+    let calls: Vec<Value> = if !tools.is_empty() && last_role == "user" {
+        tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let name = t.pointer("/function/name").and_then(Value::as_str).unwrap_or("tool");
+                json!({"id": call_id(i, name), "function": {"index": i, "name": name, "arguments": arguments_for(t)}})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let text = match (&script.text, last_role) {
+        (Some(t), _) => t.clone(),
+        (None, "tool") => format!("The tool said: {}", last_text.split_whitespace().take(12).collect::<Vec<_>>().join(" ")),
+        (None, _) if !calls.is_empty() => "Let me check.".to_owned(),
+        (None, _) => format!(
+            "Hello from the double. You said: {}",
+            last_text.split_whitespace().take(8).collect::<Vec<_>>().join(" ")
+        ),
+    };
+    let mut pieces = words(&text);
+    let done_reason = limit(&mut pieces, req);
+    Ok(Plan {
+        model: req.get("model").and_then(Value::as_str).unwrap_or(&model.name).to_owned(),
+        pieces,
+        calls,
+        seen,
+        done_reason,
+        script,
+    })
+}
+
+fn final_fields(plan: &Plan, obj: &mut Map<String, Value>) {
+    obj.insert("done".into(), json!(true));
+    obj.insert("done_reason".into(), json!(plan.done_reason));
+    obj.insert("total_duration".into(), json!(5_043_500_667u64));
+    obj.insert("load_duration".into(), json!(5_025_959u64));
+    obj.insert("prompt_eval_count".into(), json!(plan.seen.evaluated));
+    obj.insert("prompt_eval_duration".into(), json!(325_953_000u64));
+    obj.insert("eval_count".into(), json!(plan.pieces.len() + plan.calls.len()));
+    obj.insert("eval_duration".into(), json!(4_709_213_000u64));
+}
+
+fn line(v: &Value) -> Bytes {
+    let mut b = serde_json::to_vec(v).expect("json");
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+/// The NDJSON lines of a chat reply, placing tool calls per the script.
+pub fn chat_lines(plan: &Plan) -> Vec<Bytes> {
+    let msg = |content: &str, calls: Option<Vec<Value>>| {
+        let mut m = json!({"role": "assistant", "content": content});
+        if let Some(c) = calls {
+            m["tool_calls"] = Value::Array(c);
+        }
+        m
+    };
+    let chunk = |m: Value| json!({"model": plan.model, "created_at": CREATED_AT, "message": m, "done": false});
+    let mut out: Vec<Bytes> = plan.pieces.iter().map(|p| line(&chunk(msg(p, None)))).collect();
+    let has_calls = !plan.calls.is_empty();
+    match plan.script.tools {
+        ToolPlacement::Intermediate if has_calls => out.push(line(&chunk(msg("", Some(plan.calls.clone()))))),
+        ToolPlacement::Split if has_calls => {
+            for c in &plan.calls {
+                out.push(line(&chunk(msg("", Some(vec![c.clone()])))));
+            }
+        }
+        _ => {}
+    }
+    let final_calls = (plan.script.tools == ToolPlacement::Final && has_calls).then(|| plan.calls.clone());
+    let mut last = json!({"model": plan.model, "created_at": CREATED_AT, "message": msg("", final_calls)});
+    final_fields(plan, last.as_object_mut().expect("object"));
+    out.push(line(&last));
+    out
+}
+
+/// Sends lines on `tx` following the script's pace, gate, error and stall.
+pub async fn emit(state: Arc<State>, script: Script, lines: Vec<Bytes>, tx: mpsc::Sender<Bytes>, error_line: Bytes) {
+    for (i, l) in lines.into_iter().enumerate() {
+        if i > 0 {
+            if script.gated {
+                match state.gate.acquire().await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return,
+                }
+            }
+            if !script.pace.is_zero() {
+                tokio::time::sleep(script.pace).await;
+            }
+        }
+        if script.error_after == Some(i) {
+            let _ = tx.send(error_line).await;
+            return;
+        }
+        if script.stall_after == Some(i) {
+            tx.closed().await;
+            return;
+        }
+        // Counted before the hand-over, so a reader that has chunk k sees the count k+1.
+        state.emitted.send_modify(|n| *n += 1);
+        if tx.send(l).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn wants_stream(req: &Map<String, Value>) -> bool {
+    req.get("stream").and_then(Value::as_bool).unwrap_or(true)
+}
+
+async fn respond(state: &Arc<State>, req: &Map<String, Value>, plan: Plan, lines: Vec<Bytes>, whole: Value) -> Response<DBody> {
+    if plan.script.stall_headers {
+        std::future::pending::<()>().await;
+    }
+    if !wants_stream(req) {
+        return json_resp(StatusCode::OK, &whole);
+    }
+    let (tx, rx) = mpsc::channel(1);
+    let err = line(&json!({"error": "an error was encountered while running the model: unexpected EOF"}));
+    tokio::spawn(emit(state.clone(), plan.script.clone(), lines, tx, err));
+    stream("application/x-ndjson", rx)
+}
+
+pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
+    let req = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let plan = match plan_chat(state, &req) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let lines = chat_lines(&plan);
+    let mut m = json!({"role": "assistant", "content": plan.pieces.concat()});
+    if !plan.calls.is_empty() {
+        m["tool_calls"] = Value::Array(plan.calls.clone());
+    }
+    let mut whole = json!({"model": plan.model, "created_at": CREATED_AT, "message": m});
+    final_fields(&plan, whole.as_object_mut().expect("object"));
+    respond(state, &req, plan, lines, whole).await
+}
+
+pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
+    let req = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let model = match find_model(state, &req) {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or("");
+    let system = req.get("system").and_then(Value::as_str).unwrap_or("");
+    let ctx = num_ctx(state, &req, &model);
+    let seen = tokenize::truncate_text(&format!("{system} {prompt}"), ctx);
+    let script = state.config.lock().unwrap().script.clone();
+    let text = script.text.clone().unwrap_or_else(|| {
+        format!("Generated from: {}", prompt.split_whitespace().take(8).collect::<Vec<_>>().join(" "))
+    });
+    let mut pieces = words(&text);
+    let done_reason = limit(&mut pieces, &req);
+    let plan = Plan {
+        model: req.get("model").and_then(Value::as_str).unwrap_or(&model.name).to_owned(),
+        pieces,
+        calls: Vec::new(),
+        seen,
+        done_reason,
+        script,
+    };
+    let mut lines: Vec<Bytes> = plan
+        .pieces
+        .iter()
+        .map(|p| line(&json!({"model": plan.model, "created_at": CREATED_AT, "response": p, "done": false})))
+        .collect();
+    let mut last = json!({"model": plan.model, "created_at": CREATED_AT, "response": ""});
+    final_fields(&plan, last.as_object_mut().expect("object"));
+    lines.push(line(&last));
+    let mut whole = json!({"model": plan.model, "created_at": CREATED_AT, "response": plan.pieces.concat()});
+    final_fields(&plan, whole.as_object_mut().expect("object"));
+    respond(state, &req, plan, lines, whole).await
+}
+
+/// A deterministic 8-dimensional embedding of a text.
+pub fn vector(text: &str) -> Vec<f64> {
+    let mut v = [0f64; 8];
+    for (i, b) in text.bytes().enumerate() {
+        v[i % 8] += b as f64 / 255.0;
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-9);
+    v.iter().map(|x| (x / norm * 1e6).round() / 1e6).collect()
+}
+
+pub fn embed(state: &State, body: &[u8], legacy: bool) -> Response<DBody> {
+    let req = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    let model = match find_model(state, &req) {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    if legacy {
+        let p = req.get("prompt").and_then(Value::as_str).unwrap_or("");
+        return json_resp(StatusCode::OK, &json!({"embedding": vector(p)}));
+    }
+    let inputs: Vec<String> = match req.get("input") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
+    let tokens: u64 = inputs.iter().map(|s| tokenize::count(s)).sum();
+    json_resp(
+        StatusCode::OK,
+        &json!({
+            "model": model.name,
+            "embeddings": inputs.iter().map(|s| vector(s)).collect::<Vec<_>>(),
+            "total_duration": 14_143_917u64,
+            "load_duration": 1_019_500u64,
+            "prompt_eval_count": tokens,
+        }),
+    )
+}
+
+fn model_entry(m: &DoubleModel) -> Value {
+    json!({
+        "name": m.name,
+        "model": m.name,
+        "modified_at": "2026-10-01T12:00:00.000000Z",
+        "size": 4_683_087_332u64,
+        "digest": format!("{:064x}", (m.name.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        "details": {"format": "gguf", "family": "qwen2", "parameter_size": "7.6B", "quantization_level": "Q4_K_M"}
+    })
+}
+
+pub fn tags(state: &State) -> Response<DBody> {
+    let cfg = state.config.lock().unwrap();
+    json_resp(StatusCode::OK, &json!({"models": cfg.models.iter().map(model_entry).collect::<Vec<_>>()}))
+}
+
+pub fn ps(state: &State) -> Response<DBody> {
+    let cfg = state.config.lock().unwrap();
+    let models: Vec<Value> = cfg
+        .models
+        .iter()
+        .map(|m| {
+            let mut e = model_entry(m);
+            e["expires_at"] = json!("2026-11-20T10:05:00.000000Z");
+            e["size_vram"] = json!(4_683_087_332u64);
+            e["context_length"] = json!(cfg.default_num_ctx.min(m.context_length));
+            e
+        })
+        .collect();
+    json_resp(StatusCode::OK, &json!({"models": models}))
+}
+
+pub fn show(state: &State, body: &[u8]) -> Response<DBody> {
+    let req = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match find_model(state, &req) {
+        Ok(m) => json_resp(
+            StatusCode::OK,
+            &json!({
+                "modelfile": format!("FROM {}", m.name),
+                "parameters": "",
+                "template": "{{ .Prompt }}",
+                "details": {"format": "gguf", "family": "qwen2"},
+                "model_info": {"general.context_length": m.context_length},
+                "capabilities": if m.embedding { json!(["embedding"]) } else { json!(["completion", "tools"]) },
+            }),
+        ),
+        Err(e) => e,
+    }
+}
+
+pub fn pull(body: &[u8]) -> Response<DBody> {
+    if let Err(e) = parse_body(body) {
+        return e;
+    }
+    let lines = [
+        json!({"status": "pulling manifest"}),
+        json!({"status": "success"}),
+    ];
+    let body: Vec<u8> = lines.iter().flat_map(|l| line(l).to_vec()).collect();
+    super::server::full(StatusCode::OK, "application/x-ndjson", body)
+}

@@ -1,0 +1,176 @@
+//! Starts the real binaries for tests: bridge-host on temp-dir sockets, bridge-guest on
+//! 127.0.0.1 port 0, each waited for by its ready line (never by sleeping).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::http::GUARD;
+
+/// Directory holding the workspace's binaries (`target/<profile>`), or
+/// `$OLLAMA_BRIDGE_BIN_DIR` when set (e.g. to test a static or release build).
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("OLLAMA_BRIDGE_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let deps = exe.parent().expect("deps dir");
+    if deps.ends_with("deps") {
+        deps.parent().expect("profile dir").to_owned()
+    } else {
+        deps.to_owned()
+    }
+}
+
+/// Path of a workspace binary; panics with a hint when it was not built.
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (which builds every binary)",
+        p.display()
+    );
+    p
+}
+
+/// A running bridge-host.
+pub struct Host {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub audit: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Host {
+    /// Writes `config` (where `{dir}` is replaced by the temp dir) and starts
+    /// `bridge-host serve --config`, waiting for one ready line per sandbox.
+    pub async fn start(config: &str) -> Host {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Host::start_in(dir, config, &[]).await
+    }
+
+    /// Like `start`, with extra arguments after `serve --config PATH`.
+    pub async fn start_in(dir: tempfile::TempDir, config: &str, extra: &[&str]) -> Host {
+        let text = config.replace("{dir}", &dir.path().display().to_string());
+        let cfg = dir.path().join("bridge.toml");
+        std::fs::write(&cfg, &text).expect("write config");
+        let expected = text.matches("[[sandbox]]").count().max(1);
+        let stderr = dir.path().join("host.stderr");
+        let mut child = Command::new(bin("bridge-host"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .args(extra)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn bridge-host");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
+        let mut ready = 0;
+        while ready < expected {
+            let line = tokio::time::timeout(GUARD, lines.next_line())
+                .await
+                .expect("bridge-host ready within the guard time")
+                .expect("read stdout");
+            match line {
+                Some(l) if l.starts_with("listening sandbox=") => ready += 1,
+                Some(_) => {}
+                None => panic!(
+                    "bridge-host exited before it was ready: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                ),
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let audit = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("path = \"").map(|p| PathBuf::from(p.trim_end_matches('"'))))
+            .unwrap_or_else(|| dir.path().join("audit.jsonl"));
+        Host { child, dir, config: cfg, audit, stderr }
+    }
+
+    /// A path inside the host's temp dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The audit records written so far.
+    pub fn audit_records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn audit line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().expect("running") as i32);
+        nix::sys::signal::kill(pid, sig).expect("kill");
+    }
+
+    /// The daemon's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+/// A config with one sandbox `name` listening on `{dir}/<name>/ollama.sock`.
+pub fn config(upstream: &str, sandboxes: &[(&str, &str)], extra: &str) -> String {
+    let mut s = format!(
+        "[upstream]\nurl = \"{upstream}\"\nconnect_timeout = \"2s\"\nheader_timeout = \"30s\"\nidle_timeout = \"30s\"\n\n[audit]\npath = \"{{dir}}/audit.jsonl\"\n\n"
+    );
+    for (name, body) in sandboxes {
+        s.push_str(&format!(
+            "[[sandbox]]\nname = \"{name}\"\nlisten = \"unix:{{dir}}/{name}/ollama.sock\"\n{body}\n\n"
+        ));
+    }
+    s.push_str(extra);
+    s
+}
+
+/// The socket of sandbox `name` under a host started with [`config`].
+pub fn socket(host: &Host, name: &str) -> PathBuf {
+    host.path(&format!("{name}/ollama.sock"))
+}
+
+/// A running bridge-guest.
+pub struct Guest {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Guest {
+    /// Starts `bridge-guest --listen 127.0.0.1:0 --connect unix:SOCKET`.
+    pub async fn start(socket: &Path) -> Guest {
+        let mut child = Command::new(bin("bridge-guest"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--connect")
+            .arg(format!("unix:{}", socket.display()))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn bridge-guest");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
+        let line = tokio::time::timeout(GUARD, lines.next_line())
+            .await
+            .expect("guest ready within the guard time")
+            .expect("read stdout")
+            .expect("guest printed its ready line");
+        let addr = line
+            .strip_prefix("relaying ")
+            .and_then(|r| r.split(" -> ").next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        Guest { child, addr }
+    }
+}

@@ -1,0 +1,179 @@
+//! Small HTTP/1.1 clients for tests: hyper over TCP or a unix socket (streamed frame by
+//! frame), and a raw-bytes exchange with a strict little response parser for the
+//! hostile-request corpus.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+/// Guard against a test hanging forever: generous, never an assertion about speed.
+pub const GUARD: Duration = Duration::from_secs(60);
+
+async fn send_on<S>(io: S, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender.send_request(req).await
+}
+
+/// Sends one request on a new TCP connection.
+pub async fn send_tcp(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+    let s = TcpStream::connect(addr).await.expect("connect tcp");
+    send_on(s, req).await
+}
+
+/// Sends one request on a new unix-socket connection.
+pub async fn send_unix(path: &Path, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+    let s = UnixStream::connect(path).await.expect("connect unix");
+    send_on(s, req).await
+}
+
+/// Builds a request; `Host` defaults to `localhost`.
+pub fn req(method: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    let body: Bytes = body.into();
+    let mut b = Request::builder().method(method).uri(path).header("host", "localhost");
+    if !body.is_empty() {
+        b = b.header("content-type", "application/json");
+    }
+    b.body(Full::new(body)).expect("valid request")
+}
+
+/// A JSON POST.
+pub fn post(path: &str, v: &serde_json::Value) -> Request<Full<Bytes>> {
+    req("POST", path, serde_json::to_vec(v).expect("json"))
+}
+
+/// Reads a whole response.
+pub async fn collect(resp: Response<Incoming>) -> (u16, http::HeaderMap, Bytes) {
+    let (parts, body) = resp.into_parts();
+    let bytes = tokio::time::timeout(GUARD, body.collect())
+        .await
+        .expect("body within the guard time")
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (parts.status.as_u16(), parts.headers, bytes)
+}
+
+/// Reads the next data frame of a streamed body (None at the end).
+pub async fn next_data(body: &mut Incoming) -> Option<Bytes> {
+    loop {
+        let f = tokio::time::timeout(GUARD, body.frame()).await.expect("frame within the guard time")?;
+        match f {
+            Ok(f) => {
+                if let Ok(d) = f.into_data() {
+                    return Some(d);
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A parsed raw response.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Writes raw bytes on a new unix connection and reads one response (or the close).
+pub async fn raw_unix(path: &Path, bytes: &[u8]) -> std::io::Result<Option<RawResponse>> {
+    let mut s = UnixStream::connect(path).await?;
+    s.write_all(bytes).await?;
+    tokio::time::timeout(GUARD, read_response(&mut s))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response"))?
+}
+
+/// Reads one HTTP/1.1 response: None if the peer closed without one.
+pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Option<RawResponse>> {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 8192];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut rest = buf[head_end..].to_vec();
+    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let body = if let Some(cl) = get("content-length") {
+        let n: usize = cl.parse().unwrap_or(0);
+        while rest.len() < n {
+            let k = s.read(&mut tmp).await?;
+            if k == 0 {
+                break;
+            }
+            rest.extend_from_slice(&tmp[..k]);
+        }
+        rest.truncate(n);
+        rest
+    } else if get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        let mut out = Vec::new();
+        loop {
+            while !rest.windows(2).any(|w| w == b"\r\n") {
+                let k = s.read(&mut tmp).await?;
+                if k == 0 {
+                    return Ok(Some(RawResponse { status, headers, body: out }));
+                }
+                rest.extend_from_slice(&tmp[..k]);
+            }
+            let p = rest.windows(2).position(|w| w == b"\r\n").expect("found");
+            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..p]).trim(), 16).unwrap_or(0);
+            rest.drain(..p + 2);
+            while rest.len() < size + 2 {
+                let k = s.read(&mut tmp).await?;
+                if k == 0 {
+                    break;
+                }
+                rest.extend_from_slice(&tmp[..k]);
+            }
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size.min(rest.len())]);
+            rest.drain(..(size + 2).min(rest.len()));
+        }
+        out
+    } else {
+        Vec::new()
+    };
+    Ok(Some(RawResponse { status, headers, body }))
+}
