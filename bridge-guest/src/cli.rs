@@ -41,7 +41,12 @@ pub enum Cmd {
     /// Relay while COMMAND runs, then exit with its status (for container entrypoints).
     Run {
         /// The command and its arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<String>,
     },
     /// Check each hop to Ollama and say which one is broken.
@@ -55,7 +60,10 @@ pub enum Cmd {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bridge-guest: cannot start the runtime: {e}");
@@ -100,7 +108,10 @@ async fn relay_forever(addrs: &Addrs) -> ExitCode {
 
 async fn wait_for_stop() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut t), Ok(mut i)) => {
             tokio::select! {
                 _ = t.recv() => {}
@@ -128,7 +139,11 @@ async fn run(addrs: &Addrs, command: Vec<String>) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bridge-guest: cannot start {:?}: {e}", command[0]);
-            return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 });
+            return ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
         }
     };
     let status = forward_signals_until_exit(&mut child).await;

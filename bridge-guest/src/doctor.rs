@@ -42,7 +42,10 @@ pub async fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -68,7 +71,11 @@ pub async fn run(addrs: &Addrs, model: Option<&str>) -> ExitCode {
             } else {
                 "start bridge-host on the host (bridge-host serve) and check that this sandbox's listener is configured"
             };
-            return fail(&format!("connect to bridge-host at {}: {e}", addrs.connect), fix, 3);
+            return fail(
+                &format!("connect to bridge-host at {}: {e}", addrs.connect),
+                fix,
+                3,
+            );
         }
     };
     ok(&format!("bridge-host answers at {}", addrs.connect));
@@ -79,7 +86,10 @@ pub async fn run(addrs: &Addrs, model: Option<&str>) -> ExitCode {
             4,
         );
     }
-    ok(&format!("Ollama reachable through bridge-host: {}", body.trim()));
+    ok(&format!(
+        "Ollama reachable through bridge-host: {}",
+        body.trim()
+    ));
     if let Some(m) = model {
         let req = format!("{{\"model\":{}}}", serde_json_string(m));
         match request(&addrs.connect, "POST", "/api/show", Some(&req)).await {
@@ -91,7 +101,13 @@ pub async fn run(addrs: &Addrs, model: Option<&str>) -> ExitCode {
                     5,
                 )
             }
-            Err(e) => return fail(&format!("model {m}: {e}"), "retry; check bridge-host's log", 5),
+            Err(e) => {
+                return fail(
+                    &format!("model {m}: {e}"),
+                    "retry; check bridge-host's log",
+                    5,
+                )
+            }
         }
     }
     ExitCode::SUCCESS

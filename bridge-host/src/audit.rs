@@ -108,7 +108,12 @@ fn open_file(path: &Path) -> io::Result<File> {
         .append(true)
         .mode(0o640)
         .open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot open audit log {}: {e}", path.display())))
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot open audit log {}: {e}", path.display()),
+            )
+        })
 }
 
 fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, written: &AtomicU64) {
@@ -126,7 +131,11 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, written: &AtomicU64) {
                 }
                 Msg::Reopen => reopen = true,
             }
-            next = if buf.len() < 1 << 20 { rx.try_recv().ok() } else { None };
+            next = if buf.len() < 1 << 20 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
         }
         if !buf.is_empty() {
             let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
@@ -134,7 +143,9 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, written: &AtomicU64) {
                 Ok(()) => {
                     written.fetch_add(lines, Ordering::Relaxed);
                 }
-                Err(e) => tracing::error!(error = %e, path = %path.display(), lost = lines, "audit write failed"),
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path.display(), lost = lines, "audit write failed")
+                }
             }
             buf.clear();
         }
@@ -147,7 +158,9 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, written: &AtomicU64) {
                     file = f;
                     tracing::info!(path = %path.display(), "audit log reopened");
                 }
-                Err(e) => tracing::error!(error = %e, "audit log reopen failed; still writing to the old file"),
+                Err(e) => {
+                    tracing::error!(error = %e, "audit log reopen failed; still writing to the old file")
+                }
             }
         }
     }

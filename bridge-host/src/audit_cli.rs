@@ -44,7 +44,8 @@ pub struct AuditArgs {
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
-    parse_rfc3339_millis(s).ok_or_else(|| format!("{s:?} is not an RFC 3339 time, e.g. 2026-11-21T14:00:00Z"))
+    parse_rfc3339_millis(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time, e.g. 2026-11-21T14:00:00Z"))
 }
 
 /// Filters records.
@@ -56,7 +57,10 @@ impl Filter<'_> {
         if a.sandbox.as_deref().is_some_and(|s| s != r.sandbox) {
             return false;
         }
-        if a.model.as_deref().is_some_and(|m| Some(m) != r.model.as_deref()) {
+        if a.model
+            .as_deref()
+            .is_some_and(|m| Some(m) != r.model.as_deref())
+        {
             return false;
         }
         if a.denied && r.decision != Decision::Deny {
@@ -102,7 +106,11 @@ pub fn read_records(name: &str, r: impl Read, out: &mut Vec<AuditRecord>) -> usi
             Ok(r) => out.push(r),
             Err(e) => {
                 skipped += 1;
-                let partial = if line.ends_with(b"\n") { "" } else { " (partial last line)" };
+                let partial = if line.ends_with(b"\n") {
+                    ""
+                } else {
+                    " (partial last line)"
+                };
                 eprintln!("{name}:{n}: skipped{partial}: {e}");
             }
         }
@@ -121,7 +129,11 @@ pub fn run(args: AuditArgs) -> ExitCode {
                     return ExitCode::from(crate::cli::EXIT_CONFIG);
                 }
             },
-            None => protocol::Config::builtin(&crate::cli::defaults_env()).audit.path,
+            None => {
+                protocol::Config::builtin(&crate::cli::defaults_env())
+                    .audit
+                    .path
+            }
         };
         vec![path]
     } else {
@@ -185,7 +197,10 @@ fn write_records(out: &mut impl Write, records: &[AuditRecord], json: bool) -> i
                 },
                 r.status,
                 r.duration_ms,
-                r.reason.as_deref().map(|x| format!(" {x}")).unwrap_or_default(),
+                r.reason
+                    .as_deref()
+                    .map(|x| format!(" {x}"))
+                    .unwrap_or_default(),
             )?;
         }
     }
@@ -211,16 +226,18 @@ pub fn summarise(records: &[AuditRecord]) -> Vec<Row> {
     let mut groups: BTreeMap<(String, String), (Row, Vec<u64>)> = BTreeMap::new();
     for r in records {
         let model = r.model.clone().unwrap_or_else(|| "-".into());
-        let (row, durs) = groups.entry((r.sandbox.clone(), model.clone())).or_insert_with(|| {
-            (
-                Row {
-                    sandbox: r.sandbox.clone(),
-                    model,
-                    ..Row::default()
-                },
-                Vec::new(),
-            )
-        });
+        let (row, durs) = groups
+            .entry((r.sandbox.clone(), model.clone()))
+            .or_insert_with(|| {
+                (
+                    Row {
+                        sandbox: r.sandbox.clone(),
+                        model,
+                        ..Row::default()
+                    },
+                    Vec::new(),
+                )
+            });
         row.requests += 1;
         if r.decision == Decision::Deny {
             row.denied += 1;
@@ -263,13 +280,29 @@ fn write_summary(out: &mut impl Write, records: &[AuditRecord], json: bool) -> i
     writeln!(
         out,
         "{:<16} {:<28} {:>8} {:>7} {:>7} {:>13} {:>17} {:>8} {:>8}",
-        "SANDBOX", "MODEL", "REQUESTS", "DENIED", "ERRORS", "PROMPT_TOKENS", "COMPLETION_TOKENS", "P50_MS", "P95_MS"
+        "SANDBOX",
+        "MODEL",
+        "REQUESTS",
+        "DENIED",
+        "ERRORS",
+        "PROMPT_TOKENS",
+        "COMPLETION_TOKENS",
+        "P50_MS",
+        "P95_MS"
     )?;
     for r in &rows {
         writeln!(
             out,
             "{:<16} {:<28} {:>8} {:>7} {:>7} {:>13} {:>17} {:>8} {:>8}",
-            r.sandbox, r.model, r.requests, r.denied, r.errors, r.prompt_tokens, r.completion_tokens, r.p50_ms, r.p95_ms
+            r.sandbox,
+            r.model,
+            r.requests,
+            r.denied,
+            r.errors,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.p50_ms,
+            r.p95_ms
         )?;
     }
     let total: u64 = rows.iter().map(|r| r.requests).sum();

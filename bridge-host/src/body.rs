@@ -229,7 +229,11 @@ where
                 Poll::Ready(None) => return this.complete(cx),
                 Poll::Pending => {
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
-                        let err = BridgeError::new(504, Reason::UpstreamTimeout, this.idle_message.clone());
+                        let err = BridgeError::new(
+                            504,
+                            Reason::UpstreamTimeout,
+                            this.idle_message.clone(),
+                        );
                         match this.fail(err) {
                             Poll::Pending => continue,
                             p => return p,

@@ -84,7 +84,11 @@ pub fn main() -> ExitCode {
 /// Reads the process environment for the built-in defaults.
 pub fn defaults_env() -> DefaultsEnv {
     let uid = nix::unistd::geteuid();
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     DefaultsEnv {
         is_root: uid.is_root(),
         xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
@@ -135,13 +139,21 @@ fn check_config(path: &Path) -> ExitCode {
 
 fn resolve_config(args: &ServeArgs) -> Result<(Config, String), ConfigErrors> {
     if let Some(listen) = &args.listen {
-        let one = |m: String| ConfigErrors(vec![protocol::ConfigError { line: None, message: m }]);
+        let one = |m: String| {
+            ConfigErrors(vec![protocol::ConfigError {
+                line: None,
+                message: m,
+            }])
+        };
         let addr = ListenAddr::parse(listen).map_err(|e| one(format!("--listen: {e}")))?;
         let up = args
             .upstream
             .as_deref()
             .unwrap_or(protocol::config::DEFAULT_UPSTREAM);
-        return Ok((Config::quick(&defaults_env(), addr, up, &args.allow_model)?, "command line".into()));
+        return Ok((
+            Config::quick(&defaults_env(), addr, up, &args.allow_model)?,
+            "command line".into(),
+        ));
     }
     if let Some(p) = &args.config {
         return Ok((load_config(p)?, p.display().to_string()));
@@ -178,7 +190,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("bridge-host: cannot start the runtime: {e}");
@@ -217,7 +232,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         });
         let shutdown = Shutdown {
-            signal: signal,
+            signal,
             grace: Duration::from_secs(args.grace),
         };
         match server.run(shutdown).await {

@@ -91,7 +91,11 @@ impl Listener {
     }
 }
 
-fn bind_unix(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<UnixListener, ListenError> {
+fn bind_unix(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<UnixListener, ListenError> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|source| ListenError::Dir {

@@ -42,9 +42,8 @@ impl Server {
         let shared = Arc::new(Shared::new(config.clone(), audit));
         let mut listeners = Vec::new();
         for sb in &config.sandboxes {
-            let l = Listener::bind(&sb.listen, sb.socket_mode, sb.socket_owner).map_err(
-                |e: ListenError| anyhow::anyhow!("sandbox \"{}\": {e}", sb.name),
-            )?;
+            let l = Listener::bind(&sb.listen, sb.socket_mode, sb.socket_owner)
+                .map_err(|e: ListenError| anyhow::anyhow!("sandbox \"{}\": {e}", sb.name))?;
             listeners.push((l, Arc::new(SandboxCtx::new(sb.clone(), shared.clone()))));
         }
         Ok(Server { listeners, shared })
@@ -61,7 +60,10 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = Vec::new();
         for (listener, ctx) in self.listeners {
-            println!("listening sandbox={} on {}", ctx.sandbox.name, ctx.sandbox.listen);
+            println!(
+                "listening sandbox={} on {}",
+                ctx.sandbox.name, ctx.sandbox.listen
+            );
             tracing::info!(sandbox = %ctx.sandbox.name, listen = %ctx.sandbox.listen, "listening");
             loops.push(tokio::spawn(accept_loop(
                 listener,
@@ -79,7 +81,9 @@ impl Server {
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
         match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained"),
-            Err(_) => tracing::warn!(grace = ?shutdown.grace, "grace period over; closing remaining connections"),
+            Err(_) => {
+                tracing::warn!(grace = ?shutdown.grace, "grace period over; closing remaining connections")
+            }
         }
         Ok(())
     }

@@ -50,12 +50,16 @@ impl Shared {
             audit,
             config,
             next_id: AtomicU64::new(1),
-            id_prefix: format!("{:x}", boot & 0xffff_ffff_ff),
+            id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),
         }
     }
 
     fn request_id(&self) -> String {
-        format!("{}-{:06x}", self.id_prefix, self.next_id.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{:06x}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
     }
 }
 
@@ -156,12 +160,16 @@ async fn check(
     }
     if let Some(te) = h.get(header::TRANSFER_ENCODING) {
         if cl_count > 0 {
-            return Err(bad("both Content-Length and Transfer-Encoding are set".into()));
+            return Err(bad(
+                "both Content-Length and Transfer-Encoding are set".into()
+            ));
         }
         if h.get_all(header::TRANSFER_ENCODING).iter().count() > 1
             || !te.as_bytes().eq_ignore_ascii_case(b"chunked")
         {
-            return Err(bad("Transfer-Encoding other than chunked is not accepted".into()));
+            return Err(bad(
+                "Transfer-Encoding other than chunked is not accepted".into()
+            ));
         }
     }
 
@@ -176,8 +184,7 @@ async fn check(
     rec.endpoint = Some(route.class().as_str().to_owned());
 
     // Endpoint class first: a denied class is refused before its body is read.
-    protocol::policy::endpoint_allowed(&ctx.sandbox, route.class())
-        .map_err(|d| d.to_error())?;
+    protocol::policy::endpoint_allowed(&ctx.sandbox, route.class()).map_err(|d| d.to_error())?;
 
     let max = ctx.sandbox.max_body;
     let declared = h
@@ -193,7 +200,11 @@ async fn check(
         BridgeError::new(
             413,
             Reason::TooLarge,
-            format!("request body is larger than max_body ({}) of sandbox \"{}\"", protocol::units::ByteSize(max), ctx.sandbox.name),
+            format!(
+                "request body is larger than max_body ({}) of sandbox \"{}\"",
+                protocol::units::ByteSize(max),
+                ctx.sandbox.name
+            ),
         )
     };
     if declared.is_some_and(|n| n > max) {
@@ -202,9 +213,16 @@ async fn check(
     let kind = route.body_kind(parts.method.as_str());
     let has_body = declared.is_some_and(|n| n > 0) || h.contains_key(header::TRANSFER_ENCODING);
     let raw = match kind {
-        BodyKind::None if has_body => return Err(bad(format!("{} {} takes no body", parts.method, parts.uri.path()))),
+        BodyKind::None if has_body => {
+            return Err(bad(format!(
+                "{} {} takes no body",
+                parts.method,
+                parts.uri.path()
+            )))
+        }
         BodyKind::None => Bytes::new(),
-        BodyKind::Json | BodyKind::Opaque => match Limited::new(body, max as usize).collect().await {
+        BodyKind::Json | BodyKind::Opaque => match Limited::new(body, max as usize).collect().await
+        {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
             Err(e) => return Err(bad(format!("reading the request body failed: {e}"))),
@@ -228,7 +246,10 @@ async fn check(
     rec.model = permit.model().map(ToString::to_string);
 
     if let (Some(o), Some(m)) = (obj.as_mut(), permit.model()) {
-        if matches!(route, Route::Chat | Route::Generate | Route::Embed | Route::Embeddings) {
+        if matches!(
+            route,
+            Route::Chat | Route::Generate | Route::Embed | Route::Embeddings
+        ) {
             let n = apply_num_ctx(o, ctx.shared.config.num_ctx_policy(m));
             rec.num_ctx_requested = n.requested;
             rec.num_ctx_sent = n.sent;
@@ -280,7 +301,10 @@ async fn forward(
         rec.prompt = c.body.clone().map(Value::Object);
     }
     let up = &ctx.shared.upstream;
-    let resp = match up.send(c.method.clone(), &c.path, &c.headers, content_type, body).await {
+    let resp = match up
+        .send(c.method.clone(), &c.path, &c.headers, content_type, body)
+        .await
+    {
         Ok(r) => r,
         Err(e) => return refuse(ctx, e, format, rec, start).await,
     };
@@ -291,7 +315,10 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::CONTENT_LENGTH);
     let kind = StreamKind::from_content_type(
-        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+        parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
     );
     set_request_id(&mut parts.headers, &rec.request_id);
     rec.status = parts.status.as_u16();
@@ -300,7 +327,14 @@ async fn forward(
         "Ollama sent nothing for {idle:?} mid-answer (idle_timeout); the answer is incomplete"
     );
     let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
-    let relay = Relay::new(inner, kind, idle, idle_message, finisher(ctx, rec, start), hold);
+    let relay = Relay::new(
+        inner,
+        kind,
+        idle,
+        idle_message,
+        finisher(ctx, rec, start),
+        hold,
+    );
     Response::from_parts(parts, relay.boxed_unsync())
 }
 
@@ -347,14 +381,21 @@ async fn refuse(
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ack).await;
     }
     let mut resp = Response::new(full(Bytes::from(body)));
-    *resp.status_mut() = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     if e.status == 429 {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     if e.status == 405 {
-        h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST, DELETE"));
+        h.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, DELETE"),
+        );
     }
     set_request_id(h, &rec.request_id);
     resp
@@ -378,11 +419,19 @@ async fn filtered_listing(
     let bytes = match collected {
         Ok(Ok(c)) => c.to_bytes(),
         Ok(Err(e)) => {
-            let err = BridgeError::new(502, Reason::UpstreamError, format!("reading Ollama's listing failed: {e}"));
+            let err = BridgeError::new(
+                502,
+                Reason::UpstreamError,
+                format!("reading Ollama's listing failed: {e}"),
+            );
             return refuse(ctx, err, format, rec, start).await;
         }
         Err(_) => {
-            let err = BridgeError::new(504, Reason::UpstreamTimeout, "Ollama's listing did not arrive in time (idle_timeout)");
+            let err = BridgeError::new(
+                504,
+                Reason::UpstreamTimeout,
+                "Ollama's listing did not arrive in time (idle_timeout)",
+            );
             return refuse(ctx, err, format, rec, start).await;
         }
     };

@@ -14,7 +14,8 @@ use hyper_util::rt::TokioExecutor;
 use protocol::error::{BridgeError, Reason};
 
 /// Request headers passed on to Ollama; everything else stays behind.
-const FORWARDED: [header::HeaderName; 3] = [header::ACCEPT, header::USER_AGENT, header::ACCEPT_LANGUAGE];
+const FORWARDED: [header::HeaderName; 3] =
+    [header::ACCEPT, header::USER_AGENT, header::ACCEPT_LANGUAGE];
 
 /// The upstream client.
 #[derive(Clone)]
@@ -59,9 +60,13 @@ impl Upstream {
         if let Some(ct) = content_type {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
-        let req = req
-            .body(Full::new(body))
-            .map_err(|e| BridgeError::new(500, Reason::Internal, format!("building the upstream request: {e}")))?;
+        let req = req.body(Full::new(body)).map_err(|e| {
+            BridgeError::new(
+                500,
+                Reason::Internal,
+                format!("building the upstream request: {e}"),
+            )
+        })?;
         match tokio::time::timeout(self.cfg.header_timeout, self.client.request(req)).await {
             Err(_) => Err(BridgeError::new(
                 504,
@@ -106,6 +111,8 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[allow(dead_code)]
-fn _assert_error_trait(e: &hyper_util::client::legacy::Error) -> Option<&(dyn std::error::Error + 'static)> {
+fn _assert_error_trait(
+    e: &hyper_util::client::legacy::Error,
+) -> Option<&(dyn std::error::Error + 'static)> {
     e.source()
 }

@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn time_formatting() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_millis(1_795_356_187_123), "2026-11-22T14:03:07.123Z");
+        assert_eq!(
+            rfc3339_millis(1_795_356_187_123),
+            "2026-11-22T14:03:07.123Z"
+        );
         for ms in [0u64, 951_782_400_000, 1_795_356_187_123, 4_107_542_400_999] {
             assert_eq!(parse_rfc3339_millis(&rfc3339_millis(ms)), Some(ms as i64));
         }
@@ -161,7 +164,14 @@ mod tests {
     fn schema_round_trip() {
         let line = r#"{"ts":"2026-11-21T14:03:07.123Z","request_id":"r1","sandbox":"automation","peer":{"uid":1000,"gid":1000,"pid":42},"method":"POST","path":"/api/chat","endpoint":"chat","model":"qwen2.5:7b","decision":"allow","reason":null,"num_ctx_requested":null,"num_ctx_sent":32768,"status":200,"bytes_in":120,"bytes_out":900,"duration_ms":15,"prompt_tokens":26,"completion_tokens":290}"#;
         let r: AuditRecord = serde_json::from_str(line).unwrap();
-        assert_eq!(r.peer, Some(Peer::Unix { uid: 1000, gid: 1000, pid: Some(42) }));
+        assert_eq!(
+            r.peer,
+            Some(Peer::Unix {
+                uid: 1000,
+                gid: 1000,
+                pid: Some(42)
+            })
+        );
         assert_eq!(serde_json::to_string(&r).unwrap(), line);
         let v: AuditRecord = serde_json::from_str(
             &line.replace(r#"{"uid":1000,"gid":1000,"pid":42}"#, r#"{"cid":3}"#),

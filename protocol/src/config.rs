@@ -222,7 +222,6 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-
 /// What the built-in defaults depend on, read from the environment by the caller.
 #[derive(Debug, Clone, Default)]
 pub struct DefaultsEnv {
@@ -282,7 +281,12 @@ impl Config {
         upstream: &str,
         models: &[String],
     ) -> Result<Config, ConfigErrors> {
-        let one = |m: String| ConfigErrors(vec![ConfigError { line: None, message: m }]);
+        let one = |m: String| {
+            ConfigErrors(vec![ConfigError {
+                line: None,
+                message: m,
+            }])
+        };
         let upstream = parse_upstream(upstream).map_err(one)?;
         let models = if models.is_empty() {
             vec![ModelPattern::parse("*").expect("* is valid")]
@@ -350,9 +354,18 @@ impl Config {
             }
         };
         let upstream = Upstream {
-            connect_timeout: raw.upstream.connect_timeout.map_or(Duration::from_secs(3), |d| d.0),
-            header_timeout: raw.upstream.header_timeout.map_or(Duration::from_secs(600), |d| d.0),
-            idle_timeout: raw.upstream.idle_timeout.map_or(Duration::from_secs(120), |d| d.0),
+            connect_timeout: raw
+                .upstream
+                .connect_timeout
+                .map_or(Duration::from_secs(3), |d| d.0),
+            header_timeout: raw
+                .upstream
+                .header_timeout
+                .map_or(Duration::from_secs(600), |d| d.0),
+            idle_timeout: raw
+                .upstream
+                .idle_timeout
+                .map_or(Duration::from_secs(120), |d| d.0),
             ..upstream
         };
         for (name, d) in [
@@ -380,10 +393,16 @@ impl Config {
             };
             let ctx = format!("sandbox {:?}", s.name);
             if !names.insert(name.clone()) {
-                err(span.clone(), format!("{ctx}: the name is used by another [[sandbox]]"));
+                err(
+                    span.clone(),
+                    format!("{ctx}: the name is used by another [[sandbox]]"),
+                );
             }
             if !addrs.insert(s.listen.clone()) {
-                err(span.clone(), format!("{ctx}: listen {} is used by another [[sandbox]]", s.listen));
+                err(
+                    span.clone(),
+                    format!("{ctx}: listen {} is used by another [[sandbox]]", s.listen),
+                );
             }
             let socket_mode = match s.socket_mode.as_deref().map(parse_mode) {
                 None => 0o660,
@@ -412,14 +431,23 @@ impl Config {
                 err(span.clone(), format!("{ctx}: models is empty; nothing could be used (write \"*\" for every local model)"));
             }
             if s.max_concurrent == Some(0) {
-                err(span.clone(), format!("{ctx}: max_concurrent must be at least 1"));
+                err(
+                    span.clone(),
+                    format!("{ctx}: max_concurrent must be at least 1"),
+                );
             }
             let max_body = s.max_body.map_or(DEFAULT_MAX_BODY, |b| b.0);
             if max_body == 0 {
-                err(span.clone(), format!("{ctx}: max_body must be greater than zero"));
+                err(
+                    span.clone(),
+                    format!("{ctx}: max_body must be greater than zero"),
+                );
             }
             if s.vsock_cid.is_some() && !matches!(s.listen, ListenAddr::Vsock { .. }) {
-                err(span.clone(), format!("{ctx}: vsock_cid applies only to vsock: listeners"));
+                err(
+                    span.clone(),
+                    format!("{ctx}: vsock_cid applies only to vsock: listeners"),
+                );
             }
             sandboxes.push(Sandbox {
                 name,
@@ -427,10 +455,10 @@ impl Config {
                 socket_mode,
                 socket_owner,
                 models,
-                endpoints: s
-                    .endpoints
-                    .clone()
-                    .map_or_else(|| EndpointClass::DEFAULT.into_iter().collect(), |e| e.into_iter().collect()),
+                endpoints: s.endpoints.clone().map_or_else(
+                    || EndpointClass::DEFAULT.into_iter().collect(),
+                    |e| e.into_iter().collect(),
+                ),
                 openai_via_native: s.openai_via_native,
                 max_concurrent: s.max_concurrent,
                 max_body,
@@ -438,7 +466,10 @@ impl Config {
             });
         }
         if raw.sandbox.is_empty() {
-            err(None, "no [[sandbox]] is configured; add at least one listener".into());
+            err(
+                None,
+                "no [[sandbox]] is configured; add at least one listener".into(),
+            );
         }
 
         let mut models = Vec::new();
@@ -453,9 +484,15 @@ impl Config {
                     continue;
                 }
             };
-            for v in [m.num_ctx, m.num_ctx_min, m.num_ctx_max].into_iter().flatten() {
+            for v in [m.num_ctx, m.num_ctx_min, m.num_ctx_max]
+                .into_iter()
+                .flatten()
+            {
                 if v == 0 || v > MAX_NUM_CTX {
-                    err(span.clone(), format!("{ctx}: context lengths must be between 1 and {MAX_NUM_CTX}"));
+                    err(
+                        span.clone(),
+                        format!("{ctx}: context lengths must be between 1 and {MAX_NUM_CTX}"),
+                    );
                 }
             }
             let num_ctx = match (m.num_ctx, m.num_ctx_min, m.num_ctx_max) {
@@ -467,7 +504,10 @@ impl Config {
                 (None, min, max) => {
                     if let (Some(a), Some(b)) = (min, max) {
                         if a > b {
-                            err(span.clone(), format!("{ctx}: num_ctx_min {a} is greater than num_ctx_max {b}"));
+                            err(
+                                span.clone(),
+                                format!("{ctx}: num_ctx_min {a} is greater than num_ctx_max {b}"),
+                            );
                         }
                     }
                     NumCtxPolicy::Clamp { min, max }
@@ -555,14 +595,18 @@ fn parse_mode(s: &str) -> Result<u32, String> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
     match u32::from_str_radix(digits, 8) {
         Ok(m) if m <= 0o777 => Ok(m),
-        _ => Err(format!("socket_mode {s:?}: expected octal permission bits such as \"0660\"")),
+        _ => Err(format!(
+            "socket_mode {s:?}: expected octal permission bits such as \"0660\""
+        )),
     }
 }
 
 fn parse_owner(s: &str) -> Result<(u32, u32), String> {
     s.split_once(':')
         .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
-        .ok_or_else(|| format!("socket_owner {s:?}: expected numeric \"uid:gid\", e.g. \"1000:1000\""))
+        .ok_or_else(|| {
+            format!("socket_owner {s:?}: expected numeric \"uid:gid\", e.g. \"1000:1000\"")
+        })
 }
 
 #[cfg(test)]
@@ -617,8 +661,11 @@ num_ctx = 32768
 
     #[test]
     fn unknown_key_has_its_line() {
-        let e = Config::parse("[upstream]\nurl = \"http://127.0.0.1:1\"\nbogus_key = 1\n", &env())
-            .unwrap_err();
+        let e = Config::parse(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\nbogus_key = 1\n",
+            &env(),
+        )
+        .unwrap_err();
         assert_eq!(e.0[0].line, Some(3), "{e}");
         assert!(e.0[0].message.contains("bogus_key"), "{e}");
     }
@@ -653,10 +700,19 @@ num_ctx_max = 8
     #[test]
     fn bad_values_are_refused() {
         for (text, want) in [
-            ("[[sandbox]]\nname=\"a\"\nlisten=\"tcp:1\"\n", "invalid listen"),
+            (
+                "[[sandbox]]\nname=\"a\"\nlisten=\"tcp:1\"\n",
+                "invalid listen",
+            ),
             ("[upstream]\nconnect_timeout=\"3\"\n", "invalid duration"),
-            ("[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\nendpoints=[\"chat\",\"bogus\"]\n", "bogus"),
-            ("[[sandbox]]\nname=\"a b\"\nlisten=\"unix:/a\"\n", "invalid sandbox name"),
+            (
+                "[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\nendpoints=[\"chat\",\"bogus\"]\n",
+                "bogus",
+            ),
+            (
+                "[[sandbox]]\nname=\"a b\"\nlisten=\"unix:/a\"\n",
+                "invalid sandbox name",
+            ),
             ("", "no [[sandbox]]"),
         ] {
             let e = Config::parse(text, &env()).unwrap_err().to_string();
@@ -667,20 +723,32 @@ num_ctx_max = 8
     #[test]
     fn num_ctx_policies() {
         assert_eq!(NumCtxPolicy::Pin(8).apply(Some(2)), Some(8));
-        let c = NumCtxPolicy::Clamp { min: Some(4), max: Some(16) };
+        let c = NumCtxPolicy::Clamp {
+            min: Some(4),
+            max: Some(16),
+        };
         assert_eq!(c.apply(None), Some(4));
         assert_eq!(c.apply(Some(2)), Some(4));
         assert_eq!(c.apply(Some(32)), Some(16));
         assert_eq!(c.apply(Some(8)), Some(8));
-        let hi = NumCtxPolicy::Clamp { min: None, max: Some(16) };
+        let hi = NumCtxPolicy::Clamp {
+            min: None,
+            max: Some(16),
+        };
         assert_eq!(hi.apply(None), None);
     }
 
     #[test]
     fn builtin_defaults() {
         let c = Config::builtin(&env());
-        assert_eq!(c.sandboxes[0].listen.to_string(), "unix:/run/ollama-bridge/ollama.sock");
-        assert_eq!(c.audit.path, PathBuf::from("/var/log/ollama-bridge/audit.jsonl"));
+        assert_eq!(
+            c.sandboxes[0].listen.to_string(),
+            "unix:/run/ollama-bridge/ollama.sock"
+        );
+        assert_eq!(
+            c.audit.path,
+            PathBuf::from("/var/log/ollama-bridge/audit.jsonl")
+        );
         let user = DefaultsEnv {
             is_root: false,
             xdg_runtime_dir: Some("/run/user/1000".into()),
@@ -688,9 +756,18 @@ num_ctx_max = 8
             uid: 1000,
             ..Default::default()
         };
-        assert_eq!(user.default_socket(), PathBuf::from("/run/user/1000/ollama-bridge/ollama.sock"));
-        assert_eq!(user.default_audit(), PathBuf::from("/home/u/.local/state/ollama-bridge/audit.jsonl"));
-        assert_eq!(parse_upstream("http://localhost").unwrap().authority, "localhost:80");
+        assert_eq!(
+            user.default_socket(),
+            PathBuf::from("/run/user/1000/ollama-bridge/ollama.sock")
+        );
+        assert_eq!(
+            user.default_audit(),
+            PathBuf::from("/home/u/.local/state/ollama-bridge/audit.jsonl")
+        );
+        assert_eq!(
+            parse_upstream("http://localhost").unwrap().authority,
+            "localhost:80"
+        );
         assert!(parse_upstream("http://h:1/x").is_err());
     }
 }

@@ -80,7 +80,9 @@ struct StrictVisitor {
 impl StrictVisitor {
     fn child<E: de::Error>(&self) -> Result<StrictSeed, E> {
         if self.depth >= MAX_DEPTH {
-            return Err(E::custom(format_args!("nesting deeper than {MAX_DEPTH} levels")));
+            return Err(E::custom(format_args!(
+                "nesting deeper than {MAX_DEPTH} levels"
+            )));
         }
         Ok(StrictSeed {
             depth: self.depth + 1,
@@ -183,8 +185,9 @@ mod tests {
 
     #[test]
     fn accepts_plain_objects() {
-        let m = parse_strict_object(br#"{"model":"x","options":{"num_ctx":8},"a":[1,2.5,null,true]}"#)
-            .unwrap();
+        let m =
+            parse_strict_object(br#"{"model":"x","options":{"num_ctx":8},"a":[1,2.5,null,true]}"#)
+                .unwrap();
         assert_eq!(m["model"], "x");
     }
 

@@ -139,9 +139,18 @@ mod tests {
             ListenAddr::parse("unix:/run/x.sock").unwrap(),
             ListenAddr::Unix("/run/x.sock".into())
         );
-        assert_eq!(ListenAddr::parse("vsock:11434").unwrap(), ListenAddr::Vsock { port: 11434 });
+        assert_eq!(
+            ListenAddr::parse("vsock:11434").unwrap(),
+            ListenAddr::Vsock { port: 11434 }
+        );
         assert!(ListenAddr::parse("vsock-uds:/run/v.sock_11434").is_ok());
-        for bad in ["unix:rel.sock", "vsock:x", "vsock-uds:/run/v.sock", "tcp:1", ""] {
+        for bad in [
+            "unix:rel.sock",
+            "vsock:x",
+            "vsock-uds:/run/v.sock",
+            "tcp:1",
+            "",
+        ] {
             assert!(ListenAddr::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(ListenAddr::parse("vsock:5").unwrap().to_string(), "vsock:5");
@@ -151,7 +160,10 @@ mod tests {
     fn connect() {
         assert_eq!(
             ConnectAddr::parse("vsock:2:11434").unwrap(),
-            ConnectAddr::Vsock { cid: 2, port: 11434 }
+            ConnectAddr::Vsock {
+                cid: 2,
+                port: 11434
+            }
         );
         assert!(ConnectAddr::parse("vsock:11434").is_err());
         assert!(ConnectAddr::parse("unix:/a").is_ok());

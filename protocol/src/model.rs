@@ -45,7 +45,11 @@ enum Part {
 }
 
 fn valid_part(kind: Part, s: &str, allow_glob: bool) -> bool {
-    let max = if kind == Part::Host { MAX_HOST } else { MAX_PART };
+    let max = if kind == Part::Host {
+        MAX_HOST
+    } else {
+        MAX_PART
+    };
     if s.is_empty() || s.len() > max || s.contains("..") {
         return false;
     }
@@ -130,7 +134,10 @@ impl ModelName {
 
     /// The fully qualified form, `registry.ollama.ai/library/qwen2.5:7b`.
     pub fn full(&self) -> String {
-        format!("{}/{}/{}:{}", self.host, self.namespace, self.model, self.tag)
+        format!(
+            "{}/{}/{}:{}",
+            self.host, self.namespace, self.model, self.tag
+        )
     }
 
     /// The model part (`qwen2.5`).
@@ -269,7 +276,10 @@ mod tests {
         ] {
             assert_eq!(full(s), want, "{s}");
         }
-        assert_eq!(ModelName::parse("qwen2.5").unwrap().to_string(), "qwen2.5:latest");
+        assert_eq!(
+            ModelName::parse("qwen2.5").unwrap().to_string(),
+            "qwen2.5:latest"
+        );
         assert_eq!(full("hf.co/org/m:q4"), "hf.co/org/m:q4");
         assert_eq!(full("localhost:5000/ns/m"), "localhost:5000/ns/m:latest");
         assert_eq!(ModelName::parse("me/m:1b").unwrap().to_string(), "me/m:1b");
@@ -278,8 +288,8 @@ mod tests {
     #[test]
     fn invalid_names() {
         for s in [
-            "", "a/b/c/d", "qwen:", ":7b", "a..b", "-x", "x y", "ns.x/m", "m:t:u", "a//b",
-            "/m", "m/", "*",
+            "", "a/b/c/d", "qwen:", ":7b", "a..b", "-x", "x y", "ns.x/m", "m:t:u", "a//b", "/m",
+            "m/", "*",
         ] {
             assert!(ModelName::parse(s).is_err(), "{s:?} accepted");
         }

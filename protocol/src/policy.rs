@@ -34,12 +34,12 @@ pub enum Denied {
         allowed: Vec<EndpointClass>,
     },
     ModelNotAllowed {
-        model: ModelName,
+        model: Box<ModelName>,
         sandbox: SandboxName,
         allowed: Vec<String>,
     },
     CloudModel {
-        model: ModelName,
+        model: Box<ModelName>,
         sandbox: SandboxName,
     },
     ModelRequired {
@@ -58,9 +58,7 @@ impl Denied {
     /// The canonical model the denial is about, if any.
     pub fn model(&self) -> Option<&ModelName> {
         match self {
-            Denied::ModelNotAllowed { model, .. } | Denied::CloudModel { model, .. } => {
-                Some(model)
-            }
+            Denied::ModelNotAllowed { model, .. } | Denied::CloudModel { model, .. } => Some(model),
             _ => None,
         }
     }
@@ -134,7 +132,7 @@ pub fn endpoint_allowed(sandbox: &Sandbox, class: EndpointClass) -> Result<(), D
 pub fn model_allowed(sandbox: &Sandbox, model: &ModelName) -> Result<(), Denied> {
     if model.is_cloud() && !sandbox.endpoints.contains(&EndpointClass::Cloud) {
         return Err(Denied::CloudModel {
-            model: model.clone(),
+            model: Box::new(model.clone()),
             sandbox: sandbox.name.clone(),
         });
     }
@@ -142,7 +140,7 @@ pub fn model_allowed(sandbox: &Sandbox, model: &ModelName) -> Result<(), Denied>
         Ok(())
     } else {
         Err(Denied::ModelNotAllowed {
-            model: model.clone(),
+            model: Box::new(model.clone()),
             sandbox: sandbox.name.clone(),
             allowed: sandbox.models.iter().map(|p| p.to_string()).collect(),
         })
@@ -275,7 +273,10 @@ mod tests {
         let text = format!(
             "[[sandbox]]\nname = \"automation\"\nlisten = \"unix:/x.sock\"\nmodels = {models}\nendpoints = {endpoints}\n"
         );
-        Config::parse(&text, &DefaultsEnv::default()).unwrap().sandboxes.remove(0)
+        Config::parse(&text, &DefaultsEnv::default())
+            .unwrap()
+            .sandboxes
+            .remove(0)
     }
 
     fn run(s: &Sandbox, method: &str, path: &str, body: &str) -> Result<Permit, Denied> {
@@ -292,31 +293,146 @@ mod tests {
         );
         type Want = Result<&'static str, Reason>;
         let cases: &[(&str, &str, &str, Want)] = &[
-            ("POST", "/api/chat", r#"{"model":"qwen2.5"}"#, Ok("qwen2.5:latest")),
-            ("POST", "/api/chat", r#"{"model":"registry.ollama.ai/library/qwen2.5:latest"}"#, Ok("qwen2.5:latest")),
-            ("POST", "/api/chat", r#"{"model":"QWEN2.5:LATEST"}"#, Ok("qwen2.5:latest")),
-            ("POST", "/api/chat", r#"{"model":"llama3.2:3b"}"#, Ok("llama3.2:3b")),
-            ("POST", "/api/chat", r#"{"model":"llama3.3:70b"}"#, Err(Reason::ModelNotAllowed)),
-            ("POST", "/api/chat", r#"{"name":"llama3.3:70b"}"#, Err(Reason::ModelNotAllowed)),
-            ("POST", "/api/chat", r#"{"name":"qwen2.5"}"#, Ok("qwen2.5:latest")),
-            ("POST", "/api/chat", r#"{"model":"qwen2.5","name":"llama3.3:70b"}"#, Ok("qwen2.5:latest")),
-            ("POST", "/api/chat", r#"{"model":"","name":"llama3.3:70b"}"#, Err(Reason::ModelNotAllowed)),
-            ("POST", "/api/chat", r#"{"Model":"llama3.3:70b"}"#, Err(Reason::ModelNotAllowed)),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"qwen2.5"}"#,
+                Ok("qwen2.5:latest"),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"registry.ollama.ai/library/qwen2.5:latest"}"#,
+                Ok("qwen2.5:latest"),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"QWEN2.5:LATEST"}"#,
+                Ok("qwen2.5:latest"),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"llama3.2:3b"}"#,
+                Ok("llama3.2:3b"),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"llama3.3:70b"}"#,
+                Err(Reason::ModelNotAllowed),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"name":"llama3.3:70b"}"#,
+                Err(Reason::ModelNotAllowed),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"name":"qwen2.5"}"#,
+                Ok("qwen2.5:latest"),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"qwen2.5","name":"llama3.3:70b"}"#,
+                Ok("qwen2.5:latest"),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"","name":"llama3.3:70b"}"#,
+                Err(Reason::ModelNotAllowed),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"Model":"llama3.3:70b"}"#,
+                Err(Reason::ModelNotAllowed),
+            ),
             ("POST", "/api/chat", "{\"mod\u{212a}el\":\"x\"}", Ok("x")), // not a fold of model: no model → required
-            ("POST", "/api/chat", r#"{"messages":[]}"#, Err(Reason::ModelRequired)),
-            ("POST", "/api/chat", r#"{"model":7}"#, Err(Reason::BadRequest)),
-            ("POST", "/api/chat", r#"{"model":"a/b/c/d"}"#, Err(Reason::BadModelName)),
-            ("POST", "/api/chat", r#"{"model":"llama3.2:1b-cloud"}"#, Err(Reason::CloudModelNotAllowed)),
-            ("POST", "/api/embed", r#"{"model":"qwen2.5"}"#, Ok("qwen2.5:latest")),
-            ("POST", "/api/show", r#"{"name":"llama3.3:70b"}"#, Err(Reason::ModelNotAllowed)),
-            ("GET", "/v1/models/llama3.3:70b", "", Err(Reason::ModelNotAllowed)),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"messages":[]}"#,
+                Err(Reason::ModelRequired),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":7}"#,
+                Err(Reason::BadRequest),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"a/b/c/d"}"#,
+                Err(Reason::BadModelName),
+            ),
+            (
+                "POST",
+                "/api/chat",
+                r#"{"model":"llama3.2:1b-cloud"}"#,
+                Err(Reason::CloudModelNotAllowed),
+            ),
+            (
+                "POST",
+                "/api/embed",
+                r#"{"model":"qwen2.5"}"#,
+                Ok("qwen2.5:latest"),
+            ),
+            (
+                "POST",
+                "/api/show",
+                r#"{"name":"llama3.3:70b"}"#,
+                Err(Reason::ModelNotAllowed),
+            ),
+            (
+                "GET",
+                "/v1/models/llama3.3:70b",
+                "",
+                Err(Reason::ModelNotAllowed),
+            ),
             ("GET", "/v1/models/qwen2.5", "", Ok("qwen2.5:latest")),
-            ("POST", "/v1/chat/completions", r#"{"model":"qwen2.5","name":"x"}"#, Ok("qwen2.5:latest")),
-            ("POST", "/api/pull", r#"{"model":"qwen2.5"}"#, Err(Reason::EndpointNotAllowed)),
-            ("POST", "/api/copy", r#"{"source":"qwen2.5","destination":"x"}"#, Err(Reason::EndpointNotAllowed)),
-            ("DELETE", "/api/delete", r#"{"model":"qwen2.5"}"#, Err(Reason::EndpointNotAllowed)),
-            ("POST", "/v1/responses", r#"{"model":"qwen2.5"}"#, Err(Reason::EndpointNotAllowed)),
-            ("POST", "/v1/messages", r#"{"model":"qwen2.5"}"#, Err(Reason::EndpointNotAllowed)),
+            (
+                "POST",
+                "/v1/chat/completions",
+                r#"{"model":"qwen2.5","name":"x"}"#,
+                Ok("qwen2.5:latest"),
+            ),
+            (
+                "POST",
+                "/api/pull",
+                r#"{"model":"qwen2.5"}"#,
+                Err(Reason::EndpointNotAllowed),
+            ),
+            (
+                "POST",
+                "/api/copy",
+                r#"{"source":"qwen2.5","destination":"x"}"#,
+                Err(Reason::EndpointNotAllowed),
+            ),
+            (
+                "DELETE",
+                "/api/delete",
+                r#"{"model":"qwen2.5"}"#,
+                Err(Reason::EndpointNotAllowed),
+            ),
+            (
+                "POST",
+                "/v1/responses",
+                r#"{"model":"qwen2.5"}"#,
+                Err(Reason::EndpointNotAllowed),
+            ),
+            (
+                "POST",
+                "/v1/messages",
+                r#"{"model":"qwen2.5"}"#,
+                Err(Reason::EndpointNotAllowed),
+            ),
             ("GET", "/api/tags", "", Ok("")),
         ];
         for (m, p, b, want) in cases {
@@ -336,8 +452,20 @@ mod tests {
     #[test]
     fn copy_checks_both_names() {
         let s = sandbox(r#"["qwen2.5:*"]"#, r#"["manage"]"#);
-        assert!(run(&s, "POST", "/api/copy", r#"{"source":"qwen2.5","destination":"qwen2.5:mine"}"#).is_ok());
-        let d = run(&s, "POST", "/api/copy", r#"{"source":"qwen2.5","destination":"evil:1"}"#).unwrap_err();
+        assert!(run(
+            &s,
+            "POST",
+            "/api/copy",
+            r#"{"source":"qwen2.5","destination":"qwen2.5:mine"}"#
+        )
+        .is_ok());
+        let d = run(
+            &s,
+            "POST",
+            "/api/copy",
+            r#"{"source":"qwen2.5","destination":"evil:1"}"#,
+        )
+        .unwrap_err();
         assert_eq!(d.to_error().reason, Reason::ModelNotAllowed);
         let d = run(&s, "POST", "/api/copy", r#"{"source":"qwen2.5"}"#).unwrap_err();
         assert_eq!(d.to_error().reason, Reason::ModelRequired);
@@ -354,7 +482,9 @@ mod tests {
     #[test]
     fn denial_message_says_who_and_what() {
         let s = sandbox(r#"["qwen2.5:7b", "llama3.2:3b"]"#, r#"["chat"]"#);
-        let e = run(&s, "POST", "/api/chat", r#"{"model":"llama3.3:70b"}"#).unwrap_err().to_error();
+        let e = run(&s, "POST", "/api/chat", r#"{"model":"llama3.3:70b"}"#)
+            .unwrap_err()
+            .to_error();
         assert_eq!(e.status, 403);
         assert_eq!(
             e.full_message(),
@@ -364,17 +494,37 @@ mod tests {
 
     #[test]
     fn num_ctx_rewrite() {
-        let mut o = parse_strict_object(br#"{"model":"m","options":{"NUM_CTX":2048,"temperature":0}}"#).unwrap();
+        let mut o =
+            parse_strict_object(br#"{"model":"m","options":{"NUM_CTX":2048,"temperature":0}}"#)
+                .unwrap();
         let n = apply_num_ctx(&mut o, Some(NumCtxPolicy::Pin(32768)));
-        assert_eq!(n, NumCtx { requested: Some(2048), sent: Some(32768) });
+        assert_eq!(
+            n,
+            NumCtx {
+                requested: Some(2048),
+                sent: Some(32768)
+            }
+        );
         assert_eq!(o["options"]["num_ctx"], 32768);
         assert!(o["options"].get("NUM_CTX").is_none());
         assert_eq!(o["options"]["temperature"], 0);
         let mut o = parse_strict_object(br#"{"model":"m"}"#).unwrap();
-        let n = apply_num_ctx(&mut o, Some(NumCtxPolicy::Clamp { min: Some(8192), max: None }));
+        let n = apply_num_ctx(
+            &mut o,
+            Some(NumCtxPolicy::Clamp {
+                min: Some(8192),
+                max: None,
+            }),
+        );
         assert_eq!(n.sent, Some(8192));
         assert_eq!(o["options"]["num_ctx"], 8192);
         let mut o = parse_strict_object(br#"{"model":"m","options":{"num_ctx":100}}"#).unwrap();
-        assert_eq!(apply_num_ctx(&mut o, None), NumCtx { requested: Some(100), sent: Some(100) });
+        assert_eq!(
+            apply_num_ctx(&mut o, None),
+            NumCtx {
+                requested: Some(100),
+                sent: Some(100)
+            }
+        );
     }
 }

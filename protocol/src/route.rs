@@ -179,10 +179,7 @@ impl Route {
             "/api/me" => (Route::Me, "GET, POST"),
             "/api/signout" => (Route::Signout, "GET, POST"),
             p if p.starts_with("/api/experimental/") => (Route::Experimental, "any"),
-            p => match (
-                p.strip_prefix("/v1/models/"),
-                p.strip_prefix("/api/blobs/"),
-            ) {
+            p => match (p.strip_prefix("/v1/models/"), p.strip_prefix("/api/blobs/")) {
                 (Some(m), _) if !m.is_empty() && !m.contains('/') => {
                     (Route::OaiModel(m.to_owned()), "GET")
                 }
@@ -316,11 +313,23 @@ mod tests {
         assert_eq!(ok("HEAD", "/").class(), EndpointClass::List);
         assert_eq!(ok("GET", "/api/tags").class(), EndpointClass::List);
         assert_eq!(ok("POST", "/api/embeddings").class(), EndpointClass::Embed);
-        assert_eq!(ok("GET", "/v1/models/qwen2.5:7b"), Route::OaiModel("qwen2.5:7b".into()));
+        assert_eq!(
+            ok("GET", "/v1/models/qwen2.5:7b"),
+            Route::OaiModel("qwen2.5:7b".into())
+        );
         assert_eq!(ok("DELETE", "/api/delete").class(), EndpointClass::Manage);
-        assert_eq!(ok("HEAD", "/api/blobs/sha256:ab").class(), EndpointClass::Manage);
-        assert_eq!(ok("GET", "/api/experimental/x").class(), EndpointClass::Cloud);
-        assert_eq!(ok("POST", "/v1/responses").class(), EndpointClass::OpenaiResponses);
+        assert_eq!(
+            ok("HEAD", "/api/blobs/sha256:ab").class(),
+            EndpointClass::Manage
+        );
+        assert_eq!(
+            ok("GET", "/api/experimental/x").class(),
+            EndpointClass::Cloud
+        );
+        assert_eq!(
+            ok("POST", "/v1/responses").class(),
+            EndpointClass::OpenaiResponses
+        );
         assert_eq!(ok("POST", "/v1/messages").class(), EndpointClass::Anthropic);
     }
 
@@ -342,10 +351,25 @@ mod tests {
                 "{p}"
             );
         }
-        assert!(matches!(err("POST", "/api/chat", Some("model=x")), RouteError::Query(_)));
-        assert!(matches!(err("GET", "/api/chat", None), RouteError::MethodNotAllowed { .. }));
-        assert!(matches!(err("POST", "/api/nope", None), RouteError::NotFound { .. }));
-        assert!(matches!(err("GET", "/v1/models/a/b", None), RouteError::NotFound { .. }));
-        assert!(matches!(err("GET", "/API/TAGS", None), RouteError::NotFound { .. }));
+        assert!(matches!(
+            err("POST", "/api/chat", Some("model=x")),
+            RouteError::Query(_)
+        ));
+        assert!(matches!(
+            err("GET", "/api/chat", None),
+            RouteError::MethodNotAllowed { .. }
+        ));
+        assert!(matches!(
+            err("POST", "/api/nope", None),
+            RouteError::NotFound { .. }
+        ));
+        assert!(matches!(
+            err("GET", "/v1/models/a/b", None),
+            RouteError::NotFound { .. }
+        ));
+        assert!(matches!(
+            err("GET", "/API/TAGS", None),
+            RouteError::NotFound { .. }
+        ));
     }
 }

@@ -101,7 +101,10 @@ mod tests {
             s.feed(&body[split..]);
             assert_eq!(
                 s.finish(),
-                Tokens { prompt: Some(26), completion: Some(290) },
+                Tokens {
+                    prompt: Some(26),
+                    completion: Some(290)
+                },
                 "split at {split}"
             );
         }
@@ -111,14 +114,26 @@ mod tests {
     fn non_streamed_object_without_newline() {
         let mut s = TokenScanner::new();
         s.feed(br#"{"response":"x","done":true,"prompt_eval_count":5,"eval_count":7}"#);
-        assert_eq!(s.finish(), Tokens { prompt: Some(5), completion: Some(7) });
+        assert_eq!(
+            s.finish(),
+            Tokens {
+                prompt: Some(5),
+                completion: Some(7)
+            }
+        );
     }
 
     #[test]
     fn openai_usage() {
         let mut s = TokenScanner::new();
         s.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":3,\"total_tokens\":14}}\n\ndata: [DONE]\n\n");
-        assert_eq!(s.finish(), Tokens { prompt: Some(11), completion: Some(3) });
+        assert_eq!(
+            s.finish(),
+            Tokens {
+                prompt: Some(11),
+                completion: Some(3)
+            }
+        );
     }
 
     #[test]

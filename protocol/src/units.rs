@@ -73,7 +73,8 @@ impl TryFrom<SizeRepr> for ByteSize {
 
 /// Parses `"32MiB"`, `"512KiB"`, `"1GB"`, `"4096"`.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let err = || format!("invalid size {s:?}: expected e.g. \"32MiB\", \"512KiB\" or a number of bytes");
+    let err =
+        || format!("invalid size {s:?}: expected e.g. \"32MiB\", \"512KiB\" or a number of bytes");
     let t = s.trim();
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
@@ -96,9 +97,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n >= 1 << 20 && n % (1 << 20) == 0 {
+        if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", n >> 20)
-        } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+        } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", n >> 10)
         } else {
             write!(f, "{n}B")

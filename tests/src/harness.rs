@@ -65,7 +65,10 @@ impl Host {
             .arg("--config")
             .arg(&cfg)
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .kill_on_drop(true)
@@ -91,9 +94,19 @@ impl Host {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let audit = text
             .lines()
-            .find_map(|l| l.trim().strip_prefix("path = \"").map(|p| PathBuf::from(p.trim_end_matches('"'))))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("path = \"")
+                    .map(|p| PathBuf::from(p.trim_end_matches('"')))
+            })
             .unwrap_or_else(|| dir.path().join("audit.jsonl"));
-        Host { child, dir, config: cfg, audit, stderr }
+        Host {
+            child,
+            dir,
+            config: cfg,
+            audit,
+            stderr,
+        }
     }
 
     /// A path inside the host's temp dir.
@@ -106,7 +119,9 @@ impl Host {
         std::fs::read_to_string(&self.audit)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn audit line {l:?}: {e}")))
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("torn audit line {l:?}: {e}"))
+            })
             .collect()
     }
 

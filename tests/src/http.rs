@@ -28,13 +28,19 @@ where
 }
 
 /// Sends one request on a new TCP connection.
-pub async fn send_tcp(addr: std::net::SocketAddr, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+pub async fn send_tcp(
+    addr: std::net::SocketAddr,
+    req: Request<Full<Bytes>>,
+) -> hyper::Result<Response<Incoming>> {
     let s = TcpStream::connect(addr).await.expect("connect tcp");
     send_on(s, req).await
 }
 
 /// Sends one request on a new unix-socket connection.
-pub async fn send_unix(path: &Path, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+pub async fn send_unix(
+    path: &Path,
+    req: Request<Full<Bytes>>,
+) -> hyper::Result<Response<Incoming>> {
     let s = UnixStream::connect(path).await.expect("connect unix");
     send_on(s, req).await
 }
@@ -42,7 +48,10 @@ pub async fn send_unix(path: &Path, req: Request<Full<Bytes>>) -> hyper::Result<
 /// Builds a request; `Host` defaults to `localhost`.
 pub fn req(method: &str, path: &str, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
     let body: Bytes = body.into();
-    let mut b = Request::builder().method(method).uri(path).header("host", "localhost");
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
     if !body.is_empty() {
         b = b.header("content-type", "application/json");
     }
@@ -68,7 +77,9 @@ pub async fn collect(resp: Response<Incoming>) -> (u16, http::HeaderMap, Bytes) 
 /// Reads the next data frame of a streamed body (None at the end).
 pub async fn next_data(body: &mut Incoming) -> Option<Bytes> {
     loop {
-        let f = tokio::time::timeout(GUARD, body.frame()).await.expect("frame within the guard time")?;
+        let f = tokio::time::timeout(GUARD, body.frame())
+            .await
+            .expect("frame within the guard time")?;
         match f {
             Ok(f) => {
                 if let Ok(d) = f.into_data() {
@@ -107,7 +118,9 @@ pub async fn raw_unix(path: &Path, bytes: &[u8]) -> std::io::Result<Option<RawRe
 }
 
 /// Reads one HTTP/1.1 response: None if the peer closed without one.
-pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Option<RawResponse>> {
+pub async fn read_response<S: AsyncRead + Unpin>(
+    s: &mut S,
+) -> std::io::Result<Option<RawResponse>> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     let head_end = loop {
@@ -133,7 +146,12 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<O
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .collect();
     let mut rest = buf[head_end..].to_vec();
-    let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
     let body = if let Some(cl) = get("content-length") {
         let n: usize = cl.parse().unwrap_or(0);
         while rest.len() < n {
@@ -151,12 +169,17 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<O
             while !rest.windows(2).any(|w| w == b"\r\n") {
                 let k = s.read(&mut tmp).await?;
                 if k == 0 {
-                    return Ok(Some(RawResponse { status, headers, body: out }));
+                    return Ok(Some(RawResponse {
+                        status,
+                        headers,
+                        body: out,
+                    }));
                 }
                 rest.extend_from_slice(&tmp[..k]);
             }
             let p = rest.windows(2).position(|w| w == b"\r\n").expect("found");
-            let size = usize::from_str_radix(String::from_utf8_lossy(&rest[..p]).trim(), 16).unwrap_or(0);
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&rest[..p]).trim(), 16).unwrap_or(0);
             rest.drain(..p + 2);
             while rest.len() < size + 2 {
                 let k = s.read(&mut tmp).await?;
@@ -175,5 +198,9 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<O
     } else {
         Vec::new()
     };
-    Ok(Some(RawResponse { status, headers, body }))
+    Ok(Some(RawResponse {
+        status,
+        headers,
+        body,
+    }))
 }

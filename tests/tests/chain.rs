@@ -20,24 +20,44 @@ async fn chain() -> (Double, Host, Guest) {
 #[tokio::test]
 async fn listing_through_guest_and_host_shows_only_allowed_models() {
     let (double, _host, guest) = chain().await;
-    let (status, _, body) = collect(send_tcp(guest.addr, req("GET", "/api/tags", "")).await.unwrap()).await;
+    let (status, _, body) = collect(
+        send_tcp(guest.addr, req("GET", "/api/tags", ""))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     let v: Value = serde_json::from_slice(&body).unwrap();
-    let names: Vec<&str> = v["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["qwen2.5:7b", "llama3.2:3b"]);
     // Ollama's Host check passed because the bridge set Host to the upstream's own.
     let got = double.requests();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].header("host"), Some(double.addr().to_string().as_str()));
+    assert_eq!(
+        got[0].header("host"),
+        Some(double.addr().to_string().as_str())
+    );
 }
 
 #[tokio::test]
 async fn streaming_is_not_buffered() {
     let (double, _host, guest) = chain().await;
-    double.set_script(Script { gated: true, text: Some("one two three four five".into()), ..Script::default() });
+    double.set_script(Script {
+        gated: true,
+        text: Some("one two three four five".into()),
+        ..Script::default()
+    });
     let resp = send_tcp(
         guest.addr,
-        post("/api/chat", &json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "count"}]})),
+        post(
+            "/api/chat",
+            &json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "count"}]}),
+        ),
     )
     .await
     .unwrap();
@@ -55,7 +75,9 @@ async fn streaming_is_not_buffered() {
                 lines.push(serde_json::from_slice::<Value>(&line).unwrap());
                 break;
             }
-            let d = next_data(&mut body).await.expect("chunk k arrives before chunk k+1 exists");
+            let d = next_data(&mut body)
+                .await
+                .expect("chunk k arrives before chunk k+1 exists");
             pending.extend_from_slice(&d);
         }
         assert_eq!(lines.len() as u64, k + 1);
@@ -64,7 +86,10 @@ async fn streaming_is_not_buffered() {
         double.release(1);
     }
     assert!(next_data(&mut body).await.is_none());
-    let text: String = lines[..5].iter().map(|l| l["message"]["content"].as_str().unwrap()).collect();
+    let text: String = lines[..5]
+        .iter()
+        .map(|l| l["message"]["content"].as_str().unwrap())
+        .collect();
     assert_eq!(text, "one two three four five");
     assert_eq!(lines[5]["done"], true);
 }
@@ -73,11 +98,20 @@ async fn streaming_is_not_buffered() {
 async fn forwarded_body_is_the_reserialised_checked_json() {
     let (double, _host, guest) = chain().await;
     let raw = "{ \"model\" : \"qwen2.5:7b\",\n \"stream\": false, \"messages\": [ {\"role\":\"user\",\"content\":\"hi\"} ] }";
-    let (status, _, body) = collect(send_tcp(guest.addr, req("POST", "/api/chat", raw)).await.unwrap()).await;
+    let (status, _, body) = collect(
+        send_tcp(guest.addr, req("POST", "/api/chat", raw))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let got = double.requests();
     assert_eq!(got.len(), 1);
-    assert_ne!(got[0].body, raw.as_bytes(), "original bytes must not be forwarded");
+    assert_ne!(
+        got[0].body,
+        raw.as_bytes(),
+        "original bytes must not be forwarded"
+    );
     assert_eq!(got[0].json(), serde_json::from_str::<Value>(raw).unwrap());
     assert_eq!(got[0].header("content-type"), Some("application/json"));
 }
@@ -85,24 +119,44 @@ async fn forwarded_body_is_the_reserialised_checked_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_requests_are_each_decided() {
     let (double, host, _guest) = chain().await;
-    let s = tokio::net::UnixStream::connect(socket(&host, "agent")).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s)).await.unwrap();
+    let s = tokio::net::UnixStream::connect(socket(&host, "agent"))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let ok = post("/api/chat", &json!({"model": "qwen2.5:7b", "stream": false, "messages": []}));
+    let ok = post(
+        "/api/chat",
+        &json!({"model": "qwen2.5:7b", "stream": false, "messages": []}),
+    );
     sender.ready().await.unwrap();
     let (s1, _, _) = collect(sender.send_request(ok).await.unwrap()).await;
-    let bad = post("/api/chat", &json!({"model": "llama3.3:70b", "stream": false, "messages": []}));
+    let bad = post(
+        "/api/chat",
+        &json!({"model": "llama3.3:70b", "stream": false, "messages": []}),
+    );
     sender.ready().await.unwrap();
     let (s2, _, b2) = collect(sender.send_request(bad).await.unwrap()).await;
     sender.ready().await.unwrap();
-    let (s3, _, _) = collect(sender.send_request(req("POST", "/api/pull", "{\"model\":\"x\"}")).await.unwrap()).await;
+    let (s3, _, _) = collect(
+        sender
+            .send_request(req("POST", "/api/pull", "{\"model\":\"x\"}"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s1, s2, s3), (200, 403, 403));
     let msg: Value = serde_json::from_slice(&b2).unwrap();
     assert_eq!(
         msg["error"],
         "ollama-bridge: model \"llama3.3:70b\" is not allowed for sandbox \"agent\" (allowed: qwen2.5:7b, llama3.2:*)"
     );
-    assert_eq!(double.requests().len(), 1, "only the allowed request reached Ollama");
+    assert_eq!(
+        double.requests().len(),
+        1,
+        "only the allowed request reached Ollama"
+    );
 }
 
 #[tokio::test]
@@ -112,8 +166,16 @@ async fn unknown_routes_are_404_in_the_family_format() {
     let (s, _, b) = collect(send_unix(&sock, req("GET", "/api/nope", "")).await.unwrap()).await;
     assert_eq!(s, 404);
     let v: Value = serde_json::from_slice(&b).unwrap();
-    assert!(v["error"].as_str().unwrap().starts_with("ollama-bridge: "), "{v}");
-    let (s, _, b) = collect(send_unix(&sock, req("POST", "/v1/responses", "{}")).await.unwrap()).await;
+    assert!(
+        v["error"].as_str().unwrap().starts_with("ollama-bridge: "),
+        "{v}"
+    );
+    let (s, _, b) = collect(
+        send_unix(&sock, req("POST", "/v1/responses", "{}"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 403);
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(v["error"]["type"], "permission_error", "{v}");
@@ -124,18 +186,38 @@ async fn unknown_routes_are_404_in_the_family_format() {
 #[tokio::test]
 async fn ollama_down_gives_502_json_within_the_connect_timeout() {
     // Bind then drop a listener: a port on which nothing listens.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let host = Host::start(&config(&format!("http://{dead}"), &[("agent", SANDBOX)], "")).await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let host = Host::start(&config(
+        &format!("http://{dead}"),
+        &[("agent", SANDBOX)],
+        "",
+    ))
+    .await;
     let guest = Guest::start(&socket(&host, "agent")).await;
     let started = Instant::now();
-    let resp = send_tcp(guest.addr, post("/api/chat", &json!({"model": "qwen2.5:7b", "messages": []}))).await.unwrap();
+    let resp = send_tcp(
+        guest.addr,
+        post("/api/chat", &json!({"model": "qwen2.5:7b", "messages": []})),
+    )
+    .await
+    .unwrap();
     let (status, headers, body) = collect(resp).await;
     let took = started.elapsed();
     assert_eq!(status, 502);
-    assert!(headers["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let v: Value = serde_json::from_slice(&body).unwrap();
     let msg = v["error"].as_str().unwrap();
-    assert!(msg.starts_with("ollama-bridge: cannot reach Ollama at http://127.0.0.1:"), "{msg}");
+    assert!(
+        msg.starts_with("ollama-bridge: cannot reach Ollama at http://127.0.0.1:"),
+        "{msg}"
+    );
     // The contract: an answer within the connect timeout (2s here) plus a second.
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
@@ -146,13 +228,23 @@ async fn host_down_guest_answers_502_naming_the_socket() {
     let sock = dir.path().join("missing/ollama.sock");
     let guest = Guest::start(&sock).await;
     for (path, openai) in [("/api/chat", false), ("/v1/chat/completions", true)] {
-        let resp = send_tcp(guest.addr, post(path, &json!({"model": "qwen2.5:7b"}))).await.unwrap();
+        let resp = send_tcp(guest.addr, post(path, &json!({"model": "qwen2.5:7b"})))
+            .await
+            .unwrap();
         let (status, _, body) = collect(resp).await;
         assert_eq!(status, 502);
         let v: Value = serde_json::from_slice(&body).unwrap();
-        let msg = if openai { v["error"]["message"].as_str() } else { v["error"].as_str() }.unwrap();
+        let msg = if openai {
+            v["error"]["message"].as_str()
+        } else {
+            v["error"].as_str()
+        }
+        .unwrap();
         assert!(
-            msg.starts_with(&format!("ollama-bridge: cannot reach bridge-host at unix:{}: ", sock.display())),
+            msg.starts_with(&format!(
+                "ollama-bridge: cannot reach bridge-host at unix:{}: ",
+                sock.display()
+            )),
             "{msg}"
         );
         assert!(msg.contains("No such file or directory"), "{msg}");
@@ -170,36 +262,76 @@ async fn silent_ollama_gives_504_before_headers_and_an_error_line_mid_stream() {
     let sock = socket(&host, "agent");
     let chat = json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "hi"}]});
 
-    double.set_script(Script { stall_headers: true, ..Script::default() });
-    let (status, _, body) = collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
+    double.set_script(Script {
+        stall_headers: true,
+        ..Script::default()
+    });
+    let (status, _, body) =
+        collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
     assert_eq!(status, 504);
     assert!(String::from_utf8_lossy(&body).contains("header_timeout"));
 
-    double.set_script(Script { stall_after: Some(2), ..Script::default() });
-    let (status, _, body) = collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
+    double.set_script(Script {
+        stall_after: Some(2),
+        ..Script::default()
+    });
+    let (status, _, body) =
+        collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
     assert_eq!(status, 200);
-    let lines: Vec<Value> = body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+    let lines: Vec<Value> = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3, "two chunks, then the bridge's error line");
-    assert!(lines[2]["error"].as_str().unwrap().contains("idle_timeout"), "{}", lines[2]);
+    assert!(
+        lines[2]["error"].as_str().unwrap().contains("idle_timeout"),
+        "{}",
+        lines[2]
+    );
 
     // Ollama's own mid-stream error line passes through untouched.
-    double.set_script(Script { error_after: Some(1), ..Script::default() });
-    let (status, _, body) = collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
+    double.set_script(Script {
+        error_after: Some(1),
+        ..Script::default()
+    });
+    let (status, _, body) =
+        collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
     assert_eq!(status, 200);
-    let last = body.split(|&b| b == b'\n').filter(|l| !l.is_empty()).last().unwrap().to_vec();
+    let last = body
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .last()
+        .unwrap()
+        .to_vec();
     let v: Value = serde_json::from_slice(&last).unwrap();
-    assert!(v["error"].as_str().unwrap().contains("unexpected EOF"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("unexpected EOF"),
+        "{v}"
+    );
 
     let audit = host.audit_records();
     let reasons: Vec<Option<&str>> = audit.iter().map(|r| r["reason"].as_str()).collect();
-    assert_eq!(reasons, [Some("upstream_timeout"), Some("upstream_timeout"), None]);
+    assert_eq!(
+        reasons,
+        [Some("upstream_timeout"), Some("upstream_timeout"), None]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_streams_then_exits_zero() {
     let (double, mut host, guest) = chain().await;
-    double.set_script(Script { gated: true, text: Some("a b c".into()), ..Script::default() });
-    let resp = send_tcp(guest.addr, post("/api/chat", &json!({"model": "qwen2.5:7b", "messages": []}))).await.unwrap();
+    double.set_script(Script {
+        gated: true,
+        text: Some("a b c".into()),
+        ..Script::default()
+    });
+    let resp = send_tcp(
+        guest.addr,
+        post("/api/chat", &json!({"model": "qwen2.5:7b", "messages": []})),
+    )
+    .await
+    .unwrap();
     let mut body = resp.into_body();
     let first = next_data(&mut body).await.unwrap();
     assert!(first.ends_with(b"\n"));
@@ -211,14 +343,28 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
             tokio::task::yield_now().await;
         }
     };
-    tokio::time::timeout(GUARD, gone).await.expect("socket removed after SIGTERM");
+    tokio::time::timeout(GUARD, gone)
+        .await
+        .expect("socket removed after SIGTERM");
     double.release(10);
     let mut rest = Vec::new();
     while let Some(d) = next_data(&mut body).await {
         rest.extend_from_slice(&d);
     }
-    let last = rest.split(|&b| b == b'\n').filter(|l| !l.is_empty()).last().unwrap().to_vec();
-    assert_eq!(serde_json::from_slice::<Value>(&last).unwrap()["done"], true, "stream completed");
-    let status = tokio::time::timeout(GUARD, host.child.wait()).await.unwrap().unwrap();
+    let last = rest
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .last()
+        .unwrap()
+        .to_vec();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&last).unwrap()["done"],
+        true,
+        "stream completed"
+    );
+    let status = tokio::time::timeout(GUARD, host.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}: {}", host.log());
 }

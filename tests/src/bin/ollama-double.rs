@@ -39,8 +39,7 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let a = Args::parse();
-    let mut cfg = DoubleConfig::default();
-    cfg.script = Script {
+    let script = Script {
         text: a.text,
         tools: match a.tool_calls {
             Placement::Intermediate => ToolPlacement::Intermediate,
@@ -50,10 +49,19 @@ async fn main() {
         pace: Duration::from_millis(a.pace_ms),
         ..Script::default()
     };
+    let mut cfg = DoubleConfig {
+        script,
+        ..DoubleConfig::default()
+    };
     if a.no_faults {
-        cfg.faults = OpenAiFaults { drop_streamed_tool_calls: false, all_index_zero: false };
+        cfg.faults = OpenAiFaults {
+            drop_streamed_tool_calls: false,
+            all_index_zero: false,
+        };
     }
-    let listener = tokio::net::TcpListener::bind(&a.listen).await.expect("bind");
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .expect("bind");
     let d = Double::serve(listener, cfg);
     if let Some(p) = &a.port_file {
         let tmp = p.with_extension("tmp");

@@ -45,12 +45,8 @@ pub fn find_model(state: &State, req: &Map<String, Value>) -> Result<DoubleModel
     if raw.is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "model is required"));
     }
-    lookup(state, raw).ok_or_else(|| {
-        error(
-            StatusCode::NOT_FOUND,
-            &format!("model '{raw}' not found"),
-        )
-    })
+    lookup(state, raw)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, &format!("model '{raw}' not found")))
 }
 
 pub fn lookup(state: &State, raw: &str) -> Option<DoubleModel> {
@@ -116,7 +112,13 @@ fn words(text: &str) -> Vec<String> {
     let n = w.len();
     w.iter()
         .enumerate()
-        .map(|(i, s)| if i + 1 < n { format!("{s} ") } else { (*s).to_owned() })
+        .map(|(i, s)| {
+            if i + 1 < n {
+                format!("{s} ")
+            } else {
+                (*s).to_owned()
+            }
+        })
         .collect()
 }
 
@@ -153,12 +155,19 @@ pub fn plan_chat(state: &State, req: &Map<String, Value>) -> Result<Plan, Respon
     let seen = tokenize::truncate_chat(&messages, ctx);
     let script = state.config.lock().unwrap().script.clone();
     let last = messages.last();
-    let last_role = last.and_then(|m| m.get("role")).and_then(Value::as_str).unwrap_or("");
+    let last_role = last
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let last_text = last
         .and_then(|m| m.get("content"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    let tools = req.get("tools").and_then(Value::as_array).cloned().unwrap_or_default();
+    let tools = req
+        .get("tools")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let calls: Vec<Value> = if !tools.is_empty() && last_role == "user" {
         tools
             .iter()
@@ -173,17 +182,32 @@ pub fn plan_chat(state: &State, req: &Map<String, Value>) -> Result<Plan, Respon
     };
     let text = match (&script.text, last_role) {
         (Some(t), _) => t.clone(),
-        (None, "tool") => format!("The tool said: {}", last_text.split_whitespace().take(12).collect::<Vec<_>>().join(" ")),
+        (None, "tool") => format!(
+            "The tool said: {}",
+            last_text
+                .split_whitespace()
+                .take(12)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         (None, _) if !calls.is_empty() => "Let me check.".to_owned(),
         (None, _) => format!(
             "Hello from the double. You said: {}",
-            last_text.split_whitespace().take(8).collect::<Vec<_>>().join(" ")
+            last_text
+                .split_whitespace()
+                .take(8)
+                .collect::<Vec<_>>()
+                .join(" ")
         ),
     };
     let mut pieces = words(&text);
     let done_reason = limit(&mut pieces, req);
     Ok(Plan {
-        model: req.get("model").and_then(Value::as_str).unwrap_or(&model.name).to_owned(),
+        model: req
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(&model.name)
+            .to_owned(),
         pieces,
         calls,
         seen,
@@ -199,7 +223,10 @@ fn final_fields(plan: &Plan, obj: &mut Map<String, Value>) {
     obj.insert("load_duration".into(), json!(5_025_959u64));
     obj.insert("prompt_eval_count".into(), json!(plan.seen.evaluated));
     obj.insert("prompt_eval_duration".into(), json!(325_953_000u64));
-    obj.insert("eval_count".into(), json!(plan.pieces.len() + plan.calls.len()));
+    obj.insert(
+        "eval_count".into(),
+        json!(plan.pieces.len() + plan.calls.len()),
+    );
     obj.insert("eval_duration".into(), json!(4_709_213_000u64));
 }
 
@@ -219,10 +246,16 @@ pub fn chat_lines(plan: &Plan) -> Vec<Bytes> {
         m
     };
     let chunk = |m: Value| json!({"model": plan.model, "created_at": CREATED_AT, "message": m, "done": false});
-    let mut out: Vec<Bytes> = plan.pieces.iter().map(|p| line(&chunk(msg(p, None)))).collect();
+    let mut out: Vec<Bytes> = plan
+        .pieces
+        .iter()
+        .map(|p| line(&chunk(msg(p, None))))
+        .collect();
     let has_calls = !plan.calls.is_empty();
     match plan.script.tools {
-        ToolPlacement::Intermediate if has_calls => out.push(line(&chunk(msg("", Some(plan.calls.clone()))))),
+        ToolPlacement::Intermediate if has_calls => {
+            out.push(line(&chunk(msg("", Some(plan.calls.clone())))))
+        }
         ToolPlacement::Split if has_calls => {
             for c in &plan.calls {
                 out.push(line(&chunk(msg("", Some(vec![c.clone()])))));
@@ -230,15 +263,23 @@ pub fn chat_lines(plan: &Plan) -> Vec<Bytes> {
         }
         _ => {}
     }
-    let final_calls = (plan.script.tools == ToolPlacement::Final && has_calls).then(|| plan.calls.clone());
-    let mut last = json!({"model": plan.model, "created_at": CREATED_AT, "message": msg("", final_calls)});
+    let final_calls =
+        (plan.script.tools == ToolPlacement::Final && has_calls).then(|| plan.calls.clone());
+    let mut last =
+        json!({"model": plan.model, "created_at": CREATED_AT, "message": msg("", final_calls)});
     final_fields(plan, last.as_object_mut().expect("object"));
     out.push(line(&last));
     out
 }
 
 /// Sends lines on `tx` following the script's pace, gate, error and stall.
-pub async fn emit(state: Arc<State>, script: Script, lines: Vec<Bytes>, tx: mpsc::Sender<Bytes>, error_line: Bytes) {
+pub async fn emit(
+    state: Arc<State>,
+    script: Script,
+    lines: Vec<Bytes>,
+    tx: mpsc::Sender<Bytes>,
+    error_line: Bytes,
+) {
     for (i, l) in lines.into_iter().enumerate() {
         if i > 0 {
             if script.gated {
@@ -271,7 +312,13 @@ fn wants_stream(req: &Map<String, Value>) -> bool {
     req.get("stream").and_then(Value::as_bool).unwrap_or(true)
 }
 
-async fn respond(state: &Arc<State>, req: &Map<String, Value>, plan: Plan, lines: Vec<Bytes>, whole: Value) -> Response<DBody> {
+async fn respond(
+    state: &Arc<State>,
+    req: &Map<String, Value>,
+    plan: Plan,
+    lines: Vec<Bytes>,
+    whole: Value,
+) -> Response<DBody> {
     if plan.script.stall_headers {
         std::future::pending::<()>().await;
     }
@@ -279,7 +326,8 @@ async fn respond(state: &Arc<State>, req: &Map<String, Value>, plan: Plan, lines
         return json_resp(StatusCode::OK, &whole);
     }
     let (tx, rx) = mpsc::channel(1);
-    let err = line(&json!({"error": "an error was encountered while running the model: unexpected EOF"}));
+    let err =
+        line(&json!({"error": "an error was encountered while running the model: unexpected EOF"}));
     tokio::spawn(emit(state.clone(), plan.script.clone(), lines, tx, err));
     stream("application/x-ndjson", rx)
 }
@@ -318,12 +366,23 @@ pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
     let seen = tokenize::truncate_text(&format!("{system} {prompt}"), ctx);
     let script = state.config.lock().unwrap().script.clone();
     let text = script.text.clone().unwrap_or_else(|| {
-        format!("Generated from: {}", prompt.split_whitespace().take(8).collect::<Vec<_>>().join(" "))
+        format!(
+            "Generated from: {}",
+            prompt
+                .split_whitespace()
+                .take(8)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
     });
     let mut pieces = words(&text);
     let done_reason = limit(&mut pieces, &req);
     let plan = Plan {
-        model: req.get("model").and_then(Value::as_str).unwrap_or(&model.name).to_owned(),
+        model: req
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(&model.name)
+            .to_owned(),
         pieces,
         calls: Vec::new(),
         seen,
@@ -338,7 +397,8 @@ pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
     let mut last = json!({"model": plan.model, "created_at": CREATED_AT, "response": ""});
     final_fields(&plan, last.as_object_mut().expect("object"));
     lines.push(line(&last));
-    let mut whole = json!({"model": plan.model, "created_at": CREATED_AT, "response": plan.pieces.concat()});
+    let mut whole =
+        json!({"model": plan.model, "created_at": CREATED_AT, "response": plan.pieces.concat()});
     final_fields(&plan, whole.as_object_mut().expect("object"));
     respond(state, &req, plan, lines, whole).await
 }
@@ -368,7 +428,11 @@ pub fn embed(state: &State, body: &[u8], legacy: bool) -> Response<DBody> {
     }
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     };
     let tokens: u64 = inputs.iter().map(|s| tokenize::count(s)).sum();
@@ -397,7 +461,10 @@ fn model_entry(m: &DoubleModel) -> Value {
 
 pub fn tags(state: &State) -> Response<DBody> {
     let cfg = state.config.lock().unwrap();
-    json_resp(StatusCode::OK, &json!({"models": cfg.models.iter().map(model_entry).collect::<Vec<_>>()}))
+    json_resp(
+        StatusCode::OK,
+        &json!({"models": cfg.models.iter().map(model_entry).collect::<Vec<_>>()}),
+    )
 }
 
 pub fn ps(state: &State) -> Response<DBody> {

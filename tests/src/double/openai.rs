@@ -14,13 +14,20 @@ use super::server::{json as json_resp, stream, DBody};
 use super::State;
 
 fn oai_error(status: StatusCode, kind: &str, msg: &str) -> Response<DBody> {
-    json_resp(status, &json!({"error": {"message": msg, "type": kind, "param": null, "code": null}}))
+    json_resp(
+        status,
+        &json!({"error": {"message": msg, "type": kind, "param": null, "code": null}}),
+    )
 }
 
 /// Converts an Ollama error response into OpenAI's shape (status kept).
 fn convert_error(resp: Response<DBody>) -> Response<DBody> {
     let status = resp.status();
-    let kind = if status == StatusCode::NOT_FOUND { "not_found_error" } else { "invalid_request_error" };
+    let kind = if status == StatusCode::NOT_FOUND {
+        "not_found_error"
+    } else {
+        "invalid_request_error"
+    };
     oai_error(status, kind, "request failed")
 }
 
@@ -40,7 +47,11 @@ pub fn model(state: &State, name: &str) -> Response<DBody> {
             StatusCode::OK,
             &json!({"id": m.name, "object": "model", "created": 1_790_000_000u64, "owned_by": "library"}),
         ),
-        None => oai_error(StatusCode::NOT_FOUND, "not_found_error", &format!("model \"{name}\" not found")),
+        None => oai_error(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            &format!("model \"{name}\" not found"),
+        ),
     }
 }
 
@@ -82,14 +93,20 @@ fn to_native(req: &Map<String, Value>) -> Map<String, Value> {
     if let Some(t) = req.get("tools") {
         out.insert("tools".into(), t.clone());
     }
-    if let Some(n) = req.get("max_tokens").or_else(|| req.get("max_completion_tokens")) {
+    if let Some(n) = req
+        .get("max_tokens")
+        .or_else(|| req.get("max_completion_tokens"))
+    {
         out.insert("options".into(), json!({"num_predict": n}));
     }
     out
 }
 
 fn sse(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {}\n\n", serde_json::to_string(v).expect("json")))
+    Bytes::from(format!(
+        "data: {}\n\n",
+        serde_json::to_string(v).expect("json")
+    ))
 }
 
 pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
@@ -127,7 +144,11 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
     let stream_on = req.get("stream").and_then(Value::as_bool).unwrap_or(false);
     if !stream_on {
         let mut msg = json!({"role": "assistant", "content": plan.pieces.concat()});
-        let finish = if oai_calls.is_empty() { plan.done_reason } else { "tool_calls" };
+        let finish = if oai_calls.is_empty() {
+            plan.done_reason
+        } else {
+            "tool_calls"
+        };
         if !oai_calls.is_empty() {
             let mut calls = oai_calls.clone();
             for c in &mut calls {
@@ -160,7 +181,12 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
     let mut lines: Vec<Bytes> = plan
         .pieces
         .iter()
-        .map(|p| sse(&chunk(json!({"role": "assistant", "content": p}), Value::Null)))
+        .map(|p| {
+            sse(&chunk(
+                json!({"role": "assistant", "content": p}),
+                Value::Null,
+            ))
+        })
         .collect();
     let deliver_calls = !oai_calls.is_empty() && !faults.drop_streamed_tool_calls;
     if deliver_calls {
@@ -169,8 +195,15 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
             Value::Null,
         )));
     }
-    let finish = if deliver_calls { "tool_calls" } else { plan.done_reason };
-    lines.push(sse(&chunk(json!({"role": "assistant", "content": ""}), json!(finish))));
+    let finish = if deliver_calls {
+        "tool_calls"
+    } else {
+        plan.done_reason
+    };
+    lines.push(sse(&chunk(
+        json!({"role": "assistant", "content": ""}),
+        json!(finish),
+    )));
     if include_usage {
         lines.push(sse(&json!({
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
@@ -179,8 +212,16 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
     }
     lines.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let (tx, rx) = mpsc::channel(1);
-    let err = sse(&json!({"error": {"message": "an error was encountered while running the model", "type": "api_error", "param": null, "code": null}}));
-    tokio::spawn(native::emit(state.clone(), plan.script.clone(), lines, tx, err));
+    let err = sse(
+        &json!({"error": {"message": "an error was encountered while running the model", "type": "api_error", "param": null, "code": null}}),
+    );
+    tokio::spawn(native::emit(
+        state.clone(),
+        plan.script.clone(),
+        lines,
+        tx,
+        err,
+    ));
     stream("text/event-stream", rx)
 }
 
@@ -195,7 +236,11 @@ pub fn embeddings(state: &State, body: &[u8]) -> Response<DBody> {
     };
     let inputs: Vec<String> = match req.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
         _ => Vec::new(),
     };
     let data: Vec<Value> = inputs

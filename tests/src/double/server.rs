@@ -44,7 +44,11 @@ pub fn full(status: StatusCode, ct: &str, body: impl Into<Bytes>) -> Response<DB
 }
 
 pub fn json(status: StatusCode, v: &serde_json::Value) -> Response<DBody> {
-    full(status, "application/json; charset=utf-8", serde_json::to_vec(v).expect("json"))
+    full(
+        status,
+        "application/json; charset=utf-8",
+        serde_json::to_vec(v).expect("json"),
+    )
 }
 
 pub fn error(status: StatusCode, msg: &str) -> Response<DBody> {
@@ -82,10 +86,17 @@ pub fn host_allowed(host: &str) -> bool {
     let h = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
-        host.rsplit_once(':').map_or(host, |(h, p)| if p.parse::<u16>().is_ok() { h } else { host })
+        host.rsplit_once(':').map_or(
+            host,
+            |(h, p)| if p.parse::<u16>().is_ok() { h } else { host },
+        )
     };
     let h = h.to_ascii_lowercase();
-    if h == "localhost" || h.ends_with(".localhost") || h.ends_with(".local") || h.ends_with(".internal") {
+    if h == "localhost"
+        || h.ends_with(".localhost")
+        || h.ends_with(".local")
+        || h.ends_with(".internal")
+    {
         return true;
     }
     if let Ok(hn) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
@@ -94,15 +105,23 @@ pub fn host_allowed(host: &str) -> bool {
         }
     }
     match h.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(v4)) => v4.is_loopback() || v4.is_private() || v4.is_unspecified() || v4.is_link_local(),
-        Ok(std::net::IpAddr::V6(v6)) => v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+        Ok(std::net::IpAddr::V4(v4)) => {
+            v4.is_loopback() || v4.is_private() || v4.is_unspecified() || v4.is_link_local()
+        }
+        Ok(std::net::IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xfe00) == 0xfc00
+        }
         Err(_) => false,
     }
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DBody>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     if path == "/_double/requests" {
         let v = serde_json::to_value(&*state.requests.lock().unwrap()).expect("json");
@@ -114,18 +133,31 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
         headers: parts
             .headers
             .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: body.to_vec(),
     });
     // Ollama's Host check: 403 with an empty body.
-    let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = parts
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !host_allowed(host) {
         return Ok(full(StatusCode::FORBIDDEN, "text/plain", Bytes::new()));
     }
     let m = parts.method.as_str();
     let resp = match (m, path.as_str()) {
-        ("GET" | "HEAD", "/") => full(StatusCode::OK, "text/plain; charset=utf-8", "Ollama is running"),
+        ("GET" | "HEAD", "/") => full(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "Ollama is running",
+        ),
         ("GET" | "HEAD", "/api/version") => {
             let v = state.config.lock().unwrap().version.clone();
             json(StatusCode::OK, &serde_json::json!({ "version": v }))
@@ -142,7 +174,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
             json(StatusCode::OK, &serde_json::json!({"status":"success"}))
         }
         ("GET", "/v1/models") => openai::models(&state),
-        ("GET", p) if p.starts_with("/v1/models/") => openai::model(&state, &p["/v1/models/".len()..]),
+        ("GET", p) if p.starts_with("/v1/models/") => {
+            openai::model(&state, &p["/v1/models/".len()..])
+        }
         ("POST", "/v1/chat/completions") => openai::chat(&state, &body).await,
         ("POST", "/v1/embeddings") => openai::embeddings(&state, &body),
         _ => full(StatusCode::NOT_FOUND, "text/plain", "404 page not found"),
@@ -156,10 +190,26 @@ mod tests {
 
     #[test]
     fn host_check() {
-        for ok in ["localhost", "localhost:11434", "127.0.0.1:11434", "[::1]:11434", "x.localhost", "box.local", "h.internal:1", "10.1.2.3", "192.168.0.1:80"] {
+        for ok in [
+            "localhost",
+            "localhost:11434",
+            "127.0.0.1:11434",
+            "[::1]:11434",
+            "x.localhost",
+            "box.local",
+            "h.internal:1",
+            "10.1.2.3",
+            "192.168.0.1:80",
+        ] {
             assert!(host_allowed(ok), "{ok}");
         }
-        for bad in ["evil.com", "evil.com:11434", "", "8.8.8.8", "localhost.evil.com"] {
+        for bad in [
+            "evil.com",
+            "evil.com:11434",
+            "",
+            "8.8.8.8",
+            "localhost.evil.com",
+        ] {
             assert!(!host_allowed(bad), "{bad}");
         }
     }
