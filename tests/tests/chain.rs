@@ -300,8 +300,7 @@ async fn silent_ollama_gives_504_before_headers_and_an_error_line_mid_stream() {
     assert_eq!(status, 200);
     let last = body
         .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap()
         .to_vec();
     let v: Value = serde_json::from_slice(&last).unwrap();
@@ -353,8 +352,7 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
     }
     let last = rest
         .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .last()
+        .rfind(|l| !l.is_empty())
         .unwrap()
         .to_vec();
     assert_eq!(
