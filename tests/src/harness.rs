@@ -36,6 +36,15 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The bridge-guest binary: `$OLLAMA_BRIDGE_GUEST_BIN` when set (CI points it at the
+/// static build), else the workspace's.
+pub fn guest_bin() -> PathBuf {
+    match std::env::var_os("OLLAMA_BRIDGE_GUEST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => bin("bridge-guest"),
+    }
+}
+
 /// A running bridge-host.
 pub struct Host {
     pub child: Child,
@@ -165,7 +174,7 @@ pub struct Guest {
 impl Guest {
     /// Starts `bridge-guest --listen 127.0.0.1:0 --connect unix:SOCKET`.
     pub async fn start(socket: &Path) -> Guest {
-        let mut child = Command::new(bin("bridge-guest"))
+        let mut child = Command::new(guest_bin())
             .arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--connect")

@@ -6,7 +6,7 @@
 use std::process::Stdio;
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, socket, Host};
+use bridge_tests::harness::{bin, config, guest_bin, socket, Host};
 use bridge_tests::http::GUARD;
 use serde_json::Value;
 
@@ -57,7 +57,7 @@ async fn agent_in_bwrap_sandbox_reaches_ollama_only_through_the_bridge() {
             .arg(&sock_dir)
             .arg("/run/ollama-bridge")
             .arg("--")
-            .arg(bin("bridge-guest"))
+            .arg(guest_bin())
             .args([
                 "run",
                 "--connect",
