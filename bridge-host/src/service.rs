@@ -27,6 +27,8 @@ use crate::upstream::Upstream;
 
 /// Response header carrying the audit record's id.
 pub const REQUEST_ID_HEADER: &str = "x-ollama-bridge-request-id";
+/// Largest request head accepted (hyper's read buffer bounds what is read at all).
+pub const MAX_HEADER_BYTES: usize = 32 << 10;
 /// Largest listing (tags, ps, models) the bridge reads to filter.
 const MAX_LISTING: usize = 16 << 20;
 
@@ -152,6 +154,17 @@ async fn check(
             415,
             Reason::UnsupportedMediaType,
             "Content-Encoding is not accepted; send the body uncompressed",
+        ));
+    }
+    let head_bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if head_bytes > MAX_HEADER_BYTES {
+        return Err(BridgeError::new(
+            431,
+            Reason::TooLarge,
+            format!(
+                "request headers are larger than {} KiB",
+                MAX_HEADER_BYTES >> 10
+            ),
         ));
     }
     let cl_count = h.get_all(header::CONTENT_LENGTH).iter().count();

@@ -112,14 +112,17 @@ impl RawResponse {
 pub async fn raw_unix(path: &Path, bytes: &[u8]) -> std::io::Result<Option<RawResponse>> {
     let mut s = UnixStream::connect(path).await?;
     s.write_all(bytes).await?;
-    tokio::time::timeout(GUARD, read_response(&mut s))
+    let head_only = bytes.starts_with(b"HEAD ");
+    tokio::time::timeout(GUARD, read_response(&mut s, head_only))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response"))?
 }
 
-/// Reads one HTTP/1.1 response: None if the peer closed without one.
+/// Reads one HTTP/1.1 response: None if the peer closed without one. `head_only` for
+/// answers to HEAD, which have no body whatever their headers say.
 pub async fn read_response<S: AsyncRead + Unpin>(
     s: &mut S,
+    head_only: bool,
 ) -> std::io::Result<Option<RawResponse>> {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
@@ -152,7 +155,9 @@ pub async fn read_response<S: AsyncRead + Unpin>(
             .find(|(k, _)| k.eq_ignore_ascii_case(n))
             .map(|(_, v)| v.clone())
     };
-    let body = if let Some(cl) = get("content-length") {
+    let body = if head_only {
+        Vec::new()
+    } else if let Some(cl) = get("content-length") {
         let n: usize = cl.parse().unwrap_or(0);
         while rest.len() < n {
             let k = s.read(&mut tmp).await?;

@@ -1,0 +1,183 @@
+//! The hostile-request corpus (tests/fixtures/hostile): every request goes over a real
+//! sandbox socket to the real daemon, must get its expected refusal, and nothing may
+//! reach Ollama. A control request at the end proves the path to Ollama was open.
+
+use std::path::{Path, PathBuf};
+
+use bridge_tests::double::{Double, DoubleConfig};
+use bridge_tests::harness::{config, socket, Host};
+use bridge_tests::http::{raw_unix, RawResponse};
+
+struct Case {
+    name: String,
+    expect: Vec<Option<u16>>,
+    bytes: Vec<u8>,
+}
+
+fn unescape(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            match b[i + 1] {
+                b'r' => {
+                    out.push(b'\r');
+                    i += 2;
+                    continue;
+                }
+                b'n' => {
+                    out.push(b'\n');
+                    i += 2;
+                    continue;
+                }
+                b'x' if i + 3 < b.len() => {
+                    if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+                        out.push(v);
+                        i += 4;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+fn load(path: &Path) -> Case {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut expect = Vec::new();
+    let mut escapes = false;
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next_if(|l| l.starts_with("# ")) {
+        if let Some(e) = l.strip_prefix("# expect: ") {
+            expect = e
+                .split('|')
+                .map(|s| {
+                    if s == "close" {
+                        None
+                    } else {
+                        Some(s.parse().unwrap())
+                    }
+                })
+                .collect();
+        }
+        escapes |= l == "# escapes: on";
+    }
+    let rest: Vec<&str> = lines.collect();
+    let (head, body) = match rest.iter().position(|l| l.is_empty()) {
+        Some(p) => (&rest[..p], Some(rest[p + 1..].join("\n"))),
+        None => (&rest[..], None),
+    };
+    let conv = |s: &str| {
+        if escapes {
+            unescape(s)
+        } else {
+            s.as_bytes().to_vec()
+        }
+    };
+    let body = body.map(|b| conv(&b)).unwrap_or_default();
+    let mut bytes = Vec::new();
+    for h in head {
+        let h = h.replace(
+            "Content-Length: auto",
+            &format!("Content-Length: {}", body.len()),
+        );
+        bytes.extend(conv(&h));
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"\r\n");
+    bytes.extend(body);
+    assert!(!expect.is_empty(), "{}: no # expect line", path.display());
+    Case {
+        name: path.file_name().unwrap().to_string_lossy().into_owned(),
+        expect,
+        bytes,
+    }
+}
+
+fn corpus() -> Vec<Case> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "http"))
+        .collect();
+    files.sort();
+    files.iter().map(|p| load(p)).collect()
+}
+
+fn describe(r: &Option<RawResponse>) -> String {
+    match r {
+        None => "connection closed".into(),
+        Some(r) => format!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_corpus_is_refused_and_nothing_reaches_ollama() {
+    let cases = corpus();
+    assert!(cases.len() >= 40, "the corpus has {} requests", cases.len());
+    let double = Double::start(DoubleConfig::default()).await;
+    let host = Host::start(&config(
+        &double.url(),
+        &[(
+            "corpus",
+            "models = [\"qwen2.5:7b\", \"llama3.2:*\"]\nmax_body = \"4KiB\"",
+        )],
+        "",
+    ))
+    .await;
+    let sock = socket(&host, "corpus");
+    let mut failures = Vec::new();
+    for c in &cases {
+        let got = raw_unix(&sock, &c.bytes).await.unwrap_or(None);
+        let status = got.as_ref().map(|r| r.status);
+        if !c.expect.contains(&status) {
+            failures.push(format!(
+                "{}: want {:?}, got {}",
+                c.name,
+                c.expect,
+                describe(&got)
+            ));
+            continue;
+        }
+        // Refusals the bridge writes itself say so; hyper's own 400s have no body.
+        if let Some(r) = got.as_ref().filter(|_| !c.bytes.starts_with(b"HEAD ")) {
+            if !r.body.is_empty() || r.status != 400 {
+                let text = String::from_utf8_lossy(&r.body);
+                if r.status != 431 && !text.contains("ollama-bridge: ") {
+                    failures.push(format!(
+                        "{}: {} without the bridge's message: {text}",
+                        c.name, r.status
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    let reached = double.requests();
+    assert!(
+        reached.is_empty(),
+        "requests reached Ollama: {:?}",
+        reached
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+
+    // Control: an allowed request on the same socket does reach Ollama.
+    let ok = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let r = raw_unix(&sock, ok).await.unwrap().expect("a response");
+    assert_eq!(r.status, 200);
+    assert_eq!(double.requests().len(), 1);
+}
