@@ -23,9 +23,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 pub async fn connect(addr: &ConnectAddr) -> io::Result<Box<dyn Stream>> {
     match addr {
         ConnectAddr::Unix(p) => Ok(Box::new(UnixStream::connect(p).await?)),
-        ConnectAddr::Vsock { .. } => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "vsock is not supported by this build",
+        ConnectAddr::Vsock { cid, port } => Ok(Box::new(
+            tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?,
         )),
     }
 }

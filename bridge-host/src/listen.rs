@@ -11,6 +11,7 @@ use protocol::ListenAddr;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
+use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
 /// A connection's byte stream, whatever the transport.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -34,14 +35,15 @@ pub enum ListenError {
     Bind { addr: String, source: io::Error },
     #[error("cannot set mode or owner of {path}: {source}")]
     Perms { path: PathBuf, source: io::Error },
-    #[error("{addr}: {what} is not supported by this build yet")]
-    Unsupported { addr: String, what: &'static str },
 }
 
 /// An open listener.
 #[derive(Debug)]
 pub enum Listener {
+    /// A unix socket (also the host side of Firecracker's vsock-uds convention).
     Unix { inner: UnixListener, path: PathBuf },
+    /// AF_VSOCK on any CID.
+    Vsock { inner: VsockListener },
 }
 
 impl Listener {
@@ -59,10 +61,15 @@ impl Listener {
                     path: path.clone(),
                 })
             }
-            ListenAddr::Vsock { .. } => Err(ListenError::Unsupported {
-                addr: addr.to_string(),
-                what: "AF_VSOCK",
-            }),
+            ListenAddr::Vsock { port } => {
+                let inner = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, *port)).map_err(
+                    |source| ListenError::Bind {
+                        addr: addr.to_string(),
+                        source: explain_vsock(source),
+                    },
+                )?;
+                Ok(Listener::Vsock { inner })
+            }
         }
     }
 
@@ -78,6 +85,18 @@ impl Listener {
                 });
                 Ok((Box::new(stream), peer))
             }
+            Listener::Vsock { inner } => {
+                let (stream, addr) = inner.accept().await?;
+                Ok((Box::new(stream), Some(Peer::Vsock { cid: addr.cid() })))
+            }
+        }
+    }
+
+    /// The vsock port actually bound (for `vsock:` listeners).
+    pub fn vsock_port(&self) -> Option<u32> {
+        match self {
+            Listener::Vsock { inner } => inner.local_addr().ok().map(|a| a.port()),
+            Listener::Unix { .. } => None,
         }
     }
 
@@ -87,8 +106,21 @@ impl Listener {
             Listener::Unix { path, .. } => {
                 let _ = std::fs::remove_file(path);
             }
+            Listener::Vsock { .. } => {}
         }
     }
+}
+
+/// Adds the usual cause to an AF_VSOCK bind error.
+fn explain_vsock(e: io::Error) -> io::Error {
+    let hint = match e.raw_os_error() {
+        Some(97) => {
+            " (AF_VSOCK is not available: load the vhost_vsock or vsock module, or use vsock-uds: for Firecracker / Cloud Hypervisor)"
+        }
+        Some(98) => " (the port is in use)",
+        _ => "",
+    };
+    io::Error::new(e.kind(), format!("{e}{hint}"))
 }
 
 fn bind_unix(
@@ -176,6 +208,15 @@ mod tests {
         drop(l);
         // A stale one is.
         Listener::bind(&ListenAddr::Unix(path.clone()), 0o660, None).unwrap();
+    }
+
+    #[tokio::test]
+    async fn binds_an_af_vsock_listener() {
+        // VMADDR_PORT_ANY: the kernel picks a free port (no fixed ports in tests).
+        let l = Listener::bind(&ListenAddr::Vsock { port: u32::MAX }, 0, None)
+            .expect("AF_VSOCK bind (needs the vsock module; /dev/vsock exists on these machines)");
+        let port = l.vsock_port().expect("a vsock listener has a port");
+        assert_ne!(port, u32::MAX);
     }
 
     #[tokio::test]

@@ -60,11 +60,13 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = Vec::new();
         for (listener, ctx) in self.listeners {
-            println!(
-                "listening sandbox={} on {}",
-                ctx.sandbox.name, ctx.sandbox.listen
-            );
-            tracing::info!(sandbox = %ctx.sandbox.name, listen = %ctx.sandbox.listen, "listening");
+            // Show the port actually bound (VMADDR_PORT_ANY picks one).
+            let shown = match listener.vsock_port() {
+                Some(p) => format!("vsock:{p}"),
+                None => ctx.sandbox.listen.to_string(),
+            };
+            println!("listening sandbox={} on {shown}", ctx.sandbox.name);
+            tracing::info!(sandbox = %ctx.sandbox.name, listen = %shown, "listening");
             loops.push(tokio::spawn(accept_loop(
                 listener,
                 ctx,

@@ -146,6 +146,7 @@ async fn check(
     req: Request<Incoming>,
     rec: &mut AuditRecord,
 ) -> Result<Checked, BridgeError> {
+    protocol::policy::peer_allowed(&ctx.sandbox, rec.peer.as_ref()).map_err(|d| d.to_error())?;
     let (parts, body) = req.into_parts();
     let bad = |m: String| BridgeError::new(400, Reason::BadRequest, m);
     let h = &parts.headers;

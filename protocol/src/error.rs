@@ -13,6 +13,7 @@ use crate::route::ErrorFormat;
 pub enum Reason {
     ModelNotAllowed,
     CloudModelNotAllowed,
+    PeerNotAllowed,
     EndpointNotAllowed,
     ModelRequired,
     BadModelName,
@@ -35,6 +36,7 @@ impl Reason {
         match self {
             Reason::ModelNotAllowed => "model_not_allowed",
             Reason::CloudModelNotAllowed => "cloud_model_not_allowed",
+            Reason::PeerNotAllowed => "peer_not_allowed",
             Reason::EndpointNotAllowed => "endpoint_not_allowed",
             Reason::ModelRequired => "model_required",
             Reason::BadModelName => "bad_model_name",

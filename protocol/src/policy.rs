@@ -52,6 +52,11 @@ pub enum Denied {
     FieldNotString {
         field: String,
     },
+    PeerNotAllowed {
+        sandbox: SandboxName,
+        cid: Option<u32>,
+        want: u32,
+    },
 }
 
 impl Denied {
@@ -97,6 +102,14 @@ impl Denied {
             Denied::BadModel { field, error } => {
                 BridgeError::new(400, Reason::BadModelName, format!("field \"{field}\": {error}"))
             }
+            Denied::PeerNotAllowed { sandbox, cid, want } => BridgeError::new(
+                403,
+                Reason::PeerNotAllowed,
+                match cid {
+                    Some(c) => format!("peer CID {c} is not allowed for sandbox \"{sandbox}\" (vsock_cid = {want})"),
+                    None => format!("peer has no vsock CID; sandbox \"{sandbox}\" admits only CID {want}"),
+                },
+            ),
             Denied::FieldNotString { field } => BridgeError::new(
                 400,
                 Reason::BadRequest,
@@ -112,6 +125,26 @@ fn join<'a>(it: impl Iterator<Item = &'a str>) -> String {
         "none".into()
     } else {
         v.join(", ")
+    }
+}
+
+/// Is the connection's peer the one the sandbox is bound to (`vsock_cid`)?
+pub fn peer_allowed(sandbox: &Sandbox, peer: Option<&crate::audit::Peer>) -> Result<(), Denied> {
+    let Some(want) = sandbox.vsock_cid else {
+        return Ok(());
+    };
+    let cid = match peer {
+        Some(crate::audit::Peer::Vsock { cid }) => Some(*cid),
+        _ => None,
+    };
+    if cid == Some(want) {
+        Ok(())
+    } else {
+        Err(Denied::PeerNotAllowed {
+            sandbox: sandbox.name.clone(),
+            cid,
+            want,
+        })
     }
 }
 
@@ -447,6 +480,35 @@ mod tests {
                 _ => panic!("{m} {p} {b}: want {want:?}, got {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn vsock_cid_binds_a_sandbox_to_one_vm() {
+        use crate::audit::Peer;
+        let text = "[[sandbox]]\nname = \"vm\"\nlisten = \"vsock:11434\"\nvsock_cid = 3\n";
+        let s = Config::parse(text, &DefaultsEnv::default())
+            .unwrap()
+            .sandboxes
+            .remove(0);
+        assert!(peer_allowed(&s, Some(&Peer::Vsock { cid: 3 })).is_ok());
+        let e = peer_allowed(&s, Some(&Peer::Vsock { cid: 4 }))
+            .unwrap_err()
+            .to_error();
+        assert_eq!((e.status, e.reason), (403, Reason::PeerNotAllowed));
+        assert!(
+            e.message
+                .contains("peer CID 4 is not allowed for sandbox \"vm\""),
+            "{}",
+            e.message
+        );
+        let unix = Peer::Unix {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        assert!(peer_allowed(&s, Some(&unix)).is_err());
+        let open = sandbox(r#"["*"]"#, r#"["chat"]"#);
+        assert!(peer_allowed(&open, Some(&Peer::Vsock { cid: 9 })).is_ok());
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Host {
     pub config: PathBuf,
     pub audit: PathBuf,
     pub stderr: PathBuf,
+    /// The `listening sandbox=... on ...` lines, in order.
+    pub ready: Vec<String>,
 }
 
 impl Host {
@@ -85,14 +87,14 @@ impl Host {
             .expect("spawn bridge-host");
         let out = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(out).lines();
-        let mut ready = 0;
-        while ready < expected {
+        let mut ready = Vec::new();
+        while ready.len() < expected {
             let line = tokio::time::timeout(GUARD, lines.next_line())
                 .await
                 .expect("bridge-host ready within the guard time")
                 .expect("read stdout");
             match line {
-                Some(l) if l.starts_with("listening sandbox=") => ready += 1,
+                Some(l) if l.starts_with("listening sandbox=") => ready.push(l),
                 Some(_) => {}
                 None => panic!(
                     "bridge-host exited before it was ready: {}",
@@ -115,6 +117,7 @@ impl Host {
             config: cfg,
             audit,
             stderr,
+            ready,
         }
     }
 
@@ -174,11 +177,15 @@ pub struct Guest {
 impl Guest {
     /// Starts `bridge-guest --listen 127.0.0.1:0 --connect unix:SOCKET`.
     pub async fn start(socket: &Path) -> Guest {
+        Guest::start_with(&["--connect", &format!("unix:{}", socket.display())]).await
+    }
+
+    /// Starts `bridge-guest --listen 127.0.0.1:0 ARGS...`.
+    pub async fn start_with(args: &[&str]) -> Guest {
         let mut child = Command::new(guest_bin())
             .arg("--listen")
             .arg("127.0.0.1:0")
-            .arg("--connect")
-            .arg(format!("unix:{}", socket.display()))
+            .args(args)
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
