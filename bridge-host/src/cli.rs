@@ -202,6 +202,16 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     rt.block_on(async move {
         tracing::info!(config = %source, upstream = %config.upstream.base, audit = %config.audit.path.display(), "starting");
+        // Handlers first: a signal that arrives once we are ready must not kill us.
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            eprintln!("bridge-host: cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
         let server = match Server::bind(config) {
             Ok(s) => s,
             Err(e) => {
@@ -211,15 +221,6 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let audit = server.audit();
         let signal = Box::pin(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::hangup()),
-            ) else {
-                tracing::error!("cannot install signal handlers");
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM"); break }

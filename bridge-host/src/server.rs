@@ -74,7 +74,9 @@ impl Server {
                 stop_rx.clone(),
             )));
         }
+        crate::notify::notify("READY=1");
         shutdown.signal.await;
+        crate::notify::notify("STOPPING=1");
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         let _ = stop_tx.send(true);
         for l in loops {

@@ -1,0 +1,143 @@
+//! Real agent clients in a real sandbox: the bubblewrap recipe (deploy/bwrap/ollama-sandbox)
+//! runs each client with no network but the bridged `127.0.0.1:11434`, against the test
+//! double through bridge-host. The clients are installed by `.ci/run`
+//! (`pip install -r tests/clients/requirements.txt`, `npm ci` in tests/clients); a missing
+//! one fails its test with the install command.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use bridge_tests::double::{Double, DoubleConfig};
+use bridge_tests::harness::{bin, config, guest_bin, socket, Host};
+use bridge_tests::http::GUARD;
+use serde_json::{json, Value};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The real interpreter behind `python3` (pyenv shims need not work inside the sandbox).
+fn python() -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 on PATH");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn setup() -> (Double, Host) {
+    let double = Double::start(DoubleConfig::default()).await;
+    let host = Host::start(&config(
+        &double.url(),
+        &[("agent", "models = [\"qwen2.5:7b\", \"nomic-embed-text\"]")],
+        "",
+    ))
+    .await;
+    (double, host)
+}
+
+/// Runs COMMAND through the bwrap recipe; returns its stdout as JSON.
+async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
+    let sock_dir = socket(host, "agent").parent().unwrap().to_owned();
+    let out = tokio::time::timeout(
+        GUARD,
+        tokio::process::Command::new("sh")
+            .arg(repo().join("deploy/bwrap/ollama-sandbox"))
+            .arg("-s")
+            .arg(&sock_dir)
+            .arg("-g")
+            .arg(guest_bin())
+            .arg("--")
+            .args(command)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the sandboxed client finished within the guard time")
+    .expect("run the recipe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {:?}\n{stderr}",
+        out.status
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{command:?} printed {:?}: {e}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bwrap_recipe_gives_the_agent_ollama_and_nothing_else() {
+    let (double, host) = setup().await;
+    let port = double.addr().port().to_string();
+    let probe = bin("sandbox-probe");
+    let v = in_sandbox(&host, &[probe.to_str().unwrap(), "--direct", &port]).await;
+    assert_eq!(v["tags_status"], 200, "{v}");
+    assert_eq!(
+        v["models"],
+        json!(["qwen2.5:7b", "nomic-embed-text:latest"]),
+        "{v}"
+    );
+    assert_eq!(v["chat_done"], true, "{v}");
+    assert_eq!(v["denied_status"], 403, "{v}");
+    assert!(v["direct"].as_str().unwrap().starts_with("failed:"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_python_client_in_the_sandbox() {
+    let (double, host) = setup().await;
+    let script = repo().join("tests/clients/ollama_py.py");
+    let v = in_sandbox(&host, &[&python(), script.to_str().unwrap()]).await;
+    assert!(v["chat_chunks"].as_u64().unwrap() > 2, "streamed: {v}");
+    assert!(
+        v["chat_text"]
+            .as_str()
+            .unwrap()
+            .contains("stream me a greeting"),
+        "{v}"
+    );
+    assert_eq!(v["chat_done"], true);
+    assert_eq!(
+        v["tool_calls"],
+        json!([{"name": "get_weather", "arguments": {"city": "Paris"}}])
+    );
+    assert_eq!(v["embeddings"], 2);
+    assert_eq!(
+        v["models"],
+        json!(["nomic-embed-text:latest", "qwen2.5:7b"])
+    );
+    assert_eq!(v["denied"]["status"], 403, "{v}");
+    let msg = v["denied"]["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with(
+            "ollama-bridge: model \"llama3.3:70b\" is not allowed for sandbox \"agent\""
+        ),
+        "{msg}"
+    );
+    // Nothing denied reached Ollama.
+    assert!(double
+        .requests()
+        .iter()
+        .all(|r| !String::from_utf8_lossy(&r.body).contains("llama3.3")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ollama_js_client_in_the_sandbox() {
+    let (_double, host) = setup().await;
+    let script = repo().join("tests/clients/ollama_js.mjs");
+    let v = in_sandbox(&host, &["node", script.to_str().unwrap()]).await;
+    assert!(v["chunks"].as_u64().unwrap() > 2, "streamed: {v}");
+    assert!(
+        v["text"].as_str().unwrap().contains("stream from node"),
+        "{v}"
+    );
+    assert_eq!(v["done"], true);
+}
