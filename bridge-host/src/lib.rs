@@ -7,6 +7,7 @@ pub mod audit_cli;
 pub mod body;
 pub mod cli;
 pub mod listen;
+mod openai;
 pub mod server;
 pub mod service;
 pub mod upstream;
