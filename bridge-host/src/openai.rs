@@ -16,8 +16,8 @@ use protocol::audit::AuditRecord;
 use protocol::error::{BridgeError, Reason};
 use protocol::openai::response::CollectError;
 use protocol::openai::{
-    chat_request, embed_request, embed_response, native_error, upstream_error_body,
-    ChatCollector, ChatStream, LineSplitter, Meta,
+    chat_request, embed_request, embed_response, native_error, upstream_error_body, ChatCollector,
+    ChatStream, LineSplitter, Meta,
 };
 use protocol::policy::apply_num_ctx;
 use protocol::route::{ErrorFormat, Route};
@@ -70,7 +70,13 @@ pub(crate) async fn forward(
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
     let up = &ctx.shared.upstream;
     let resp = match up
-        .send(Method::POST, path, &c.headers, Some("application/json"), bytes)
+        .send(
+            Method::POST,
+            path,
+            &c.headers,
+            Some("application/json"),
+            bytes,
+        )
         .await
     {
         Ok(r) => r,
