@@ -83,8 +83,8 @@ pub fn content(events: &[Value]) -> String {
 pub fn finish_reason(events: &[Value]) -> Option<String> {
     events
         .iter()
-        .filter_map(|e| e.pointer("/choices/0/finish_reason")?.as_str())
-        .last()
+        .rev()
+        .find_map(|e| e.pointer("/choices/0/finish_reason")?.as_str())
         .map(str::to_owned)
 }
 
