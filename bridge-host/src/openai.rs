@@ -67,6 +67,7 @@ pub(crate) async fn forward(
         Target::Chat(_) => "/api/chat",
         Target::Embed(_) => "/api/embed",
     };
+    tracing::debug!(request_id = %rec.request_id, native = path, num_ctx = ?n.sent, "openai_via_native");
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
     let up = &ctx.shared.upstream;
     let resp = match up
@@ -277,6 +278,9 @@ struct SseTransform {
 
 impl Transform for SseTransform {
     fn feed(&mut self, data: &[u8]) -> Bytes {
+        if self.stream.failed() || self.stream.is_done() {
+            return Bytes::new(); // the client's stream is complete; the rest is not read
+        }
         let mut out = Vec::new();
         let stream = &mut self.stream;
         if let Err(e) = self.lines.feed(data, |l| out.extend(stream.line(l))) {

@@ -43,7 +43,7 @@ impl LineSplitter {
                 self.buf.extend_from_slice(&data[..nl]);
                 let line = std::mem::take(&mut self.buf);
                 if line.len() > self.max {
-                    return Err(LineTooLong { max: self.max });
+                    return Err(self.too_long());
                 }
                 f(trim_cr(&line));
             }
@@ -51,9 +51,15 @@ impl LineSplitter {
         }
         self.buf.extend_from_slice(data);
         if self.buf.len() > self.max {
-            return Err(LineTooLong { max: self.max });
+            return Err(self.too_long());
         }
         Ok(())
+    }
+
+    /// Drops the partial line: memory stays bounded whatever follows.
+    fn too_long(&mut self) -> LineTooLong {
+        self.buf = Vec::new();
+        LineTooLong { max: self.max }
     }
 
     /// The stream ended: its last line, if it had no newline.

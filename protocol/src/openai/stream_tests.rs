@@ -299,6 +299,7 @@ fn line_splitter() {
     }
     let mut sp = LineSplitter::new(4);
     assert_eq!(sp.feed(b"12345", |_| {}), Err(LineTooLong { max: 4 }));
+    assert_eq!(sp.finish(), None, "the partial line is dropped");
     let mut sp = LineSplitter::new(4);
     sp.feed(b"12", |_| {}).expect("short");
     assert!(sp.feed(b"345\n", |_| {}).is_err());
