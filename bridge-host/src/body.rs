@@ -1,7 +1,9 @@
 //! The response body on its way back: frames pass through one by one as they arrive,
 //! counted and scanned for token counts; silence longer than `idle_timeout` or a broken
 //! upstream ends the stream with an error line in the stream's own format; at the end
-//! the audit record is written *before* the client sees the stream complete.
+//! the audit record is written *before* the client sees the stream complete. A
+//! [`Transform`] may rewrite the stream on the way (Ollama's NDJSON into OpenAI SSE);
+//! token counts are then still read from what Ollama sent.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -72,6 +74,21 @@ pub struct Outcome {
 /// Called once with the outcome; may return an ack to wait for before completing.
 pub type Finisher = Box<dyn FnOnce(Outcome) -> Option<oneshot::Receiver<()>> + Send>;
 
+/// Rewrites a stream on its way through, frame by frame.
+pub trait Transform: Send {
+    /// The client's bytes for the next upstream bytes (empty: nothing to send yet).
+    fn feed(&mut self, data: &[u8]) -> Bytes;
+    /// The upstream ended: the client's last bytes.
+    fn finish(&mut self) -> Bytes;
+    /// The upstream failed: the client's last bytes (the error in the stream's format),
+    /// or nothing when the rewritten stream is already complete.
+    fn fail(&mut self, err: &BridgeError) -> Bytes;
+    /// The rewritten stream ended with an error of its own (e.g. Ollama's error line).
+    fn failed(&self) -> bool {
+        false
+    }
+}
+
 enum State {
     Streaming,
     Tail(Bytes),
@@ -94,6 +111,7 @@ pub struct Relay<B> {
     state: State,
     idle_message: String,
     hold: Option<Box<dyn Send>>,
+    transform: Option<Box<dyn Transform>>,
 }
 
 impl<B> Relay<B>
@@ -121,7 +139,14 @@ where
             state: State::Streaming,
             idle_message,
             hold,
+            transform: None,
         }
+    }
+
+    /// Rewrites the stream with `t` (the scanner still reads the upstream's bytes).
+    pub fn with_transform(mut self, t: Box<dyn Transform>) -> Self {
+        self.transform = Some(t);
+        self
     }
 
     fn finish(&mut self) -> Option<oneshot::Receiver<()>> {
@@ -134,7 +159,11 @@ where
     fn fail(&mut self, err: BridgeError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         tracing::warn!(reason = err.reason.as_str(), error = %err.message, "stream ended early");
         self.outcome.failure = Some(err.reason);
-        match self.kind.error_frame(&err) {
+        let tail = match &mut self.transform {
+            Some(t) => Some(t.fail(&err)),
+            None => self.kind.error_frame(&err),
+        };
+        match tail {
             Some(tail) => {
                 self.state = State::Tail(tail);
                 Poll::Pending // caller loops
@@ -201,18 +230,30 @@ where
                         Some(rx) => State::Acking(rx, Box::pin(tokio::time::sleep(ACK_WAIT))),
                         None => State::Done,
                     };
+                    if tail.is_empty() {
+                        continue;
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(tail))));
                 }
                 State::Streaming => {}
             }
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(d) = frame.data_ref() {
-                        this.outcome.bytes_out += d.len() as u64;
-                        this.scanner.feed(d);
-                    }
                     let next = tokio::time::Instant::now() + this.idle;
                     this.idle_timer.as_mut().reset(next);
+                    if let Some(d) = frame.data_ref() {
+                        this.scanner.feed(d);
+                    }
+                    let frame = match (&mut this.transform, frame.data_ref()) {
+                        (None, _) => frame,
+                        (Some(t), Some(d)) => Frame::data(t.feed(d)),
+                        (Some(_), None) => continue,
+                    };
+                    match frame.data_ref() {
+                        Some(d) if d.is_empty() => continue,
+                        Some(d) => this.outcome.bytes_out += d.len() as u64,
+                        None => {}
+                    }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -226,7 +267,17 @@ where
                         p => return p,
                     }
                 }
-                Poll::Ready(None) => return this.complete(cx),
+                Poll::Ready(None) => {
+                    if let Some(t) = &mut this.transform {
+                        let tail = t.finish();
+                        if t.failed() && this.outcome.failure.is_none() {
+                            this.outcome.failure = Some(Reason::UpstreamError);
+                        }
+                        this.state = State::Tail(tail);
+                        continue;
+                    }
+                    return this.complete(cx);
+                }
                 Poll::Pending => {
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
                         let err = BridgeError::new(

@@ -8,6 +8,7 @@ pub mod body;
 pub mod cli;
 pub mod listen;
 pub mod notify;
+mod openai;
 pub mod server;
 pub mod service;
 pub mod upstream;

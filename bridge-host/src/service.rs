@@ -86,14 +86,14 @@ impl SandboxCtx {
 }
 
 /// A request that passed every check, ready to go upstream.
-struct Checked {
-    method: Method,
-    route: Route,
-    path: String,
-    headers: HeaderMap,
-    body: Option<Map<String, Value>>,
-    raw: Bytes,
-    permit: Option<OwnedSemaphorePermit>,
+pub(crate) struct Checked {
+    pub(crate) method: Method,
+    pub(crate) route: Route,
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Map<String, Value>>,
+    pub(crate) raw: Bytes,
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
 }
 
 /// Serves one request on a sandbox's listener.
@@ -303,6 +303,9 @@ async fn forward(
     mut rec: AuditRecord,
     start: Instant,
 ) -> Response<RespBody> {
+    if ctx.sandbox.openai_via_native && matches!(c.route, Route::OaiChat | Route::OaiEmbeddings) {
+        return crate::openai::forward(ctx, c, rec, start).await;
+    }
     let format = Route::error_format_for_path(&c.path);
     let (content_type, body) = match &c.body {
         Some(o) => (
@@ -353,7 +356,7 @@ async fn forward(
 }
 
 /// Builds the finisher that completes and writes the audit record at the stream's end.
-fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher {
+pub(crate) fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher {
     let audit = ctx.shared.audit.clone();
     Box::new(move |o: Outcome| {
         rec.bytes_out = o.bytes_out;
@@ -371,7 +374,7 @@ fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher 
 }
 
 /// Answers with the bridge's own error, after its audit record is written.
-async fn refuse(
+pub(crate) async fn refuse(
     ctx: &SandboxCtx,
     e: BridgeError,
     format: ErrorFormat,
@@ -506,7 +509,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("keep-alive");
 }
 
-fn set_request_id(h: &mut HeaderMap, id: &str) {
+pub(crate) fn set_request_id(h: &mut HeaderMap, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
         h.insert(REQUEST_ID_HEADER, v);
     }

@@ -209,3 +209,22 @@ pub async fn read_response<S: AsyncRead + Unpin>(
         body,
     }))
 }
+
+/// Parses a server-sent-events body into its `data:` payloads: JSON values, with
+/// `data: [DONE]` as the string `"[DONE]"`. Panics on anything that is not an event.
+pub fn sse_events(body: &[u8]) -> Vec<serde_json::Value> {
+    let text = std::str::from_utf8(body).expect("SSE body is UTF-8");
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let data = e
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not a data event: {e:?}"));
+            if data == "[DONE]" {
+                serde_json::Value::String(data.to_owned())
+            } else {
+                serde_json::from_str(data).unwrap_or_else(|err| panic!("{data:?}: {err}"))
+            }
+        })
+        .collect()
+}

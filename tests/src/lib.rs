@@ -6,3 +6,4 @@
 pub mod double;
 pub mod harness;
 pub mod http;
+pub mod oai;

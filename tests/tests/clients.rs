@@ -32,7 +32,10 @@ async fn setup() -> (Double, Host) {
     let double = Double::start(DoubleConfig::default()).await;
     let host = Host::start(&config(
         &double.url(),
-        &[("agent", "models = [\"qwen2.5:7b\", \"nomic-embed-text\"]")],
+        &[(
+            "agent",
+            "models = [\"qwen2.5:7b\", \"nomic-embed-text\"]\nopenai_via_native = true",
+        )],
         "",
     ))
     .await;
@@ -140,4 +143,32 @@ async fn ollama_js_client_in_the_sandbox() {
         "{v}"
     );
     assert_eq!(v["done"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_client_streams_tool_calls_in_the_sandbox() {
+    let (_double, host) = setup().await;
+    let script = repo().join("tests/clients/openai_tools.py");
+    let v = in_sandbox(
+        &host,
+        &[
+            &python(),
+            script.to_str().unwrap(),
+            "http://127.0.0.1:11434/v1",
+        ],
+    )
+    .await;
+    assert_eq!(v["finish_reason"], "tool_calls", "{v}");
+    let calls = v["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2, "{v}");
+    assert_eq!(
+        (calls[0]["index"].as_u64(), calls[0]["name"].as_str()),
+        (Some(0), Some("get_weather"))
+    );
+    assert_eq!(calls[0]["arguments"], json!({"city": "Paris"}));
+    assert_eq!(
+        (calls[1]["index"].as_u64(), calls[1]["name"].as_str()),
+        (Some(1), Some("get_time"))
+    );
+    assert_eq!(calls[1]["arguments"], json!({"timezone": "UTC"}));
 }

@@ -55,6 +55,8 @@ pub struct Script {
     pub pace: Duration,
     /// Wait for `Double::release` before each chunk after the first.
     pub gated: bool,
+    /// Write each chunk in frames of at most this many bytes (lines split across frames).
+    pub fragment: Option<usize>,
 }
 
 impl Default for Script {
@@ -67,6 +69,7 @@ impl Default for Script {
             stall_headers: false,
             pace: Duration::ZERO,
             gated: false,
+            fragment: None,
         }
     }
 }

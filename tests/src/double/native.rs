@@ -302,8 +302,14 @@ pub async fn emit(
         }
         // Counted before the hand-over, so a reader that has chunk k sees the count k+1.
         state.emitted.send_modify(|n| *n += 1);
-        if tx.send(l).await.is_err() {
-            return;
+        let frames: Vec<Bytes> = match script.fragment {
+            Some(n) if n > 0 => l.chunks(n).map(Bytes::copy_from_slice).collect(),
+            _ => vec![l],
+        };
+        for f in frames {
+            if tx.send(f).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -1,0 +1,360 @@
+//! OpenAI `/v1/chat/completions` bodies to Ollama's `/api/chat` ones: messages, tool
+//! calls with string arguments, tool results by id, images as data URLs, sampling
+//! options, response format, reasoning effort. Fields OpenAI servers ignore are
+//! ignored; wrong types are refused.
+
+use serde_json::{json, Map, Value};
+
+use super::{field, TranslateError};
+
+/// A chat request in native form, plus what the answer must look like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatRequest {
+    /// The `/api/chat` body (always `stream: true`: the bridge reads Ollama's chunks).
+    pub native: Map<String, Value>,
+    /// The model as the client named it (echoed in every answer).
+    pub model: String,
+    /// The client asked for SSE.
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+pub(crate) fn type_err(field: impl Into<String>, expected: &'static str) -> TranslateError {
+    TranslateError::Type {
+        field: field.into(),
+        expected,
+    }
+}
+
+pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> TranslateError {
+    TranslateError::Invalid {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+pub(crate) fn model_of(req: &Map<String, Value>) -> Result<String, TranslateError> {
+    match field(req, "model") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) | None => Err(TranslateError::Missing {
+            field: "model".into(),
+        }),
+        Some(_) => Err(type_err("model", "a string")),
+    }
+}
+
+fn bool_field(req: &Map<String, Value>, name: &str) -> Result<bool, TranslateError> {
+    match field(req, name) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(type_err(name, "a boolean")),
+    }
+}
+
+/// Translates a `/v1/chat/completions` body.
+pub fn chat_request(req: &Map<String, Value>) -> Result<ChatRequest, TranslateError> {
+    let model = model_of(req)?;
+    let stream = bool_field(req, "stream")?;
+    let include_usage = match field(req, "stream_options") {
+        None => false,
+        Some(Value::Object(o)) => bool_field(o, "include_usage")
+            .map_err(|_| type_err("stream_options.include_usage", "a boolean"))?,
+        Some(_) => return Err(type_err("stream_options", "an object")),
+    };
+    let messages = match field(req, "messages") {
+        Some(Value::Array(a)) => messages(a)?,
+        None => {
+            return Err(TranslateError::Missing {
+                field: "messages".into(),
+            })
+        }
+        Some(_) => return Err(type_err("messages", "an array")),
+    };
+
+    let mut native = Map::new();
+    native.insert("model".into(), json!(model));
+    native.insert("messages".into(), Value::Array(messages));
+    native.insert("stream".into(), json!(true));
+    let no_tools = matches!(field(req, "tool_choice"), Some(Value::String(s)) if s == "none");
+    match field(req, "tools") {
+        None => {}
+        Some(Value::Array(t)) if no_tools || t.is_empty() => {}
+        Some(Value::Array(t)) => {
+            for (i, tool) in t.iter().enumerate() {
+                if !tool.pointer("/function/name").is_some_and(Value::is_string) {
+                    return Err(invalid(
+                        format!("tools[{i}]"),
+                        "each tool needs function.name",
+                    ));
+                }
+            }
+            native.insert("tools".into(), Value::Array(t.clone()));
+        }
+        Some(_) => return Err(type_err("tools", "an array")),
+    }
+    native.insert("options".into(), Value::Object(options(req)?));
+    if let Some(f) = format(req)? {
+        native.insert("format".into(), f);
+    }
+    if let Some(t) = think(req)? {
+        native.insert("think".into(), t);
+    }
+    Ok(ChatRequest {
+        native,
+        model,
+        stream,
+        include_usage,
+    })
+}
+
+/// Sampling options. Like Ollama's own layer, temperature and top_p default to
+/// OpenAI's 1.0 rather than the Modelfile's values.
+fn options(req: &Map<String, Value>) -> Result<Map<String, Value>, TranslateError> {
+    let mut o = Map::new();
+    let number = |name: &str| -> Result<Option<Value>, TranslateError> {
+        match field(req, name) {
+            None => Ok(None),
+            Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
+            Some(_) => Err(type_err(name, "a number")),
+        }
+    };
+    let integer = |name: &str| -> Result<Option<i64>, TranslateError> {
+        match field(req, name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| type_err(name, "an integer")),
+        }
+    };
+    let max = match integer("max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => integer("max_tokens")?,
+    };
+    if let Some(n) = max {
+        o.insert("num_predict".into(), json!(n));
+    }
+    o.insert(
+        "temperature".into(),
+        number("temperature")?.unwrap_or(json!(1.0)),
+    );
+    o.insert("top_p".into(), number("top_p")?.unwrap_or(json!(1.0)));
+    if let Some(n) = integer("seed")? {
+        o.insert("seed".into(), json!(n));
+    }
+    for name in ["frequency_penalty", "presence_penalty"] {
+        if let Some(v) = number(name)? {
+            o.insert(name.into(), v);
+        }
+    }
+    match field(req, "stop") {
+        None => {}
+        Some(Value::String(s)) => {
+            o.insert("stop".into(), json!([s]));
+        }
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            o.insert("stop".into(), Value::Array(a.clone()));
+        }
+        Some(_) => return Err(type_err("stop", "a string or an array of strings")),
+    }
+    Ok(o)
+}
+
+fn format(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
+    let Some(rf) = field(req, "response_format") else {
+        return Ok(None);
+    };
+    let kind = rf.get("type").and_then(Value::as_str);
+    match kind {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!("json"))),
+        Some("json_schema") => match rf.pointer("/json_schema/schema") {
+            Some(s @ Value::Object(_)) => Ok(Some(s.clone())),
+            _ => Err(invalid(
+                "response_format.json_schema.schema",
+                "a JSON schema object is required",
+            )),
+        },
+        _ => Err(invalid(
+            "response_format.type",
+            "must be \"text\", \"json_object\" or \"json_schema\"",
+        )),
+    }
+}
+
+fn think(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
+    let (name, effort) = match (field(req, "reasoning"), field(req, "reasoning_effort")) {
+        (Some(r), _) => ("reasoning.effort", r.get("effort")),
+        (None, e) => ("reasoning_effort", e),
+    };
+    match effort {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s == "none" => Ok(Some(json!(false))),
+        Some(Value::String(s)) if matches!(s.as_str(), "low" | "medium" | "high") => {
+            Ok(Some(json!(s)))
+        }
+        _ => Err(invalid(
+            name,
+            "must be \"low\", \"medium\", \"high\" or \"none\"",
+        )),
+    }
+}
+
+fn messages(input: &[Value]) -> Result<Vec<Value>, TranslateError> {
+    let mut out = Vec::with_capacity(input.len());
+    for (i, m) in input.iter().enumerate() {
+        let at = |f: &str| format!("messages[{i}].{f}");
+        let Value::Object(m) = m else {
+            return Err(type_err(format!("messages[{i}]"), "an object"));
+        };
+        let role = match field(m, "role").and_then(Value::as_str) {
+            Some("system" | "developer") => "system",
+            Some(r @ ("user" | "assistant" | "tool")) => r,
+            Some(r) => return Err(invalid(at("role"), format!("unknown role \"{r}\""))),
+            None => return Err(TranslateError::Missing { field: at("role") }),
+        };
+        let mut n = Map::new();
+        n.insert("role".into(), json!(role));
+        let (text, images) = content(field(m, "content"), &at("content"))?;
+        n.insert("content".into(), json!(text));
+        if !images.is_empty() {
+            n.insert("images".into(), json!(images));
+        }
+        if role == "assistant" {
+            if let Some(r) = field(m, "reasoning").or_else(|| field(m, "reasoning_content")) {
+                n.insert("thinking".into(), r.clone());
+            }
+            if let Some(calls) = field(m, "tool_calls") {
+                n.insert("tool_calls".into(), tool_calls(calls, &at("tool_calls"))?);
+            }
+        }
+        if role == "tool" {
+            let name = match field(m, "name").and_then(Value::as_str) {
+                Some(n) if !n.is_empty() => Some(n.to_owned()),
+                _ => field(m, "tool_call_id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| name_for_call(&input[..i], id)),
+            };
+            if let Some(name) = name {
+                n.insert("tool_name".into(), json!(name));
+            }
+        }
+        out.push(Value::Object(n));
+    }
+    Ok(out)
+}
+
+/// The function name of the (latest) earlier assistant tool call with this id.
+fn name_for_call(earlier: &[Value], id: &str) -> Option<String> {
+    earlier.iter().rev().find_map(|m| {
+        m.get("tool_calls")?
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|c| c.get("id").and_then(Value::as_str) == Some(id))?
+            .pointer("/function/name")?
+            .as_str()
+            .map(str::to_owned)
+    })
+}
+
+fn tool_calls(calls: &Value, at: &str) -> Result<Value, TranslateError> {
+    let Value::Array(calls) = calls else {
+        return Err(type_err(at, "an array"));
+    };
+    let mut out = Vec::with_capacity(calls.len());
+    for (j, c) in calls.iter().enumerate() {
+        let here = format!("{at}[{j}]");
+        let name = c
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| TranslateError::Missing {
+                field: format!("{here}.function.name"),
+            })?;
+        let arguments = match c.pointer("/function/arguments") {
+            None | Some(Value::Null) => json!({}),
+            Some(Value::String(s)) if s.trim().is_empty() => json!({}),
+            Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{here}.function.arguments"),
+                        "must be a JSON object encoded as a string",
+                    )
+                })?,
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => return Err(type_err(format!("{here}.function.arguments"), "a string")),
+        };
+        let mut call = json!({"function": {"index": j, "name": name, "arguments": arguments}});
+        if let Some(id) = c.get("id").and_then(Value::as_str) {
+            call["id"] = json!(id);
+        }
+        out.push(call);
+    }
+    Ok(Value::Array(out))
+}
+
+/// Text and base64 images of a message's content (a string or a list of parts).
+fn content(c: Option<&Value>, at: &str) -> Result<(String, Vec<String>), TranslateError> {
+    let parts = match c {
+        None => return Ok((String::new(), Vec::new())),
+        Some(Value::String(s)) => return Ok((s.clone(), Vec::new())),
+        Some(Value::Array(parts)) => parts,
+        Some(_) => return Err(type_err(at, "a string or an array of content parts")),
+    };
+    let mut texts = Vec::new();
+    let mut images = Vec::new();
+    for (k, p) in parts.iter().enumerate() {
+        let here = format!("{at}[{k}]");
+        match p.get("type").and_then(Value::as_str) {
+            Some("text") => match p.get("text") {
+                Some(Value::String(t)) => texts.push(t.as_str()),
+                _ => return Err(type_err(format!("{here}.text"), "a string")),
+            },
+            Some("image_url") => {
+                let url = match p.get("image_url") {
+                    Some(Value::String(u)) => u.as_str(),
+                    Some(Value::Object(o)) => o.get("url").and_then(Value::as_str).unwrap_or(""),
+                    _ => "",
+                };
+                images.push(data_url_image(url).ok_or_else(|| {
+                    invalid(
+                        format!("{here}.image_url"),
+                        "images must be base64 data URLs (data:image/png;base64,...); the bridge does not fetch remote images",
+                    )
+                })?);
+            }
+            Some("refusal") => {}
+            Some(t) => {
+                return Err(invalid(
+                    format!("{here}.type"),
+                    format!("content part type \"{t}\" is not supported"),
+                ))
+            }
+            None => {
+                return Err(TranslateError::Missing {
+                    field: format!("{here}.type"),
+                })
+            }
+        }
+    }
+    Ok((texts.join("\n"), images))
+}
+
+/// The base64 payload of `data:image/<type>;base64,<payload>` (or `data:;base64,`).
+fn data_url_image(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("data:")?;
+    let (mime, payload) = rest.split_once(";base64,")?;
+    let ok_mime = mime.is_empty() || mime.starts_with("image/");
+    let ok_payload = !payload.is_empty()
+        && payload
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    (ok_mime && ok_payload).then(|| payload.to_owned())
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;
