@@ -41,6 +41,8 @@ pub enum Cmd {
     },
     /// Read the audit log.
     Audit(crate::audit_cli::AuditArgs),
+    /// Ask the running daemon's listeners how they are: served, in flight, Ollama reachable.
+    Status(crate::status_cli::StatusArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,6 +80,7 @@ pub fn main() -> ExitCode {
         Cmd::CheckConfig { config } => check_config(&config),
         Cmd::Serve(args) => serve(args),
         Cmd::Audit(args) => crate::audit_cli::run(args),
+        Cmd::Status(args) => crate::status_cli::run(args),
     }
 }
 

@@ -11,6 +11,8 @@ pub mod notify;
 mod openai;
 pub mod server;
 pub mod service;
+pub mod status;
+pub mod status_cli;
 pub mod upstream;
 
 pub use server::{Server, Shutdown};

@@ -129,6 +129,9 @@ pub async fn handle(
         prompt: None,
         output: None,
     };
+    if rec.path == crate::status::PATH {
+        return Ok(crate::status::serve(&ctx, req, rec, start).await);
+    }
     let format = Route::error_format_for_path(req.uri().path());
     let resp = match check(&ctx, req, &mut rec).await {
         Ok(checked) => {

@@ -163,6 +163,8 @@ pub struct State {
     pub gate: Arc<Semaphore>,
     /// Chunks written so far, across all streams.
     pub emitted: tokio::sync::watch::Sender<u64>,
+    /// Set when the double stops: every connection closes.
+    pub stopped: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running double.
@@ -189,6 +191,7 @@ impl Double {
             requests: Mutex::new(Vec::new()),
             gate: Arc::new(Semaphore::new(0)),
             emitted: tokio::sync::watch::channel(0).0,
+            stopped: tokio::sync::watch::channel(false).0,
         });
         let task = tokio::spawn(server::serve(listener, state.clone()));
         Double { addr, state, task }
@@ -248,5 +251,6 @@ impl Double {
 impl Drop for Double {
     fn drop(&mut self) {
         self.task.abort();
+        self.state.stopped.send_replace(true);
     }
 }

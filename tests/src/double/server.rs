@@ -70,12 +70,17 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
         };
         let _ = io.set_nodelay(true);
         let st = state.clone();
+        let mut stopped = state.stopped.subscribe();
         tokio::spawn(async move {
             let svc = service_fn(move |req| handle(st.clone(), req));
-            let _ = http1::Builder::new()
+            let conn = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(io), svc)
-                .await;
+                .serve_connection(TokioIo::new(io), svc);
+            // A stopped double is gone entirely: open keep-alive connections close too.
+            tokio::select! {
+                _ = conn => {}
+                _ = stopped.wait_for(|s| *s) => {}
+            }
         });
     }
 }

@@ -1,0 +1,170 @@
+//! `GET /_bridge/status` on every listener, answered by bridge-host itself (never
+//! forwarded): what this sandbox may do and whether Ollama is reachable — enough for
+//! `bridge-guest doctor` and `bridge-host status` to say which hop is broken. Nothing
+//! secret: no upstream address, no other sandbox, no prompts.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use protocol::audit::{AuditRecord, Decision};
+use protocol::config::NumCtxPolicy;
+use protocol::error::{BridgeError, Reason};
+use protocol::route::ErrorFormat;
+use protocol::ModelName;
+use serde_json::{json, Value};
+
+use crate::body::RespBody;
+use crate::service::{full, refuse, set_request_id, SandboxCtx};
+
+/// The path of the status endpoint.
+pub const PATH: &str = "/_bridge/status";
+
+/// How long the status check waits for Ollama beyond the connect timeout.
+const PROBE_EXTRA: Duration = Duration::from_secs(2);
+
+fn policy_json(p: NumCtxPolicy) -> Value {
+    match p {
+        NumCtxPolicy::Pin(n) => json!({ "num_ctx": n }),
+        NumCtxPolicy::Clamp { min, max } => json!({ "num_ctx_min": min, "num_ctx_max": max }),
+    }
+}
+
+/// Asks Ollama for its version and its models (both small answers).
+async fn probe(ctx: &SandboxCtx) -> (Value, Vec<String>) {
+    let up = &ctx.shared.upstream;
+    let limit = up.cfg.connect_timeout + PROBE_EXTRA;
+    let get = |path: &'static str| async move {
+        let resp = up
+            .send(Method::GET, path, &HeaderMap::new(), None, Bytes::new())
+            .await?;
+        let status = resp.status();
+        let body = tokio::time::timeout(limit, resp.into_body().collect())
+            .await
+            .map_err(|_| BridgeError::new(504, Reason::UpstreamTimeout, "no answer in time"))?
+            .map_err(|e| BridgeError::new(502, Reason::UpstreamError, e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(BridgeError::new(
+                502,
+                Reason::UpstreamError,
+                format!("HTTP {status}"),
+            ));
+        }
+        serde_json::from_slice::<Value>(&body)
+            .map_err(|e| BridgeError::new(502, Reason::UpstreamError, format!("not JSON: {e}")))
+    };
+    let version = match tokio::time::timeout(limit, get("/api/version")).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            return (
+                json!({ "reachable": false, "error": e.message }),
+                Vec::new(),
+            )
+        }
+        Err(_) => {
+            return (
+                json!({ "reachable": false, "error": format!("no answer within {limit:?}") }),
+                Vec::new(),
+            )
+        }
+    };
+    let models = match tokio::time::timeout(limit, get("/api/tags")).await {
+        Ok(Ok(v)) => v["models"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    (
+        json!({ "reachable": true, "ollama_version": version["version"] }),
+        models,
+    )
+}
+
+/// The status document of a sandbox.
+pub async fn document(ctx: &SandboxCtx) -> Value {
+    let sb = &ctx.sandbox;
+    let cfg = &ctx.shared.config;
+    let (upstream, local) = probe(ctx).await;
+    let mut available = Vec::new();
+    for name in local {
+        let Ok(m) = ModelName::parse(&name) else {
+            continue;
+        };
+        if protocol::policy::model_allowed(sb, &m).is_err() {
+            continue;
+        }
+        let mut entry = json!({ "model": m.to_string() });
+        if let Some(p) = cfg.num_ctx_policy(&m) {
+            entry["num_ctx_policy"] = policy_json(p);
+        }
+        available.push(entry);
+    }
+    let patterns: Vec<Value> = cfg
+        .models
+        .iter()
+        .map(|m| {
+            let mut v = policy_json(m.num_ctx);
+            v["model"] = json!(m.pattern.as_str());
+            v
+        })
+        .collect();
+    json!({
+        "bridge": "ollama-bridge",
+        "version": env!("CARGO_PKG_VERSION"),
+        "sandbox": sb.name.as_str(),
+        "endpoints": sb.endpoints.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "models": sb.models.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+        "available_models": available,
+        "num_ctx_policies": patterns,
+        "openai_via_native": sb.openai_via_native,
+        "limits": { "max_concurrent": sb.max_concurrent, "max_body": sb.max_body },
+        "upstream": upstream,
+    })
+}
+
+/// Answers the status endpoint and writes its audit record.
+pub async fn serve(
+    ctx: &SandboxCtx,
+    req: Request<Incoming>,
+    mut rec: AuditRecord,
+    start: Instant,
+) -> Response<RespBody> {
+    rec.endpoint = Some("bridge".into());
+    if let Err(d) = protocol::policy::peer_allowed(&ctx.sandbox, rec.peer.as_ref()) {
+        return refuse(ctx, d.to_error(), ErrorFormat::Ollama, rec, start).await;
+    }
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let e = BridgeError::new(
+            405,
+            Reason::MethodNotAllowed,
+            format!("{PATH} answers GET and HEAD"),
+        );
+        return refuse(ctx, e, ErrorFormat::Ollama, rec, start).await;
+    }
+    let body = serde_json::to_vec(&document(ctx).await).expect("a JSON value serialises");
+    rec.decision = Decision::Allow;
+    rec.status = 200;
+    rec.bytes_out = body.len() as u64;
+    rec.duration_ms = start.elapsed().as_millis() as u64;
+    if let Some(ack) = ctx.shared.audit.submit(&rec, true) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), ack).await;
+    }
+    let mut resp = Response::new(full(Bytes::from(body)));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    set_request_id(h, &rec.request_id);
+    resp
+}

@@ -1,0 +1,155 @@
+//! `bridge-host status`: asks every configured listener of the running daemon for its
+//! `/_bridge/status`, so an operator sees at a glance which sandbox is served, how busy
+//! it is, and whether Ollama answers.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use protocol::ListenAddr;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Configuration of the running daemon [default: /etc/ollama-bridge/bridge.toml if it exists, else built-in defaults].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print one JSON object per listener instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+async fn fetch(path: &std::path::Path) -> Result<Value, String> {
+    let talk = async {
+        let mut s = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| e.to_string())?;
+        s.write_all(
+            b"GET /_bridge/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        serde_json::from_str::<Value>(&body).map_err(|e| format!("not the bridge's status: {e}"))
+    };
+    tokio::time::timeout(Duration::from_secs(30), talk)
+        .await
+        .map_err(|_| "no answer within 30s".to_owned())?
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Runs the subcommand: exit 0 when every probed listener answers and Ollama is reachable.
+pub fn run(args: StatusArgs) -> ExitCode {
+    let config = match &args.config {
+        Some(p) => crate::cli::load_config(p),
+        None if std::path::Path::new(crate::cli::DEFAULT_CONFIG).exists() => {
+            crate::cli::load_config(std::path::Path::new(crate::cli::DEFAULT_CONFIG))
+        }
+        None => Ok(protocol::Config::builtin(&crate::cli::defaults_env())),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bridge-host status: {e}");
+            return ExitCode::from(crate::cli::EXIT_CONFIG);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("bridge-host status: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut healthy = true;
+    if !args.json {
+        println!(
+            "{:<16} {:<52} {:<6} {:>9}  OLLAMA",
+            "SANDBOX", "LISTEN", "STATE", "IN_FLIGHT"
+        );
+    }
+    for sb in &config.sandboxes {
+        let result = match &sb.listen {
+            ListenAddr::Unix(p) | ListenAddr::VsockUds(p) => Some(rt.block_on(fetch(p))),
+            ListenAddr::Vsock { .. } => None,
+        };
+        let (state, in_flight, ollama, doc) = match &result {
+            None => (
+                "-".to_owned(),
+                "-".to_owned(),
+                "(AF_VSOCK listeners are not probed from the host)".to_owned(),
+                Value::Null,
+            ),
+            Some(Err(e)) => {
+                healthy = false;
+                ("down".to_owned(), "-".to_owned(), e.clone(), Value::Null)
+            }
+            Some(Ok(v)) => {
+                let up = v["upstream"]["reachable"] == true;
+                healthy &= up;
+                let ollama = if up {
+                    format!(
+                        "up {}",
+                        v["upstream"]["ollama_version"].as_str().unwrap_or("?")
+                    )
+                } else {
+                    format!("DOWN: {}", v["upstream"]["error"].as_str().unwrap_or("?"))
+                };
+                let inf = v["in_flight"]
+                    .as_u64()
+                    .map_or("-".to_owned(), |n| n.to_string());
+                ("up".to_owned(), inf, ollama, v.clone())
+            }
+        };
+        if args.json {
+            let line = serde_json::json!({
+                "sandbox": sb.name.as_str(), "listen": sb.listen.to_string(), "state": state,
+                "status": doc, "error": if state == "down" { Value::String(ollama.clone()) } else { Value::Null },
+            });
+            println!("{line}");
+        } else {
+            println!(
+                "{:<16} {:<52} {:<6} {:>9}  {ollama}",
+                sb.name.as_str(),
+                sb.listen.to_string(),
+                state,
+                in_flight
+            );
+        }
+    }
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
