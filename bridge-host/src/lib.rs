@@ -7,6 +7,7 @@ pub mod audit_cli;
 pub mod body;
 pub mod cli;
 pub mod listen;
+pub mod metrics;
 pub mod notify;
 mod openai;
 pub mod server;

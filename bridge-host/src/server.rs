@@ -24,6 +24,13 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Server {
     listeners: Vec<(Listener, Arc<SandboxCtx>)>,
     shared: Arc<Shared>,
+    metrics: Option<MetricsListener>,
+}
+
+/// The opt-in Prometheus listener (host-only).
+enum MetricsListener {
+    Tcp(tokio::net::TcpListener),
+    Unix(Listener),
 }
 
 /// How `run` ends.
@@ -46,7 +53,27 @@ impl Server {
                 .map_err(|e: ListenError| anyhow::anyhow!("sandbox \"{}\": {e}", sb.name))?;
             listeners.push((l, Arc::new(SandboxCtx::new(sb.clone(), shared.clone()))));
         }
-        Ok(Server { listeners, shared })
+        let metrics = match &config.metrics {
+            None => None,
+            Some(protocol::config::MetricsListen::Tcp(a)) => {
+                let std = std::net::TcpListener::bind(a)
+                    .map_err(|e| anyhow::anyhow!("[metrics] listen {a}: {e}"))?;
+                std.set_nonblocking(true)?;
+                Some(MetricsListener::Tcp(tokio::net::TcpListener::from_std(
+                    std,
+                )?))
+            }
+            Some(protocol::config::MetricsListen::Unix(p)) => {
+                let l = Listener::bind(&protocol::ListenAddr::Unix(p.clone()), 0o600, None)
+                    .map_err(|e| anyhow::anyhow!("[metrics] listen: {e}"))?;
+                Some(MetricsListener::Unix(l))
+            }
+        };
+        Ok(Server {
+            listeners,
+            shared,
+            metrics,
+        })
     }
 
     /// The audit log handle (for SIGHUP reopen).
@@ -71,6 +98,13 @@ impl Server {
                 listener,
                 ctx,
                 graceful.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(m) = self.metrics {
+            loops.push(tokio::spawn(metrics_loop(
+                m,
+                self.shared.clone(),
                 stop_rx.clone(),
             )));
         }
@@ -138,4 +172,53 @@ async fn accept_loop(
         );
     }
     listener.cleanup();
+}
+
+async fn metrics_loop(
+    listener: MetricsListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    match &listener {
+        MetricsListener::Tcp(l) => {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            println!("metrics on {addr}");
+            tracing::info!(listen = %addr, "metrics");
+        }
+        MetricsListener::Unix(Listener::Unix { path, .. }) => {
+            println!("metrics on unix:{}", path.display());
+            tracing::info!(listen = %path.display(), "metrics");
+        }
+        MetricsListener::Unix(_) => {}
+    }
+    loop {
+        let io: crate::listen::Conn = tokio::select! {
+            _ = stop.changed() => break,
+            a = async {
+                match &listener {
+                    MetricsListener::Tcp(l) => l.accept().await.map(|(s, _)| Box::new(s) as crate::listen::Conn),
+                    MetricsListener::Unix(l) => l.accept().await.map(|(s, _)| s),
+                }
+            } => match a {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| crate::metrics::serve(shared.clone(), req));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(io), svc)
+                .await;
+        });
+    }
+    if let MetricsListener::Unix(l) = &listener {
+        l.cleanup();
+    }
 }

@@ -36,6 +36,7 @@ const MAX_LISTING: usize = 16 << 20;
 pub struct Shared {
     pub upstream: Upstream,
     pub audit: AuditLog,
+    pub metrics: crate::metrics::Metrics,
     pub config: Arc<Config>,
     next_id: AtomicU64,
     id_prefix: String,
@@ -50,10 +51,21 @@ impl Shared {
         Shared {
             upstream: Upstream::new(config.upstream.clone()),
             audit,
+            metrics: crate::metrics::Metrics::new(),
             config,
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),
         }
+    }
+
+    /// Ends a request: counts it and queues its audit record (the one place both happen).
+    pub fn record(
+        &self,
+        rec: &AuditRecord,
+        ack: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.metrics.observe(rec);
+        self.audit.submit(rec, ack)
     }
 
     fn request_id(&self) -> String {
@@ -129,6 +141,7 @@ pub async fn handle(
         prompt: None,
         output: None,
     };
+    ctx.shared.metrics.begin(ctx.sandbox.name.as_str());
     if rec.path == crate::status::PATH {
         return Ok(crate::status::serve(&ctx, req, rec, start).await);
     }
@@ -360,7 +373,7 @@ async fn forward(
 
 /// Builds the finisher that completes and writes the audit record at the stream's end.
 pub(crate) fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher {
-    let audit = ctx.shared.audit.clone();
+    let shared = ctx.shared.clone();
     Box::new(move |o: Outcome| {
         rec.bytes_out = o.bytes_out;
         rec.prompt_tokens = o.tokens.prompt;
@@ -372,7 +385,7 @@ pub(crate) fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -
             rec.reason = Some("client_closed".to_owned());
         }
         tracing::debug!(request_id = %rec.request_id, status = rec.status, bytes_out = rec.bytes_out, "request done");
-        audit.submit(&rec, true)
+        shared.record(&rec, true)
     })
 }
 
@@ -397,7 +410,7 @@ pub(crate) async fn refuse(
     } else {
         tracing::warn!(sandbox = %rec.sandbox, request_id = %rec.request_id, status = e.status, reason = e.reason.as_str(), "failed: {}", e.message);
     }
-    if let Some(ack) = ctx.shared.audit.submit(&rec, true) {
+    if let Some(ack) = ctx.shared.record(&rec, true) {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ack).await;
     }
     let mut resp = Response::new(full(Bytes::from(body)));

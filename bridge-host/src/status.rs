@@ -126,6 +126,8 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         "num_ctx_policies": patterns,
         "openai_via_native": sb.openai_via_native,
         "limits": { "max_concurrent": sb.max_concurrent, "max_body": sb.max_body },
+        // Not counting this status request itself.
+        "in_flight": (ctx.shared.metrics.in_flight(sb.name.as_str()) - 1).max(0),
         "upstream": upstream,
     })
 }
@@ -154,7 +156,7 @@ pub async fn serve(
     rec.status = 200;
     rec.bytes_out = body.len() as u64;
     rec.duration_ms = start.elapsed().as_millis() as u64;
-    if let Some(ack) = ctx.shared.audit.submit(&rec, true) {
+    if let Some(ack) = ctx.shared.record(&rec, true) {
         let _ = tokio::time::timeout(Duration::from_secs(2), ack).await;
     }
     let mut resp = Response::new(full(Bytes::from(body)));

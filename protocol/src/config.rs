@@ -36,6 +36,15 @@ struct RawConfig {
     /// Per-model policy, keyed by a model glob.
     #[serde(default)]
     model: BTreeMap<String, toml::Spanned<RawModel>>,
+    /// The opt-in Prometheus endpoint.
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    /// A loopback `IP:PORT` or `unix:/path`: never reachable from a sandbox.
+    listen: toml::Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +117,47 @@ pub struct Config {
     pub sandboxes: Vec<Sandbox>,
     /// Per-model policies, most specific first.
     pub models: Vec<ModelPolicy>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<MetricsListen>,
+}
+
+/// The metrics listener: host-only by construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// A loopback TCP address.
+    Tcp(std::net::SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for MetricsListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MetricsListen::Tcp(a) => write!(f, "{a}"),
+            MetricsListen::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Parses `[metrics] listen`.
+pub fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    if let Some(p) = s.strip_prefix("unix:") {
+        if p.starts_with('/') {
+            return Ok(MetricsListen::Unix(PathBuf::from(p)));
+        }
+        return Err(format!(
+            "[metrics] listen {s:?}: the socket path must be absolute"
+        ));
+    }
+    match s.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_loopback() => Ok(MetricsListen::Tcp(a)),
+        Ok(a) => Err(format!(
+            "[metrics] listen {a}: metrics must stay on the host: use a loopback address such as 127.0.0.1:9464, or unix:/path"
+        )),
+        Err(_) => Err(format!(
+            "[metrics] listen {s:?}: expected IP:PORT (loopback) or unix:/path, e.g. \"127.0.0.1:9464\""
+        )),
+    }
 }
 
 /// Where Ollama is.
@@ -320,6 +370,7 @@ impl Config {
                 vsock_cid: None,
             }],
             models: Vec::new(),
+            metrics: None,
         })
     }
 
@@ -516,6 +567,16 @@ impl Config {
             models.push(ModelPolicy { pattern, num_ctx });
         }
         models.sort_by_key(|m| std::cmp::Reverse(m.pattern.specificity()));
+        let metrics = match &raw.metrics {
+            None => None,
+            Some(m) => match parse_metrics_listen(m.listen.get_ref()) {
+                Ok(l) => Some(l),
+                Err(msg) => {
+                    err(Some(m.listen.span()), msg);
+                    None
+                }
+            },
+        };
 
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -528,6 +589,7 @@ impl Config {
             },
             sandboxes,
             models,
+            metrics,
         })
     }
 
@@ -717,6 +779,36 @@ num_ctx_max = 8
         ] {
             let e = Config::parse(text, &env()).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_host_only() {
+        let ok = |t: &str| {
+            Config::parse(
+                &format!(
+                    "[metrics]\nlisten = \"{t}\"\n[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\n"
+                ),
+                &env(),
+            )
+        };
+        assert_eq!(
+            ok("127.0.0.1:9464").unwrap().metrics,
+            Some(MetricsListen::Tcp("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert!(ok("[::1]:9464").is_ok());
+        assert_eq!(
+            ok("unix:/run/m.sock").unwrap().metrics,
+            Some(MetricsListen::Unix("/run/m.sock".into()))
+        );
+        for bad in [
+            "0.0.0.0:9464",
+            "192.168.1.2:9464",
+            "localhost:9464",
+            "unix:rel",
+        ] {
+            let e = ok(bad).unwrap_err();
+            assert_eq!(e.0[0].line, Some(2), "{bad}: {e}");
         }
     }
 

@@ -1,0 +1,231 @@
+//! Prometheus metrics, derived from the audit records as they are written (so metrics and
+//! the audit log can never disagree about what happened), plus requests in flight.
+//! Served on an opt-in, host-only listener (`[metrics] listen`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use protocol::audit::{AuditRecord, Decision};
+
+use crate::body::RespBody;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    sandbox: String,
+    endpoint: String,
+    model: String,
+    decision: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    sandbox: String,
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    sandbox: String,
+    model: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SandboxLabels {
+    sandbox: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    sandbox: String,
+    reason: String,
+}
+
+/// The daemon's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    in_flight: Family<SandboxLabels, Gauge>,
+    upstream_errors: Family<ReasonLabels, Counter>,
+    audit_dropped: Gauge,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new([0.005, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0, 600.0])
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ollama_bridge");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration =
+            Family::<EndpointLabels, Histogram>::new_with_constructor(duration_histogram);
+        let tokens = Family::<TokenLabels, Counter>::default();
+        let in_flight = Family::<SandboxLabels, Gauge>::default();
+        let upstream_errors = Family::<ReasonLabels, Counter>::default();
+        let audit_dropped = Gauge::default();
+        registry.register(
+            "requests",
+            "Requests by sandbox, endpoint class, model, decision and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request duration, from arrival to the last byte",
+            duration.clone(),
+        );
+        registry.register(
+            "tokens",
+            "Prompt and completion tokens reported by Ollama",
+            tokens.clone(),
+        );
+        registry.register(
+            "in_flight_requests",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Requests that failed because of Ollama",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "audit_records_dropped",
+            "Audit records that could not be written",
+            audit_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            tokens,
+            in_flight,
+            upstream_errors,
+            audit_dropped,
+        }
+    }
+
+    /// A request started on `sandbox`.
+    pub fn begin(&self, sandbox: &str) {
+        self.in_flight
+            .get_or_create(&SandboxLabels {
+                sandbox: sandbox.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Requests in flight on `sandbox`.
+    pub fn in_flight(&self, sandbox: &str) -> i64 {
+        self.in_flight
+            .get_or_create(&SandboxLabels {
+                sandbox: sandbox.to_owned(),
+            })
+            .get()
+    }
+
+    /// A request ended: counts it from its audit record.
+    pub fn observe(&self, rec: &AuditRecord) {
+        self.in_flight
+            .get_or_create(&SandboxLabels {
+                sandbox: rec.sandbox.clone(),
+            })
+            .dec();
+        let endpoint = rec.endpoint.clone().unwrap_or_else(|| "-".into());
+        // Denied requests may name anything: only allowed models become label values.
+        let model = match (rec.decision, &rec.model) {
+            (Decision::Allow, Some(m)) => m.clone(),
+            _ => "-".into(),
+        };
+        let decision = match rec.decision {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                sandbox: rec.sandbox.clone(),
+                endpoint: endpoint.clone(),
+                model: model.clone(),
+                decision: decision.into(),
+                status: rec.status.to_string(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&EndpointLabels {
+                sandbox: rec.sandbox.clone(),
+                endpoint,
+            })
+            .observe(rec.duration_ms as f64 / 1000.0);
+        for (kind, n) in [
+            ("prompt", rec.prompt_tokens),
+            ("completion", rec.completion_tokens),
+        ] {
+            if let Some(n) = n {
+                self.tokens
+                    .get_or_create(&TokenLabels {
+                        sandbox: rec.sandbox.clone(),
+                        model: model.clone(),
+                        kind: kind.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+        if let Some(r) = rec.reason.as_deref().filter(|r| r.starts_with("upstream_")) {
+            self.upstream_errors
+                .get_or_create(&ReasonLabels {
+                    sandbox: rec.sandbox.clone(),
+                    reason: r.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self, audit_dropped: u64) -> String {
+        self.audit_dropped.set(audit_dropped as i64);
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Answers one request on the metrics listener.
+pub async fn serve(
+    shared: Arc<crate::service::Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, std::convert::Infallible> {
+    let (status, ct, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.metrics.encode(shared.audit.dropped()),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "GET /metrics\n".to_owned(),
+        ),
+    };
+    let mut resp = Response::new(crate::service::full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    Ok(resp)
+}
