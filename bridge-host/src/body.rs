@@ -11,9 +11,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use protocol::error::{BridgeError, Reason};
+use protocol::output::OutputCollector;
 use protocol::tokens::{TokenScanner, Tokens};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
+
+use crate::audit::ACK_WAIT;
 
 /// Errors inside response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -67,6 +70,10 @@ pub struct Outcome {
     pub failure: Option<Reason>,
     /// True when the client went away before the end.
     pub client_closed: bool,
+    /// True when Ollama wrote an `{"error":...}` line into the stream.
+    pub upstream_error: bool,
+    /// With output capture: the assistant text and whether it was cut.
+    pub output: Option<(String, bool)>,
 }
 
 /// Called once with the outcome; may return an ack to wait for before completing.
@@ -78,9 +85,6 @@ enum State {
     Acking(oneshot::Receiver<()>, Pin<Box<Sleep>>),
     Done,
 }
-
-/// Longest wait for the audit writer before completing a response anyway.
-const ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// The relaying body wrapper.
 pub struct Relay<B> {
@@ -94,6 +98,7 @@ pub struct Relay<B> {
     state: State,
     idle_message: String,
     hold: Option<Box<dyn Send>>,
+    output: Option<OutputCollector>,
 }
 
 impl<B> Relay<B>
@@ -121,13 +126,21 @@ where
             state: State::Streaming,
             idle_message,
             hold,
+            output: None,
         }
+    }
+
+    /// Also assembles the assistant's text (at most `limit` bytes) for the finisher:
+    /// only for `log_prompts = true`, as it parses every line.
+    pub fn capture_output(mut self, limit: usize) -> Self {
+        self.output = Some(OutputCollector::new(limit));
+        self
     }
 
     fn finish(&mut self) -> Option<oneshot::Receiver<()>> {
         self.hold.take();
         let f = self.finisher.take()?;
-        self.outcome.tokens = self.scanner.finish();
+        self.settle();
         f(std::mem::take(&mut self.outcome))
     }
 
@@ -210,6 +223,9 @@ where
                     if let Some(d) = frame.data_ref() {
                         this.outcome.bytes_out += d.len() as u64;
                         this.scanner.feed(d);
+                        if let Some(c) = &mut this.output {
+                            c.feed(d);
+                        }
                     }
                     let next = tokio::time::Instant::now() + this.idle;
                     this.idle_timer.as_mut().reset(next);
@@ -256,11 +272,20 @@ where
     }
 }
 
+impl<B> Relay<B> {
+    /// Moves what the scanners saw into the outcome.
+    fn settle(&mut self) {
+        self.outcome.tokens = self.scanner.finish();
+        self.outcome.upstream_error = self.scanner.saw_error();
+        self.outcome.output = self.output.take().map(OutputCollector::finish);
+    }
+}
+
 impl<B> Drop for Relay<B> {
     fn drop(&mut self) {
         if let Some(f) = self.finisher.take() {
             self.outcome.client_closed = true;
-            self.outcome.tokens = self.scanner.finish();
+            self.settle();
             f(std::mem::take(&mut self.outcome));
         }
     }

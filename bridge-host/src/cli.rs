@@ -200,16 +200,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    let (code, audit) = rt.block_on(async move {
         tracing::info!(config = %source, upstream = %config.upstream.base, audit = %config.audit.path.display(), "starting");
         let server = match Server::bind(config) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("bridge-host: {e:#}");
-                return ExitCode::FAILURE;
+                return (ExitCode::FAILURE, None);
             }
         };
         let audit = server.audit();
+        let kept = audit.clone();
         let signal = Box::pin(async move {
             use tokio::signal::unix::{signal, SignalKind};
             let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -235,12 +236,20 @@ fn serve(args: ServeArgs) -> ExitCode {
             signal,
             grace: Duration::from_secs(args.grace),
         };
-        match server.run(shutdown).await {
+        let code = match server.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bridge-host: {e:#}");
                 ExitCode::FAILURE
             }
-        }
-    })
+        };
+        (code, Some(kept))
+    });
+    // Requests still running after the grace period are dropped with the runtime; each
+    // submits its record (reason shutting_down). Then everything queued is written.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if let Some(audit) = audit {
+        audit.close(Duration::from_secs(5));
+    }
+    code
 }

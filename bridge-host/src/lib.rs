@@ -6,6 +6,7 @@ pub mod audit;
 pub mod audit_cli;
 pub mod body;
 pub mod cli;
+pub mod conn;
 pub mod listen;
 pub mod server;
 pub mod service;

@@ -3,7 +3,7 @@
 //! JSON the policy decided on, never the original bytes.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use protocol::audit::{rfc3339_millis, AuditRecord, Decision, Peer};
+use protocol::audit::{rfc3339_millis, AuditRecord, Decision, Peer, OUTPUT_LIMIT};
 use protocol::config::{Config, Sandbox};
 use protocol::error::{BridgeError, Reason};
 use protocol::json::parse_strict_object;
@@ -21,7 +21,7 @@ use protocol::ModelName;
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, ACK_WAIT};
 use crate::body::{Finisher, Outcome, Relay, RespBody, StreamKind};
 use crate::upstream::Upstream;
 
@@ -35,6 +35,8 @@ pub struct Shared {
     pub upstream: Upstream,
     pub audit: AuditLog,
     pub config: Arc<Config>,
+    /// Set once shutdown began: requests cut off from now on are `shutting_down`.
+    pub draining: AtomicBool,
     next_id: AtomicU64,
     id_prefix: String,
 }
@@ -49,12 +51,14 @@ impl Shared {
             upstream: Upstream::new(config.upstream.clone()),
             audit,
             config,
+            draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),
         }
     }
 
-    fn request_id(&self) -> String {
+    /// A new audit record id, unique within this daemon's run.
+    pub fn request_id(&self) -> String {
         format!(
             "{}-{:06x}",
             self.id_prefix,
@@ -105,7 +109,7 @@ pub async fn handle(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64;
-    let mut rec = AuditRecord {
+    let rec = AuditRecord {
         ts: rfc3339_millis(now_ms),
         request_id: ctx.shared.request_id(),
         sandbox: ctx.sandbox.name.to_string(),
@@ -126,16 +130,66 @@ pub async fn handle(
         completion_tokens: None,
         prompt: None,
         output: None,
+        output_truncated: false,
     };
     let format = Route::error_format_for_path(req.uri().path());
-    let resp = match check(&ctx, req, &mut rec).await {
+    let mut owed = Owed::new(&ctx.shared, rec, start);
+    let resp = match check(&ctx, req, &mut owed.rec).await {
         Ok(checked) => {
-            rec.decision = Decision::Allow;
-            forward(&ctx, checked, rec, start).await
+            owed.rec.decision = Decision::Allow;
+            forward(&ctx, checked, owed.rec.clone(), start).await
         }
-        Err(e) => refuse(&ctx, e, format, rec, start).await,
+        Err(e) => refuse(&ctx, e, format, owed.rec.clone(), start).await,
     };
+    owed.disarm();
     Ok(resp)
+}
+
+/// The record a request owes until it is written or handed to the response body: if
+/// the request's future is dropped first (the client's connection failed, or shutdown's
+/// grace period ended), a record saying so is written instead. Never two records: the
+/// audit log writes this one only if no other was submitted for the id.
+struct Owed<'a> {
+    shared: &'a Shared,
+    rec: AuditRecord,
+    start: Instant,
+    armed: bool,
+}
+
+impl<'a> Owed<'a> {
+    fn new(shared: &'a Shared, rec: AuditRecord, start: Instant) -> Self {
+        shared.audit.owe(&rec.request_id);
+        Owed {
+            shared,
+            rec,
+            start,
+            armed: true,
+        }
+    }
+
+    /// The request answered: its record is written, or the response body's finisher
+    /// will write it.
+    fn disarm(&mut self) {
+        self.armed = false;
+        self.shared.audit.forget(&self.rec.request_id);
+    }
+}
+
+impl Drop for Owed<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let reason = if self.shared.draining.load(Ordering::Relaxed) {
+            Reason::ShuttingDown
+        } else {
+            Reason::ClientClosed
+        };
+        self.rec.status = 0;
+        self.rec.reason = Some(reason.as_str().to_owned());
+        self.rec.duration_ms = self.start.elapsed().as_millis() as u64;
+        self.shared.audit.submit_owed(&self.rec);
+    }
 }
 
 /// Parse, decide and rewrite. Fills the audit record as facts become known.
@@ -308,6 +362,9 @@ async fn forward(
         Ok(r) => r,
         Err(e) => return refuse(ctx, e, format, rec, start).await,
     };
+    if c.method == Method::HEAD {
+        return head_only(ctx, resp, rec, start).await;
+    }
     if resp.status().is_success() && matches!(c.route, Route::Tags | Route::Ps | Route::OaiModels) {
         return filtered_listing(ctx, resp, c.route, rec, start).await;
     }
@@ -327,7 +384,7 @@ async fn forward(
         "Ollama sent nothing for {idle:?} mid-answer (idle_timeout); the answer is incomplete"
     );
     let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
-    let relay = Relay::new(
+    let mut relay = Relay::new(
         inner,
         kind,
         idle,
@@ -335,25 +392,61 @@ async fn forward(
         finisher(ctx, rec, start),
         hold,
     );
+    if ctx.shared.config.audit.log_prompts {
+        relay = relay.capture_output(OUTPUT_LIMIT);
+    }
     Response::from_parts(parts, relay.boxed_unsync())
 }
 
 /// Builds the finisher that completes and writes the audit record at the stream's end.
 fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher {
-    let audit = ctx.shared.audit.clone();
+    let shared = ctx.shared.clone();
     Box::new(move |o: Outcome| {
         rec.bytes_out = o.bytes_out;
         rec.prompt_tokens = o.tokens.prompt;
         rec.completion_tokens = o.tokens.completion;
         rec.duration_ms = start.elapsed().as_millis() as u64;
-        if let Some(r) = o.failure {
-            rec.reason = Some(r.as_str().to_owned());
+        let reason = if let Some(r) = o.failure {
+            Some(r)
+        } else if o.client_closed && shared.draining.load(Ordering::Relaxed) {
+            Some(Reason::ShuttingDown)
         } else if o.client_closed {
-            rec.reason = Some("client_closed".to_owned());
+            Some(Reason::ClientClosed)
+        } else if o.upstream_error {
+            // Ollama's own `{"error":...}` line after a 200: the answer failed.
+            Some(Reason::UpstreamError)
+        } else {
+            None
+        };
+        rec.reason = reason.map(|r| r.as_str().to_owned());
+        if let Some((text, cut)) = o.output {
+            rec.output = Some(text);
+            rec.output_truncated = cut;
         }
         tracing::debug!(request_id = %rec.request_id, status = rec.status, bytes_out = rec.bytes_out, "request done");
-        audit.submit(&rec, true)
+        shared.audit.submit(&rec, true)
     })
+}
+
+/// Answers a HEAD request: hyper sends no body (and never polls one), so the record
+/// is written here, before the headers leave.
+async fn head_only(
+    ctx: &SandboxCtx,
+    resp: Response<Incoming>,
+    mut rec: AuditRecord,
+    start: Instant,
+) -> Response<RespBody> {
+    let (mut parts, _body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // A listing's length would be the unfiltered one.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    set_request_id(&mut parts.headers, &rec.request_id);
+    rec.status = parts.status.as_u16();
+    rec.duration_ms = start.elapsed().as_millis() as u64;
+    if let Some(ack) = ctx.shared.audit.submit(&rec, true) {
+        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
+    }
+    Response::from_parts(parts, full(Bytes::new()))
 }
 
 /// Answers with the bridge's own error, after its audit record is written.
@@ -378,7 +471,7 @@ async fn refuse(
         tracing::warn!(sandbox = %rec.sandbox, request_id = %rec.request_id, status = e.status, reason = e.reason.as_str(), "failed: {}", e.message);
     }
     if let Some(ack) = ctx.shared.audit.submit(&rec, true) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ack).await;
+        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
     }
     let mut resp = Response::new(full(Bytes::from(body)));
     *resp.status_mut() =

@@ -8,6 +8,7 @@ pub mod error;
 pub mod json;
 pub mod listen;
 pub mod model;
+pub mod output;
 pub mod policy;
 pub mod route;
 pub mod tokens;
