@@ -4,10 +4,12 @@
 
 pub mod audit;
 pub mod audit_cli;
+pub mod audit_follow;
 pub mod body;
 pub mod cli;
 pub mod conn;
 pub mod listen;
+pub mod record;
 pub mod server;
 pub mod service;
 pub mod upstream;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use protocol::audit::{rfc3339_millis, AuditRecord, Decision, Peer, OUTPUT_LIMIT};
+use protocol::audit::{AuditRecord, Decision, Peer, OUTPUT_LIMIT};
 use protocol::config::{Config, Sandbox};
 use protocol::error::{BridgeError, Reason};
 use protocol::json::parse_strict_object;
@@ -22,7 +22,8 @@ use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::{AuditLog, ACK_WAIT};
-use crate::body::{Finisher, Outcome, Relay, RespBody, StreamKind};
+use crate::body::{Relay, RespBody, StreamKind};
+use crate::record::{finisher, head_only, start_record, Owed};
 use crate::upstream::Upstream;
 
 /// Response header carrying the audit record's id.
@@ -105,33 +106,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    let rec = AuditRecord {
-        ts: rfc3339_millis(now_ms),
-        request_id: ctx.shared.request_id(),
-        sandbox: ctx.sandbox.name.to_string(),
-        peer,
-        method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
-        endpoint: None,
-        model: None,
-        decision: Decision::Deny,
-        reason: None,
-        num_ctx_requested: None,
-        num_ctx_sent: None,
-        status: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        duration_ms: 0,
-        prompt_tokens: None,
-        completion_tokens: None,
-        prompt: None,
-        output: None,
-        output_truncated: false,
-    };
+    let rec = start_record(&ctx, peer, &req);
     let format = Route::error_format_for_path(req.uri().path());
     let mut owed = Owed::new(&ctx.shared, rec, start);
     let resp = match check(&ctx, req, &mut owed.rec).await {
@@ -143,53 +118,6 @@ pub async fn handle(
     };
     owed.disarm();
     Ok(resp)
-}
-
-/// The record a request owes until it is written or handed to the response body: if
-/// the request's future is dropped first (the client's connection failed, or shutdown's
-/// grace period ended), a record saying so is written instead. Never two records: the
-/// audit log writes this one only if no other was submitted for the id.
-struct Owed<'a> {
-    shared: &'a Shared,
-    rec: AuditRecord,
-    start: Instant,
-    armed: bool,
-}
-
-impl<'a> Owed<'a> {
-    fn new(shared: &'a Shared, rec: AuditRecord, start: Instant) -> Self {
-        shared.audit.owe(&rec.request_id);
-        Owed {
-            shared,
-            rec,
-            start,
-            armed: true,
-        }
-    }
-
-    /// The request answered: its record is written, or the response body's finisher
-    /// will write it.
-    fn disarm(&mut self) {
-        self.armed = false;
-        self.shared.audit.forget(&self.rec.request_id);
-    }
-}
-
-impl Drop for Owed<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let reason = if self.shared.draining.load(Ordering::Relaxed) {
-            Reason::ShuttingDown
-        } else {
-            Reason::ClientClosed
-        };
-        self.rec.status = 0;
-        self.rec.reason = Some(reason.as_str().to_owned());
-        self.rec.duration_ms = self.start.elapsed().as_millis() as u64;
-        self.shared.audit.submit_owed(&self.rec);
-    }
 }
 
 /// Parse, decide and rewrite. Fills the audit record as facts become known.
@@ -398,57 +326,6 @@ async fn forward(
     Response::from_parts(parts, relay.boxed_unsync())
 }
 
-/// Builds the finisher that completes and writes the audit record at the stream's end.
-fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher {
-    let shared = ctx.shared.clone();
-    Box::new(move |o: Outcome| {
-        rec.bytes_out = o.bytes_out;
-        rec.prompt_tokens = o.tokens.prompt;
-        rec.completion_tokens = o.tokens.completion;
-        rec.duration_ms = start.elapsed().as_millis() as u64;
-        let reason = if let Some(r) = o.failure {
-            Some(r)
-        } else if o.client_closed && shared.draining.load(Ordering::Relaxed) {
-            Some(Reason::ShuttingDown)
-        } else if o.client_closed {
-            Some(Reason::ClientClosed)
-        } else if o.upstream_error {
-            // Ollama's own `{"error":...}` line after a 200: the answer failed.
-            Some(Reason::UpstreamError)
-        } else {
-            None
-        };
-        rec.reason = reason.map(|r| r.as_str().to_owned());
-        if let Some((text, cut)) = o.output {
-            rec.output = Some(text);
-            rec.output_truncated = cut;
-        }
-        tracing::debug!(request_id = %rec.request_id, status = rec.status, bytes_out = rec.bytes_out, "request done");
-        shared.audit.submit(&rec, true)
-    })
-}
-
-/// Answers a HEAD request: hyper sends no body (and never polls one), so the record
-/// is written here, before the headers leave.
-async fn head_only(
-    ctx: &SandboxCtx,
-    resp: Response<Incoming>,
-    mut rec: AuditRecord,
-    start: Instant,
-) -> Response<RespBody> {
-    let (mut parts, _body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    // A listing's length would be the unfiltered one.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    set_request_id(&mut parts.headers, &rec.request_id);
-    rec.status = parts.status.as_u16();
-    rec.duration_ms = start.elapsed().as_millis() as u64;
-    if let Some(ack) = ctx.shared.audit.submit(&rec, true) {
-        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
-    }
-    Response::from_parts(parts, full(Bytes::new()))
-}
-
 /// Answers with the bridge's own error, after its audit record is written.
 async fn refuse(
     ctx: &SandboxCtx,
@@ -570,7 +447,7 @@ pub fn full(b: Bytes) -> RespBody {
         .boxed_unsync()
 }
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in [
         header::CONNECTION,
         header::TRANSFER_ENCODING,
@@ -585,7 +462,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     h.remove("keep-alive");
 }
 
-fn set_request_id(h: &mut HeaderMap, id: &str) {
+pub(crate) fn set_request_id(h: &mut HeaderMap, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
         h.insert(REQUEST_ID_HEADER, v);
     }
