@@ -211,16 +211,18 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let audit = server.audit();
         let kept = audit.clone();
+        // Installed before the listeners announce readiness: a SIGHUP (logrotate) or
+        // SIGTERM right after the ready line must not meet the default action.
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            eprintln!("bridge-host: cannot install signal handlers");
+            return (ExitCode::FAILURE, Some(kept));
+        };
         let signal = Box::pin(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::hangup()),
-            ) else {
-                tracing::error!("cannot install signal handlers");
-                return;
-            };
             loop {
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM"); break }
