@@ -859,3 +859,123 @@ async fn log_prompts_records_the_forwarded_body_and_a_bounded_output() {
     assert_eq!(records[2]["output_truncated"], true);
     assert!(records[3].get("prompt").is_none() && records[3].get("output").is_none());
 }
+
+/// The audit "file" as a FIFO read at a limited pace by a thread: a writer slower than
+/// the answers. `drain` takes whatever is in the pipe right now.
+struct SlowReader {
+    buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    file: std::sync::Arc<std::fs::File>,
+}
+
+impl SlowReader {
+    fn open(path: &std::path::Path) -> SlowReader {
+        use std::os::unix::fs::OpenOptionsExt;
+        nix::unistd::mkfifo(path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .unwrap();
+        let r = SlowReader {
+            buf: Default::default(),
+            stop: Default::default(),
+            file: std::sync::Arc::new(file),
+        };
+        let (buf, stop, file) = (r.buf.clone(), r.stop.clone(), r.file.clone());
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                {
+                    // Read under the lock, so `drain` never slips bytes in between.
+                    let mut buf = buf.lock().unwrap();
+                    if let Ok(n) = std::io::Read::read(&mut &*file, &mut chunk) {
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                }
+                // The pace: at most 8 KiB per millisecond.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        r
+    }
+
+    /// Everything written so far (what is in the pipe now, plus what was read).
+    fn drain(&self) -> Vec<u8> {
+        let mut buf = self.buf.lock().unwrap();
+        let mut chunk = [0u8; 65536];
+        while let Ok(n @ 1..) = std::io::Read::read(&mut &*self.file, &mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf.clone()
+    }
+
+    /// Bytes the paced thread has read so far (without speeding the writer up).
+    fn paced(&self) -> usize {
+        self.buf.lock().unwrap().len()
+    }
+
+    fn has_record(&self, id: &str) -> bool {
+        self.drain()
+            .split(|&b| b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+            .any(|r| r["request_id"] == id)
+    }
+}
+
+impl Drop for SlowReader {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_complete_only_after_their_records_are_written_by_a_slow_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = SlowReader::open(&dir.path().join("audit.jsonl"));
+    let double = Double::start(DoubleConfig::default()).await;
+    let cfg = config(&double.url(), &[("alpha", ALPHA)], "")
+        .replace("[audit]\n", "[audit]\nlog_prompts = true\n");
+    let host = Host::start_in(dir, &cfg, &[]).await;
+    let sock = socket(&host, "alpha");
+    // Half a megabyte of prompt: its record takes the slow writer dozens of pipe-fulls.
+    let big = "lorem ipsum ".repeat(512 * 1024 / 12);
+    for stream in [false, true] {
+        let body = json!({"model": "qwen2.5:7b", "stream": stream, "messages": [{"role": "user", "content": big}]});
+        let resp = send_unix(&sock, post("/api/chat", &body)).await.unwrap();
+        let id = resp.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+        let (status, _, _) = collect(resp).await;
+        assert_eq!(status, 200);
+        assert!(
+            reader.has_record(&id),
+            "the answer completed before its record was written"
+        );
+    }
+    // A refusal queued behind a big record is answered only after its own record.
+    let before = reader.drain().len();
+    let slow = {
+        let sock = sock.clone();
+        let body = json!({"model": "qwen2.5:7b", "stream": false, "messages": [{"role": "user", "content": big}]});
+        tokio::spawn(async move {
+            collect(send_unix(&sock, post("/api/chat", &body)).await.unwrap()).await
+        })
+    };
+    // The writer is in the middle of that record once the paced reader sees its start.
+    tokio::time::timeout(GUARD, async {
+        while reader.paced() <= before {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the big record is being written");
+    let resp = send_unix(&sock, post("/api/chat", &chat("llama3.3:70b", json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let id = resp.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+    assert!(
+        reader.has_record(&id),
+        "the 403 left before its record was written"
+    );
+    slow.await.unwrap();
+}
