@@ -171,7 +171,8 @@ fn follow_file(path: &Path, args: &AuditArgs) -> io::Result<()> {
     let mut out = stdout.lock();
     let mut waited = false;
     let first = loop {
-        match Open::new(path, args, args.since.is_some()) {
+        // A file that appears after we started is new from its first line.
+        match Open::new(path, args, waited || args.since.is_some()) {
             Ok(o) => break o,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if !waited {
@@ -183,6 +184,11 @@ fn follow_file(path: &Path, args: &AuditArgs) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     };
+    eprintln!(
+        "{}: following from line {}",
+        path.display(),
+        first.lines.n + 1
+    );
     let mut cur = first;
     // When a new file appeared at the path: since when, and since when the old is quiet.
     let mut rotated: Option<Instant> = None;
