@@ -760,7 +760,7 @@ async fn sigkill_under_load_loses_no_completed_record_and_tears_no_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reopens_the_audit_file_for_logrotate() {
     let double = Double::start(DoubleConfig::default()).await;
-    let host = Host::start(&config(&double.url(), &[("alpha", ALPHA)], "")).await;
+    let mut host = Host::start(&config(&double.url(), &[("alpha", ALPHA)], "")).await;
     let sock = socket(&host, "alpha");
     let id = |resp: &http::Response<hyper::body::Incoming>| {
         resp.headers()[REQUEST_ID].to_str().unwrap().to_owned()
@@ -805,6 +805,20 @@ async fn sighup_reopens_the_audit_file_for_logrotate() {
     assert_eq!(ids(&rotated), [a, b]);
     assert_eq!(ids(&host.audit), [c]);
     assert!(host.log().contains("audit log reopened"), "{}", host.log());
+
+    // At exit the daemon says how many records it wrote and dropped.
+    host.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = tokio::time::timeout(GUARD, host.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    let log = host.log();
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("audit log closed"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(last.contains("written=3 dropped=0"), "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -978,4 +992,70 @@ async fn answers_complete_only_after_their_records_are_written_by_a_slow_writer(
         "the 403 left before its record was written"
     );
     slow.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cut_off_by_shutdown_still_get_one_record() {
+    let double = Double::start(DoubleConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut host = Host::start_in(
+        dir,
+        &config(&double.url(), &[("alpha", ALPHA)], ""),
+        &["--grace", "0"],
+    )
+    .await;
+    let sock = socket(&host, "alpha");
+    // One stream held after its first chunk...
+    double.set_script(Script {
+        gated: true,
+        ..Script::default()
+    });
+    let resp = send_unix(&sock, post("/api/chat", &chat("qwen2.5:7b", json!({}))))
+        .await
+        .unwrap();
+    let streaming = resp.headers()[REQUEST_ID].to_str().unwrap().to_owned();
+    let mut body = resp.into_body();
+    next_data(&mut body).await.expect("first chunk");
+    // ...and one request still waiting for Ollama's headers.
+    double.set_script(Script {
+        stall_headers: true,
+        ..Script::default()
+    });
+    let waiting = tokio::spawn({
+        let sock = sock.clone();
+        async move { send_unix(&sock, post("/api/chat", &chat("llama3.2:3b", json!({})))).await }
+    });
+    tokio::time::timeout(GUARD, async {
+        while double.requests().len() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the second request reached Ollama");
+
+    host.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = tokio::time::timeout(GUARD, host.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{}", host.log());
+    assert!(waiting.await.unwrap().is_err(), "no answer came");
+
+    let records = host.audit_records();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    let s = records
+        .iter()
+        .find(|r| r["request_id"] == streaming.as_str())
+        .unwrap();
+    assert_eq!(s["status"], 200, "the status sent: {s}");
+    assert_eq!(s["reason"], "shutting_down");
+    assert!(s["bytes_out"].as_u64().unwrap() > 0);
+    let w = records
+        .iter()
+        .find(|r| r["request_id"] != streaming.as_str())
+        .unwrap();
+    assert_eq!(w["model"], "llama3.2:3b");
+    assert_eq!(w["decision"], "allow");
+    assert_eq!(w["status"], 0, "nothing was sent: {w}");
+    assert_eq!(w["reason"], "shutting_down");
 }
