@@ -255,3 +255,27 @@ fn follow_waits_for_a_file_that_does_not_exist_yet() {
     fw.note("following from line 1");
     assert_eq!(fw.next_id(), "first");
 }
+
+#[test]
+fn the_logrotate_example_rotates_the_example_configs_audit_log_and_signals_hup() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let conf = std::fs::read_to_string(root.join("deploy/logrotate/ollama-bridge")).unwrap();
+    let bridge = std::fs::read_to_string(root.join("deploy/config/bridge.toml")).unwrap();
+    let path = bridge
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("path = \""))
+        .and_then(|p| p.split('"').next())
+        .expect("[audit].path in the example config");
+    assert!(conf.contains(&format!("\n{path} {{")), "{conf}");
+    let post = conf
+        .split("postrotate")
+        .nth(1)
+        .and_then(|p| p.split("endscript").next())
+        .expect("a postrotate script");
+    assert!(
+        post.contains("systemctl kill -s HUP") && post.contains("kill -HUP"),
+        "{post}"
+    );
+    // The daemon creates the new file itself (its owner, mode 0640).
+    assert!(conf.lines().any(|l| l.trim() == "nocreate"), "{conf}");
+}
