@@ -1,5 +1,6 @@
-//! `bridge-host audit`: reads audit logs for operators. Damaged lines are skipped and
-//! reported, never fatal.
+//! `bridge-host audit`: reads audit logs for operators (files, or standard input as
+//! `-`), filters, prints records or a summary per sandbox × model, or follows a live
+//! log across rotation. Damaged lines are skipped and reported by line, never fatal.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -24,8 +25,14 @@ pub struct AuditArgs {
     #[arg(long, value_name = "NAME")]
     pub model: Option<String>,
     /// Only denied requests.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "allowed")]
     pub denied: bool,
+    /// Only allowed requests.
+    #[arg(long)]
+    pub allowed: bool,
+    /// Only records with this reason code (e.g. model_not_allowed, upstream_timeout).
+    #[arg(long, value_name = "CODE")]
+    pub reason: Option<String>,
     /// Only this HTTP status.
     #[arg(long, value_name = "CODE")]
     pub status: Option<u16>,
@@ -41,6 +48,10 @@ pub struct AuditArgs {
     /// Print a table per sandbox and model instead of records.
     #[arg(long)]
     pub summary: bool,
+    /// Keep reading as records are appended, across logrotate's rename or truncation
+    /// (one file). Starts at the end of the file unless --since is given.
+    #[arg(long, conflicts_with = "summary")]
+    pub follow: bool,
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -66,6 +77,15 @@ impl Filter<'_> {
         if a.denied && r.decision != Decision::Deny {
             return false;
         }
+        if a.allowed && r.decision != Decision::Allow {
+            return false;
+        }
+        if a.reason
+            .as_deref()
+            .is_some_and(|c| Some(c) != r.reason.as_deref())
+        {
+            return false;
+        }
         if a.status.is_some_and(|s| s != r.status) {
             return false;
         }
@@ -86,7 +106,7 @@ pub fn read_records(name: &str, r: impl Read, out: &mut Vec<AuditRecord>) -> usi
     let mut skipped = 0;
     let mut reader = BufReader::new(r);
     let mut line = Vec::new();
-    let mut n = 0;
+    let mut n = 0u64;
     loop {
         line.clear();
         match reader.read_until(b'\n', &mut line) {
@@ -98,24 +118,41 @@ pub fn read_records(name: &str, r: impl Read, out: &mut Vec<AuditRecord>) -> usi
             }
         }
         n += 1;
-        let text = line.strip_suffix(b"\n").unwrap_or(&line);
-        if text.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        match serde_json::from_slice::<AuditRecord>(text) {
-            Ok(r) => out.push(r),
-            Err(e) => {
-                skipped += 1;
-                let partial = if line.ends_with(b"\n") {
-                    ""
-                } else {
-                    " (partial last line)"
-                };
-                eprintln!("{name}:{n}: skipped{partial}: {e}");
-            }
+        match parse_line(name, n, &line) {
+            Line::Record(r) => out.push(*r),
+            Line::Blank => {}
+            Line::Damaged => skipped += 1,
         }
     }
     skipped
+}
+
+/// One line of a log.
+pub enum Line {
+    Record(Box<AuditRecord>),
+    Blank,
+    /// Not a record; already reported on stderr with its line number.
+    Damaged,
+}
+
+/// Parses line `n` of `name` (with its newline, if it has one).
+pub fn parse_line(name: &str, n: u64, line: &[u8]) -> Line {
+    let text = line.strip_suffix(b"\n").unwrap_or(line);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Line::Blank;
+    }
+    match serde_json::from_slice::<AuditRecord>(text) {
+        Ok(r) => Line::Record(Box::new(r)),
+        Err(e) => {
+            let partial = if line.ends_with(b"\n") {
+                ""
+            } else {
+                " (partial last line)"
+            };
+            eprintln!("{name}:{n}: skipped{partial}: {e}");
+            Line::Damaged
+        }
+    }
 }
 
 /// Runs the subcommand.
@@ -139,6 +176,13 @@ pub fn run(args: AuditArgs) -> ExitCode {
     } else {
         args.files.clone()
     };
+    if args.follow {
+        let [file] = files.as_slice() else {
+            eprintln!("bridge-host audit: --follow reads exactly one file (or -)");
+            return ExitCode::from(crate::cli::EXIT_CONFIG);
+        };
+        return crate::audit_follow::run(file, &args);
+    }
     let mut records = Vec::new();
     let mut skipped = 0;
     for f in &files {
@@ -178,33 +222,37 @@ pub fn run(args: AuditArgs) -> ExitCode {
 
 fn write_records(out: &mut impl Write, records: &[AuditRecord], json: bool) -> io::Result<()> {
     for r in records {
-        if json {
-            serde_json::to_writer(&mut *out, r)?;
-            writeln!(out)?;
-        } else {
-            writeln!(
-                out,
-                "{} {} {:<12} {:<6} {:<22} {:<24} {:<5} {} {}ms{}",
-                r.ts,
-                r.request_id,
-                r.sandbox,
-                r.method,
-                r.path,
-                r.model.as_deref().unwrap_or("-"),
-                match r.decision {
-                    Decision::Allow => "allow",
-                    Decision::Deny => "deny",
-                },
-                r.status,
-                r.duration_ms,
-                r.reason
-                    .as_deref()
-                    .map(|x| format!(" {x}"))
-                    .unwrap_or_default(),
-            )?;
-        }
+        write_record(out, r, json)?;
     }
     Ok(())
+}
+
+/// Prints one record: its JSON line, or a readable line.
+pub fn write_record(out: &mut impl Write, r: &AuditRecord, json: bool) -> io::Result<()> {
+    if json {
+        serde_json::to_writer(&mut *out, r)?;
+        return writeln!(out);
+    }
+    writeln!(
+        out,
+        "{} {} {:<12} {:<6} {:<22} {:<24} {:<5} {} {}ms{}",
+        r.ts,
+        r.request_id,
+        r.sandbox,
+        r.method,
+        r.path,
+        r.model.as_deref().unwrap_or("-"),
+        match r.decision {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+        },
+        r.status,
+        r.duration_ms,
+        r.reason
+            .as_deref()
+            .map(|x| format!(" {x}"))
+            .unwrap_or_default(),
+    )
 }
 
 /// One row of the summary.
@@ -277,36 +325,68 @@ fn write_summary(out: &mut impl Write, records: &[AuditRecord], json: bool) -> i
         }
         return Ok(());
     }
-    writeln!(
-        out,
-        "{:<16} {:<28} {:>8} {:>7} {:>7} {:>13} {:>17} {:>8} {:>8}",
-        "SANDBOX",
-        "MODEL",
-        "REQUESTS",
-        "DENIED",
-        "ERRORS",
-        "PROMPT_TOKENS",
-        "COMPLETION_TOKENS",
-        "P50_MS",
-        "P95_MS"
-    )?;
-    for r in &rows {
+    let mut durs: Vec<u64> = records.iter().map(|r| r.duration_ms).collect();
+    durs.sort_unstable();
+    let total = Row {
+        sandbox: "TOTAL".into(),
+        model: String::new(),
+        requests: rows.iter().map(|r| r.requests).sum(),
+        denied: rows.iter().map(|r| r.denied).sum(),
+        errors: rows.iter().map(|r| r.errors).sum(),
+        prompt_tokens: rows.iter().map(|r| r.prompt_tokens).sum(),
+        completion_tokens: rows.iter().map(|r| r.completion_tokens).sum(),
+        p50_ms: percentile(&durs, 50),
+        p95_ms: percentile(&durs, 95),
+    };
+    let sw = rows
+        .iter()
+        .map(|r| r.sandbox.len())
+        .chain([7])
+        .max()
+        .unwrap_or(7);
+    let mw = rows
+        .iter()
+        .map(|r| r.model.len())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    let line = |out: &mut dyn Write, c: [&dyn std::fmt::Display; 9]| {
         writeln!(
             out,
-            "{:<16} {:<28} {:>8} {:>7} {:>7} {:>13} {:>17} {:>8} {:>8}",
-            r.sandbox,
-            r.model,
-            r.requests,
-            r.denied,
-            r.errors,
-            r.prompt_tokens,
-            r.completion_tokens,
-            r.p50_ms,
-            r.p95_ms
+            "{:<sw$}  {:<mw$}  {:>8}  {:>6}  {:>6}  {:>13}  {:>17}  {:>7}  {:>7}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+        )
+    };
+    line(
+        out,
+        [
+            &"SANDBOX",
+            &"MODEL",
+            &"REQUESTS",
+            &"DENIED",
+            &"ERRORS",
+            &"PROMPT_TOKENS",
+            &"COMPLETION_TOKENS",
+            &"P50_MS",
+            &"P95_MS",
+        ],
+    )?;
+    for r in rows.iter().chain([&total]) {
+        line(
+            out,
+            [
+                &r.sandbox,
+                &r.model,
+                &r.requests,
+                &r.denied,
+                &r.errors,
+                &r.prompt_tokens,
+                &r.completion_tokens,
+                &r.p50_ms,
+                &r.p95_ms,
+            ],
         )?;
     }
-    let total: u64 = rows.iter().map(|r| r.requests).sum();
-    writeln!(out, "{total} request(s)")?;
     Ok(())
 }
 

@@ -13,9 +13,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use protocol::error::{BridgeError, Reason};
+use protocol::output::OutputCollector;
 use protocol::tokens::{TokenScanner, Tokens};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
+
+use crate::audit::ACK_WAIT;
 
 /// Errors inside response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -69,6 +72,10 @@ pub struct Outcome {
     pub failure: Option<Reason>,
     /// True when the client went away before the end.
     pub client_closed: bool,
+    /// True when Ollama wrote an `{"error":...}` line into the stream.
+    pub upstream_error: bool,
+    /// With output capture: the assistant text and whether it was cut.
+    pub output: Option<(String, bool)>,
 }
 
 /// Called once with the outcome; may return an ack to wait for before completing.
@@ -96,9 +103,6 @@ enum State {
     Done,
 }
 
-/// Longest wait for the audit writer before completing a response anyway.
-const ACK_WAIT: Duration = Duration::from_secs(2);
-
 /// The relaying body wrapper.
 pub struct Relay<B> {
     inner: B,
@@ -112,6 +116,7 @@ pub struct Relay<B> {
     idle_message: String,
     hold: Option<Box<dyn Send>>,
     transform: Option<Box<dyn Transform>>,
+    output: Option<OutputCollector>,
 }
 
 impl<B> Relay<B>
@@ -140,6 +145,7 @@ where
             idle_message,
             hold,
             transform: None,
+            output: None,
         }
     }
 
@@ -149,10 +155,17 @@ where
         self
     }
 
+    /// Also assembles the assistant's text (at most `limit` bytes) for the finisher:
+    /// only for `log_prompts = true`, as it parses every line.
+    pub fn capture_output(mut self, limit: usize) -> Self {
+        self.output = Some(OutputCollector::new(limit));
+        self
+    }
+
     fn finish(&mut self) -> Option<oneshot::Receiver<()>> {
         self.hold.take();
         let f = self.finisher.take()?;
-        self.outcome.tokens = self.scanner.finish();
+        self.settle();
         f(std::mem::take(&mut self.outcome))
     }
 
@@ -243,6 +256,9 @@ where
                     this.idle_timer.as_mut().reset(next);
                     if let Some(d) = frame.data_ref() {
                         this.scanner.feed(d);
+                        if let Some(c) = &mut this.output {
+                            c.feed(d);
+                        }
                     }
                     let frame = match (&mut this.transform, frame.data_ref()) {
                         (None, _) => frame,
@@ -307,11 +323,20 @@ where
     }
 }
 
+impl<B> Relay<B> {
+    /// Moves what the scanners saw into the outcome.
+    fn settle(&mut self) {
+        self.outcome.tokens = self.scanner.finish();
+        self.outcome.upstream_error = self.scanner.saw_error();
+        self.outcome.output = self.output.take().map(OutputCollector::finish);
+    }
+}
+
 impl<B> Drop for Relay<B> {
     fn drop(&mut self) {
         if let Some(f) = self.finisher.take() {
             self.outcome.client_closed = true;
-            self.outcome.tokens = self.scanner.finish();
+            self.settle();
             f(std::mem::take(&mut self.outcome));
         }
     }

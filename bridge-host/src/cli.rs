@@ -173,6 +173,7 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
@@ -203,7 +204,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    rt.block_on(async move {
+    let (code, audit) = rt.block_on(async move {
         tracing::info!(config = %source, upstream = %config.upstream.base, audit = %config.audit.path.display(), "starting");
         // Handlers first: a signal that arrives once we are ready must not kill us.
         use tokio::signal::unix::{signal, SignalKind};
@@ -213,16 +214,17 @@ fn serve(args: ServeArgs) -> ExitCode {
             signal(SignalKind::hangup()),
         ) else {
             eprintln!("bridge-host: cannot install signal handlers");
-            return ExitCode::FAILURE;
+            return (ExitCode::FAILURE, None);
         };
         let server = match Server::bind(config) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("bridge-host: {e:#}");
-                return ExitCode::FAILURE;
+                return (ExitCode::FAILURE, None);
             }
         };
         let audit = server.audit();
+        let kept = audit.clone();
         let signal = Box::pin(async move {
             loop {
                 tokio::select! {
@@ -239,12 +241,20 @@ fn serve(args: ServeArgs) -> ExitCode {
             signal,
             grace: Duration::from_secs(args.grace),
         };
-        match server.run(shutdown).await {
+        let code = match server.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bridge-host: {e:#}");
                 ExitCode::FAILURE
             }
-        }
-    })
+        };
+        (code, Some(kept))
+    });
+    // Requests still running after the grace period are dropped with the runtime; each
+    // submits its record (reason shutting_down). Then everything queued is written.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    if let Some(audit) = audit {
+        audit.close(Duration::from_secs(5));
+    }
+    code
 }

@@ -4,12 +4,15 @@
 
 pub mod audit;
 pub mod audit_cli;
+pub mod audit_follow;
 pub mod body;
 pub mod cli;
+pub mod conn;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
 mod openai;
+pub mod record;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -51,6 +51,15 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// One request in flight; the count drops with the guard.
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The daemon's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -123,13 +132,16 @@ impl Metrics {
         }
     }
 
-    /// A request started on `sandbox`.
-    pub fn begin(&self, sandbox: &str) {
-        self.in_flight
+    /// Counts a request in flight on `sandbox` until the guard is dropped.
+    pub fn in_flight_guard(&self, sandbox: &str) -> InFlight {
+        let g = self
+            .in_flight
             .get_or_create(&SandboxLabels {
                 sandbox: sandbox.to_owned(),
             })
-            .inc();
+            .clone();
+        g.inc();
+        InFlight(g)
     }
 
     /// Requests in flight on `sandbox`.
@@ -143,11 +155,6 @@ impl Metrics {
 
     /// A request ended: counts it from its audit record.
     pub fn observe(&self, rec: &AuditRecord) {
-        self.in_flight
-            .get_or_create(&SandboxLabels {
-                sandbox: rec.sandbox.clone(),
-            })
-            .dec();
         let endpoint = rec.endpoint.clone().unwrap_or_else(|| "-".into());
         // Denied requests may name anything: only allowed models become label values.
         let model = match (rec.decision, &rec.model) {

@@ -25,7 +25,8 @@ use protocol::ModelName;
 use serde_json::Value;
 
 use crate::body::{Relay, RespBody, StreamKind, Transform};
-use crate::service::{finisher, refuse, set_request_id, Checked, SandboxCtx};
+use crate::record::finisher;
+use crate::service::{refuse, set_request_id, Checked, SandboxCtx};
 
 /// Longest NDJSON line accepted from Ollama.
 const MAX_LINE: usize = 16 << 20;

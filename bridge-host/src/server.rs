@@ -13,7 +13,8 @@ use protocol::config::Config;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, ACK_WAIT};
+use crate::conn::{Observed, Served};
 use crate::listen::{ListenError, Listener};
 use crate::service::{handle, SandboxCtx, Shared};
 
@@ -112,6 +113,9 @@ impl Server {
         shutdown.signal.await;
         crate::notify::notify("STOPPING=1");
         tracing::info!("shutting down: no new connections; draining in-flight requests");
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = stop_tx.send(true);
         for l in loops {
             let _ = l.await;
@@ -124,6 +128,27 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes the record of a request hyper rejected itself, if the error means one.
+async fn record_rejection(
+    ctx: &SandboxCtx,
+    peer: Option<protocol::audit::Peer>,
+    e: &hyper::Error,
+    seen: Option<&crate::conn::Seen>,
+    served: u64,
+) {
+    let empty = crate::conn::Seen::default();
+    let seen = seen.unwrap_or(&empty);
+    let Some((status, reason)) = crate::conn::rejection(e, seen, served) else {
+        tracing::debug!(error = %e, "connection closed with error");
+        return;
+    };
+    let rec = crate::conn::record(ctx, peer, seen, served, status, reason);
+    tracing::info!(sandbox = %rec.sandbox, request_id = %rec.request_id, method = %rec.method, path = %rec.path, status, reason = reason.as_str(), error = %e, "rejected by the HTTP parser");
+    if let Some(ack) = ctx.shared.record(&rec, true) {
+        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
     }
 }
 
@@ -152,7 +177,13 @@ async fn accept_loop(
             }
         };
         let ctx2 = ctx.clone();
-        let svc = service_fn(move |req| handle(ctx2.clone(), peer, req));
+        let served = Served::default();
+        let counter = served.clone();
+        let svc = service_fn(move |req| {
+            counter.add();
+            handle(ctx2.clone(), peer, req)
+        });
+        let (io, back) = Observed::new(io);
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -162,11 +193,19 @@ async fn accept_loop(
             .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
         let span = tracing::debug_span!("conn", sandbox = %ctx.sandbox.name, peer = ?peer);
+        let ctx = ctx.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection closed with error");
+                // Its own statement: the connection (and the stream it wraps) is dropped
+                // here, which hands the stream back below.
+                let ended = conn.await;
+                let stream = back.await.ok();
+                if let Err(e) = ended {
+                    record_rejection(&ctx, peer, &e, stream.as_ref().map(|s| &s.1), served.get())
+                        .await;
                 }
+                // The client sees the close only now, after the record is written.
+                drop(stream);
             }
             .instrument(span),
         );

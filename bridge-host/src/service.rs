@@ -3,7 +3,7 @@
 //! JSON the policy decided on, never the original bytes.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use protocol::audit::{rfc3339_millis, AuditRecord, Decision, Peer};
+use protocol::audit::{AuditRecord, Decision, Peer, OUTPUT_LIMIT};
 use protocol::config::{Config, Sandbox};
 use protocol::error::{BridgeError, Reason};
 use protocol::json::parse_strict_object;
@@ -21,8 +21,9 @@ use protocol::ModelName;
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::audit::AuditLog;
-use crate::body::{Finisher, Outcome, Relay, RespBody, StreamKind};
+use crate::audit::{AuditLog, ACK_WAIT};
+use crate::body::{Relay, RespBody, StreamKind};
+use crate::record::{finisher, head_only, start_record, Owed};
 use crate::upstream::Upstream;
 
 /// Response header carrying the audit record's id.
@@ -38,6 +39,8 @@ pub struct Shared {
     pub audit: AuditLog,
     pub metrics: crate::metrics::Metrics,
     pub config: Arc<Config>,
+    /// Set once shutdown began: requests cut off from now on are `shutting_down`.
+    pub draining: AtomicBool,
     next_id: AtomicU64,
     id_prefix: String,
 }
@@ -53,6 +56,7 @@ impl Shared {
             audit,
             metrics: crate::metrics::Metrics::new(),
             config,
+            draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),
         }
@@ -68,7 +72,15 @@ impl Shared {
         self.audit.submit(rec, ack)
     }
 
-    fn request_id(&self) -> String {
+    /// Writes a fallback record if the request still owes one (and counts it then).
+    pub fn record_owed(&self, rec: &AuditRecord) {
+        if self.audit.submit_owed(rec) {
+            self.metrics.observe(rec);
+        }
+    }
+
+    /// A new audit record id, unique within this daemon's run.
+    pub fn request_id(&self) -> String {
         format!(
             "{}-{:06x}",
             self.id_prefix,
@@ -115,44 +127,25 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    let mut rec = AuditRecord {
-        ts: rfc3339_millis(now_ms),
-        request_id: ctx.shared.request_id(),
-        sandbox: ctx.sandbox.name.to_string(),
-        peer,
-        method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
-        endpoint: None,
-        model: None,
-        decision: Decision::Deny,
-        reason: None,
-        num_ctx_requested: None,
-        num_ctx_sent: None,
-        status: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        duration_ms: 0,
-        prompt_tokens: None,
-        completion_tokens: None,
-        prompt: None,
-        output: None,
-    };
-    ctx.shared.metrics.begin(ctx.sandbox.name.as_str());
+    let rec = start_record(&ctx, peer, &req);
+    // In flight until handled; a streamed answer's finisher holds its own count.
+    let _flight = ctx
+        .shared
+        .metrics
+        .in_flight_guard(ctx.sandbox.name.as_str());
     if rec.path == crate::status::PATH {
         return Ok(crate::status::serve(&ctx, req, rec, start).await);
     }
     let format = Route::error_format_for_path(req.uri().path());
-    let resp = match check(&ctx, req, &mut rec).await {
+    let mut owed = Owed::new(&ctx.shared, rec, start);
+    let resp = match check(&ctx, req, &mut owed.rec).await {
         Ok(checked) => {
-            rec.decision = Decision::Allow;
-            forward(&ctx, checked, rec, start).await
+            owed.rec.decision = Decision::Allow;
+            forward(&ctx, checked, owed.rec.clone(), start).await
         }
-        Err(e) => refuse(&ctx, e, format, rec, start).await,
+        Err(e) => refuse(&ctx, e, format, owed.rec.clone(), start).await,
     };
+    owed.disarm();
     Ok(resp)
 }
 
@@ -341,6 +334,9 @@ async fn forward(
         Ok(r) => r,
         Err(e) => return refuse(ctx, e, format, rec, start).await,
     };
+    if c.method == Method::HEAD {
+        return head_only(ctx, resp, rec, start).await;
+    }
     if resp.status().is_success() && matches!(c.route, Route::Tags | Route::Ps | Route::OaiModels) {
         return filtered_listing(ctx, resp, c.route, rec, start).await;
     }
@@ -360,7 +356,7 @@ async fn forward(
         "Ollama sent nothing for {idle:?} mid-answer (idle_timeout); the answer is incomplete"
     );
     let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
-    let relay = Relay::new(
+    let mut relay = Relay::new(
         inner,
         kind,
         idle,
@@ -368,25 +364,10 @@ async fn forward(
         finisher(ctx, rec, start),
         hold,
     );
+    if ctx.shared.config.audit.log_prompts {
+        relay = relay.capture_output(OUTPUT_LIMIT);
+    }
     Response::from_parts(parts, relay.boxed_unsync())
-}
-
-/// Builds the finisher that completes and writes the audit record at the stream's end.
-pub(crate) fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher {
-    let shared = ctx.shared.clone();
-    Box::new(move |o: Outcome| {
-        rec.bytes_out = o.bytes_out;
-        rec.prompt_tokens = o.tokens.prompt;
-        rec.completion_tokens = o.tokens.completion;
-        rec.duration_ms = start.elapsed().as_millis() as u64;
-        if let Some(r) = o.failure {
-            rec.reason = Some(r.as_str().to_owned());
-        } else if o.client_closed {
-            rec.reason = Some("client_closed".to_owned());
-        }
-        tracing::debug!(request_id = %rec.request_id, status = rec.status, bytes_out = rec.bytes_out, "request done");
-        shared.record(&rec, true)
-    })
 }
 
 /// Answers with the bridge's own error, after its audit record is written.
@@ -411,7 +392,7 @@ pub(crate) async fn refuse(
         tracing::warn!(sandbox = %rec.sandbox, request_id = %rec.request_id, status = e.status, reason = e.reason.as_str(), "failed: {}", e.message);
     }
     if let Some(ack) = ctx.shared.record(&rec, true) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), ack).await;
+        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
     }
     let mut resp = Response::new(full(Bytes::from(body)));
     *resp.status_mut() =
@@ -510,7 +491,7 @@ pub fn full(b: Bytes) -> RespBody {
         .boxed_unsync()
 }
 
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in [
         header::CONNECTION,
         header::TRANSFER_ENCODING,

@@ -55,9 +55,23 @@ pub struct AuditRecord {
     /// Only with `log_prompts = true`: the request body as forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<serde_json::Value>,
-    /// Only with `log_prompts = true`: the assistant output.
+    /// Only with `log_prompts = true`: the assistant output (text assembled from the
+    /// answer, at most [`OUTPUT_LIMIT`] bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// Only with `log_prompts = true`: the output was longer than what was recorded.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub output_truncated: bool,
+}
+
+/// Most bytes of assistant output recorded with `log_prompts = true`.
+pub const OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// The method and path recorded when the request line could not be read.
+pub const UNKNOWN: &str = "-";
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Formats a UNIX time in milliseconds as RFC 3339 UTC (`2026-11-21T14:03:07.123Z`).
@@ -178,5 +192,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v.peer, Some(Peer::Vsock { cid: 3 }));
+        // The opt-in fields appear only when set.
+        let mut p = r.clone();
+        p.prompt = Some(serde_json::json!({"model": "qwen2.5:7b"}));
+        p.output = Some("hi".into());
+        p.output_truncated = true;
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.ends_with(
+            r#""completion_tokens":290,"prompt":{"model":"qwen2.5:7b"},"output":"hi","output_truncated":true}"#
+        ));
+        assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), p);
     }
 }

@@ -28,6 +28,10 @@ pub enum Reason {
     UpstreamError,
     ShuttingDown,
     Internal,
+    /// The client went away before the answer was complete.
+    ClientClosed,
+    /// The client did not send a whole request head in time.
+    RequestTimeout,
 }
 
 impl Reason {
@@ -51,6 +55,8 @@ impl Reason {
             Reason::UpstreamError => "upstream_error",
             Reason::ShuttingDown => "shutting_down",
             Reason::Internal => "internal",
+            Reason::ClientClosed => "client_closed",
+            Reason::RequestTimeout => "request_timeout",
         }
     }
 
@@ -63,6 +69,7 @@ impl Reason {
                 | Reason::UpstreamError
                 | Reason::ShuttingDown
                 | Reason::Internal
+                | Reason::ClientClosed
         )
     }
 }

@@ -9,6 +9,7 @@ pub mod json;
 pub mod listen;
 pub mod model;
 pub mod openai;
+pub mod output;
 pub mod policy;
 pub mod route;
 pub mod tokens;

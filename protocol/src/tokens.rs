@@ -2,6 +2,8 @@
 //! only a line that is Ollama's final chunk (`"done":true`) or carries OpenAI `usage`
 //! is looked at, and only its last occurrences of the count fields are read (Ollama
 //! writes them after the message, so text inside the message cannot spoof them).
+//! It also notices a line that *is* an error (`{"error":...}`, or `data: {"error":...}`
+//! in SSE): Ollama's way to say a stream failed after its 200 status.
 
 /// Longest line tail kept while scanning (the counts sit at a line's end).
 const TAIL: usize = 16 * 1024;
@@ -17,8 +19,14 @@ pub struct Tokens {
 #[derive(Debug, Default)]
 pub struct TokenScanner {
     line: Vec<u8>,
+    /// The first bytes of the current line (the tail above may have lost them).
+    head: Vec<u8>,
     tokens: Tokens,
+    error: bool,
 }
+
+/// Bytes of a line's start kept to recognise an error line.
+const HEAD: usize = 16;
 
 impl TokenScanner {
     pub fn new() -> Self {
@@ -46,7 +54,16 @@ impl TokenScanner {
         self.tokens
     }
 
+    /// Has a line been an error object (`{"error":...}`)?
+    pub fn saw_error(&self) -> bool {
+        self.error
+    }
+
     fn push(&mut self, part: &[u8]) {
+        if self.head.len() < HEAD {
+            let n = (HEAD - self.head.len()).min(part.len());
+            self.head.extend_from_slice(&part[..n]);
+        }
         self.line.extend_from_slice(part);
         if self.line.len() > 2 * TAIL {
             let cut = self.line.len() - TAIL;
@@ -55,6 +72,15 @@ impl TokenScanner {
     }
 
     fn end_line(&mut self) {
+        let head = self.head.trim_ascii_start();
+        let head = head
+            .strip_prefix(b"data:")
+            .unwrap_or(head)
+            .trim_ascii_start();
+        if head.starts_with(b"{\"error\"") {
+            self.error = true;
+        }
+        self.head.clear();
         let line = std::mem::take(&mut self.line);
         if contains(&line, b"\"done\":true") {
             if let Some(n) = last_number(&line, b"\"prompt_eval_count\":") {
@@ -134,6 +160,27 @@ mod tests {
                 completion: Some(3)
             }
         );
+    }
+
+    #[test]
+    fn error_lines_are_noticed_wherever_the_split() {
+        let body = b"{\"message\":{\"content\":\"{\\\"error\\\":1}\"},\"done\":false}\n{\"error\":\"unexpected EOF\"}\n";
+        for split in 0..body.len() {
+            let mut s = TokenScanner::new();
+            s.feed(&body[..split]);
+            assert!(!s.saw_error() || split == body.len(), "early at {split}");
+            s.feed(&body[split..]);
+            s.finish();
+            assert!(s.saw_error(), "split at {split}");
+        }
+        let mut s = TokenScanner::new();
+        s.feed(b"data: {\"error\":{\"message\":\"x\"}}\n\n");
+        s.finish();
+        assert!(s.saw_error());
+        let mut s = TokenScanner::new();
+        s.feed(b"{\"model\":\"m\",\"message\":{\"content\":\"{\\\"error\\\"\"},\"done\":true}\n");
+        s.finish();
+        assert!(!s.saw_error(), "text inside a chunk is not an error line");
     }
 
     #[test]

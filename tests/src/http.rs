@@ -13,6 +13,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+/// The response header naming the request's audit record.
+pub const REQUEST_ID: &str = "x-ollama-bridge-request-id";
+
 /// Guard against a test hanging forever: generous, never an assertion about speed.
 pub const GUARD: Duration = Duration::from_secs(60);
 
@@ -116,6 +119,39 @@ pub async fn raw_unix(path: &Path, bytes: &[u8]) -> std::io::Result<Option<RawRe
     tokio::time::timeout(GUARD, read_response(&mut s, head_only))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no response"))?
+}
+
+/// Writes raw bytes on a new unix connection (then, with `close_write`, shuts down its
+/// write side) and reads until the server closes: the response, if any, and the bytes.
+/// Returns once the server closed the connection (never on a timer).
+pub async fn raw_unix_until_close(
+    path: &Path,
+    bytes: &[u8],
+    close_write: bool,
+) -> std::io::Result<(Option<RawResponse>, Vec<u8>)> {
+    let mut s = UnixStream::connect(path).await?;
+    // The server may stop reading and answer early (e.g. 431): a failed write is no error.
+    let _ = s.write_all(bytes).await;
+    if close_write {
+        let _ = s.shutdown().await;
+    }
+    let mut all = Vec::new();
+    tokio::time::timeout(GUARD, async {
+        let mut tmp = [0u8; 8192];
+        loop {
+            match s.read(&mut tmp).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => all.extend_from_slice(&tmp[..n]),
+                // A reset after the answer still ends the exchange.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no close"))??;
+    let resp = read_response(&mut &all[..], false).await?;
+    Ok((resp, all))
 }
 
 /// Reads one HTTP/1.1 response: None if the peer closed without one. `head_only` for

@@ -311,9 +311,14 @@ async fn silent_ollama_gives_504_before_headers_and_an_error_line_mid_stream() {
 
     let audit = host.audit_records();
     let reasons: Vec<Option<&str>> = audit.iter().map(|r| r["reason"].as_str()).collect();
+    // Ollama's own error line after its 200 marks the record as failed upstream.
     assert_eq!(
         reasons,
-        [Some("upstream_timeout"), Some("upstream_timeout"), None]
+        [
+            Some("upstream_timeout"),
+            Some("upstream_timeout"),
+            Some("upstream_error")
+        ]
     );
 }
 

@@ -84,7 +84,8 @@ async fn ollama_errors_become_openai_errors_never_hangs() {
             json!("upstream_error"),
             json!("upstream_timeout"),
             json!("upstream_timeout"),
-            Value::Null
+            // Ollama's own error answer (404 model not found) is an upstream error too.
+            json!("upstream_error")
         ]
     );
 }
