@@ -168,6 +168,30 @@ fn resolve_config(args: &ServeArgs) -> Result<(Config, String), ConfigErrors> {
     Ok((Config::builtin(&defaults_env()), "built-in defaults".into()))
 }
 
+/// Re-reads and validates the configuration; a bad one is logged and ignored.
+fn reload(path: Option<&Path>, tx: &tokio::sync::mpsc::UnboundedSender<Config>) {
+    let Some(path) = path else {
+        tracing::info!("no configuration file to reload (quick start or built-in defaults)");
+        return;
+    };
+    match load_config(path) {
+        Ok(c) => {
+            let _ = tx.send(c);
+        }
+        Err(errs) => {
+            for e in &errs.0 {
+                tracing::error!(file = %path.display(), line = ?e.line, "{}", e.message);
+            }
+            println!(
+                "reload refused: {} has {} error(s); the running configuration stays",
+                path.display(),
+                errs.0.len()
+            );
+            tracing::error!("reload refused: the running configuration stays");
+        }
+    }
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -225,14 +249,22 @@ fn serve(args: ServeArgs) -> ExitCode {
         };
         let audit = server.audit();
         let kept = audit.clone();
+        // The file to re-read on SIGHUP (none for the quick start or built-in defaults).
+        let reload_from = match (&args.listen, &args.config) {
+            (Some(_), _) => None,
+            (None, Some(p)) => Some(p.clone()),
+            (None, None) => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        };
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
         let signal = Box::pin(async move {
             loop {
                 tokio::select! {
                     _ = term.recv() => { tracing::info!("SIGTERM"); break }
                     _ = int.recv() => { tracing::info!("SIGINT"); break }
                     _ = hup.recv() => {
-                        tracing::info!("SIGHUP: reopening the audit log");
+                        tracing::info!("SIGHUP: reopening the audit log and reloading the configuration");
                         audit.reopen();
+                        reload(reload_from.as_deref(), &reload_tx);
                     }
                 }
             }
@@ -240,6 +272,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         let shutdown = Shutdown {
             signal,
             grace: Duration::from_secs(args.grace),
+            reloads: Some(reload_rx),
         };
         let code = match server.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,

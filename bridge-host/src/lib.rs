@@ -9,6 +9,7 @@ pub mod body;
 pub mod cli;
 pub mod conn;
 pub mod listen;
+mod listing;
 pub mod metrics;
 pub mod notify;
 mod openai;

@@ -170,6 +170,12 @@ fn bind_unix(
         addr: format!("unix:{}", path.display()),
         source,
     })?;
+    apply_perms(path, mode, owner)?;
+    Ok(listener)
+}
+
+/// Sets a socket's mode and (optionally) owner.
+pub fn apply_perms(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), ListenError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
         ListenError::Perms {
             path: path.to_owned(),
@@ -179,7 +185,7 @@ fn bind_unix(
     if let Some((uid, gid)) = owner {
         chown(path, uid, gid)?;
     }
-    Ok(listener)
+    Ok(())
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), ListenError> {

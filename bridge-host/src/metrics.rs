@@ -16,7 +16,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use protocol::audit::{AuditRecord, Decision};
 
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::watch;
+
 use crate::body::RespBody;
+use crate::server::HEADER_READ_TIMEOUT;
+use crate::service::Shared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -215,7 +224,7 @@ impl Metrics {
 
 /// Answers one request on the metrics listener.
 pub async fn serve(
-    shared: Arc<crate::service::Shared>,
+    shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, std::convert::Infallible> {
     let (status, ct, body) = match (req.method(), req.uri().path()) {
@@ -235,4 +244,83 @@ pub async fn serve(
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     Ok(resp)
+}
+
+/// The opt-in Prometheus listener (host-only).
+pub enum MetricsListener {
+    Tcp(tokio::net::TcpListener),
+    Unix(crate::listen::Listener),
+}
+
+impl MetricsListener {
+    /// Binds `[metrics] listen`.
+    pub fn bind(at: &protocol::config::MetricsListen) -> anyhow::Result<MetricsListener> {
+        Ok(match at {
+            protocol::config::MetricsListen::Tcp(a) => {
+                let std = std::net::TcpListener::bind(a)
+                    .map_err(|e| anyhow::anyhow!("[metrics] listen {a}: {e}"))?;
+                std.set_nonblocking(true)?;
+                MetricsListener::Tcp(tokio::net::TcpListener::from_std(std)?)
+            }
+            protocol::config::MetricsListen::Unix(p) => {
+                let l = crate::listen::Listener::bind(
+                    &protocol::ListenAddr::Unix(p.clone()),
+                    0o600,
+                    None,
+                )
+                .map_err(|e| anyhow::anyhow!("[metrics] listen: {e}"))?;
+                MetricsListener::Unix(l)
+            }
+        })
+    }
+}
+
+/// Serves `GET /metrics` until `stop`.
+pub async fn metrics_loop(
+    listener: MetricsListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    match &listener {
+        MetricsListener::Tcp(l) => {
+            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            println!("metrics on {addr}");
+            tracing::info!(listen = %addr, "metrics");
+        }
+        MetricsListener::Unix(crate::listen::Listener::Unix { path, .. }) => {
+            println!("metrics on unix:{}", path.display());
+            tracing::info!(listen = %path.display(), "metrics");
+        }
+        MetricsListener::Unix(_) => {}
+    }
+    loop {
+        let io: crate::listen::Conn = tokio::select! {
+            _ = stop.changed() => break,
+            a = async {
+                match &listener {
+                    MetricsListener::Tcp(l) => l.accept().await.map(|(s, _)| Box::new(s) as crate::listen::Conn),
+                    MetricsListener::Unix(l) => l.accept().await.map(|(s, _)| s),
+                }
+            } => match a {
+                Ok(io) => io,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| crate::metrics::serve(shared.clone(), req));
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(io), svc)
+                .await;
+        });
+    }
+    if let MetricsListener::Unix(l) = &listener {
+        l.cleanup();
+    }
 }

@@ -44,7 +44,7 @@ pub(crate) async fn forward(
         let e = BridgeError::new(400, Reason::BadRequest, "missing request body");
         return refuse(ctx, e, ErrorFormat::OpenAi, rec, start).await;
     };
-    if ctx.shared.config.audit.log_prompts {
+    if ctx.config.audit.log_prompts {
         rec.prompt = Some(Value::Object(body.clone()));
     }
     let translated = match c.route {
@@ -59,7 +59,7 @@ pub(crate) async fn forward(
         .model
         .as_deref()
         .and_then(|m| ModelName::parse(m).ok())
-        .and_then(|m| ctx.shared.config.num_ctx_policy(&m));
+        .and_then(|m| ctx.config.num_ctx_policy(&m));
     let n = apply_num_ctx(&mut native, policy);
     rec.num_ctx_requested = n.requested;
     rec.num_ctx_sent = n.sent;
@@ -70,7 +70,7 @@ pub(crate) async fn forward(
     };
     tracing::debug!(request_id = %rec.request_id, native = path, num_ctx = ?n.sent, "openai_via_native");
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
-    let up = &ctx.shared.upstream;
+    let up = &ctx.upstream;
     let resp = match up
         .send(
             Method::POST,
@@ -263,7 +263,7 @@ fn reply(
     let relay = Relay::new(
         Full::new(Bytes::from(body)),
         StreamKind::Opaque,
-        ctx.shared.upstream.cfg.idle_timeout,
+        ctx.upstream.cfg.idle_timeout,
         String::new(),
         finisher(ctx, rec, start),
         hold,

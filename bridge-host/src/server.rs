@@ -1,8 +1,11 @@
-//! Listener, connection, request: the accept loop per sandbox owns its context, spawns
-//! a task per connection, backs off on accept errors and never dies of one; shutdown
-//! stops accepting, then lets in-flight requests finish within a grace period.
+//! Listener, connection, request: the accept loop per sandbox spawns a task per
+//! connection, backs off on accept errors and never dies of one. Each request reads its
+//! sandbox's current context, so a reload (SIGHUP) applies to the next request while
+//! requests in flight finish under the context they started with. Shutdown stops
+//! accepting, then lets in-flight requests finish within a grace period.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -10,36 +13,48 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use protocol::config::Config;
-use tokio::sync::watch;
+use protocol::ListenAddr;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::audit::{AuditLog, ACK_WAIT};
 use crate::conn::{Observed, Served};
 use crate::listen::{ListenError, Listener};
+use crate::metrics::{metrics_loop, MetricsListener};
 use crate::service::{handle, SandboxCtx, Shared};
+use crate::upstream::Upstream;
 
 /// Time a client has to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A listener's current context, swapped by reloads.
+pub type CtxCell = Arc<RwLock<Arc<SandboxCtx>>>;
 
 /// A bound daemon, not yet serving.
 pub struct Server {
     listeners: Vec<(Listener, Arc<SandboxCtx>)>,
     shared: Arc<Shared>,
+    config: Arc<Config>,
+    upstream: Arc<Upstream>,
     metrics: Option<MetricsListener>,
 }
 
-/// The opt-in Prometheus listener (host-only).
-enum MetricsListener {
-    Tcp(tokio::net::TcpListener),
-    Unix(Listener),
-}
-
-/// How `run` ends.
+/// How `run` ends, and how it learns of new configurations.
 pub struct Shutdown {
     /// Resolves when the daemon should stop accepting and drain.
     pub signal: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     /// Longest wait for in-flight requests after the signal.
     pub grace: Duration,
+    /// Validated configurations to switch to (SIGHUP), if reloading is possible.
+    pub reloads: Option<mpsc::UnboundedReceiver<Config>>,
+}
+
+/// A sandbox being served.
+struct Running {
+    listen: ListenAddr,
+    cell: CtxCell,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
@@ -47,32 +62,25 @@ impl Server {
     pub fn bind(config: Config) -> anyhow::Result<Server> {
         let audit = AuditLog::open(&config.audit.path)?;
         let config = Arc::new(config);
-        let shared = Arc::new(Shared::new(config.clone(), audit));
+        let shared = Arc::new(Shared::new(audit));
+        let upstream = Arc::new(Upstream::new(config.upstream.clone()));
         let mut listeners = Vec::new();
         for sb in &config.sandboxes {
             let l = Listener::bind(&sb.listen, sb.socket_mode, sb.socket_owner)
                 .map_err(|e: ListenError| anyhow::anyhow!("sandbox \"{}\": {e}", sb.name))?;
-            listeners.push((l, Arc::new(SandboxCtx::new(sb.clone(), shared.clone()))));
+            let ctx = SandboxCtx::new(sb.clone(), shared.clone(), config.clone(), upstream.clone());
+            listeners.push((l, Arc::new(ctx)));
         }
-        let metrics = match &config.metrics {
-            None => None,
-            Some(protocol::config::MetricsListen::Tcp(a)) => {
-                let std = std::net::TcpListener::bind(a)
-                    .map_err(|e| anyhow::anyhow!("[metrics] listen {a}: {e}"))?;
-                std.set_nonblocking(true)?;
-                Some(MetricsListener::Tcp(tokio::net::TcpListener::from_std(
-                    std,
-                )?))
-            }
-            Some(protocol::config::MetricsListen::Unix(p)) => {
-                let l = Listener::bind(&protocol::ListenAddr::Unix(p.clone()), 0o600, None)
-                    .map_err(|e| anyhow::anyhow!("[metrics] listen: {e}"))?;
-                Some(MetricsListener::Unix(l))
-            }
-        };
+        let metrics = config
+            .metrics
+            .as_ref()
+            .map(MetricsListener::bind)
+            .transpose()?;
         Ok(Server {
             listeners,
             shared,
+            config,
+            upstream,
             metrics,
         })
     }
@@ -82,43 +90,44 @@ impl Server {
         self.shared.audit.clone()
     }
 
-    /// Serves until the shutdown signal, then drains.
-    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+    /// Serves until the shutdown signal, switching configurations as they come, then drains.
+    pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
         let graceful = Arc::new(GracefulShutdown::new());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut loops = Vec::new();
-        for (listener, ctx) in self.listeners {
-            // Show the port actually bound (VMADDR_PORT_ANY picks one).
-            let shown = match listener.vsock_port() {
-                Some(p) => format!("vsock:{p}"),
-                None => ctx.sandbox.listen.to_string(),
-            };
-            println!("listening sandbox={} on {shown}", ctx.sandbox.name);
-            tracing::info!(sandbox = %ctx.sandbox.name, listen = %shown, "listening");
-            loops.push(tokio::spawn(accept_loop(
-                listener,
-                ctx,
-                graceful.clone(),
-                stop_rx.clone(),
-            )));
+        let mut running: HashMap<String, Running> = HashMap::new();
+        for (listener, ctx) in std::mem::take(&mut self.listeners) {
+            let name = ctx.sandbox.name.to_string();
+            running.insert(name, start(listener, ctx, graceful.clone()));
         }
-        if let Some(m) = self.metrics {
-            loops.push(tokio::spawn(metrics_loop(
-                m,
-                self.shared.clone(),
-                stop_rx.clone(),
-            )));
-        }
+        let (stop_metrics, stop_rx) = watch::channel(false);
+        let metrics_task = self
+            .metrics
+            .take()
+            .map(|m| tokio::spawn(metrics_loop(m, self.shared.clone(), stop_rx)));
         crate::notify::notify("READY=1");
-        shutdown.signal.await;
+        loop {
+            let next = async {
+                match shutdown.reloads.as_mut() {
+                    Some(r) => r.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown.signal => break,
+                Some(cfg) = next => self.reload(cfg, &mut running, &graceful).await,
+            }
+        }
         crate::notify::notify("STOPPING=1");
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         self.shared
             .draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = stop_tx.send(true);
-        for l in loops {
-            let _ = l.await;
+        let _ = stop_metrics.send(true);
+        for (_, r) in running.drain() {
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+        }
+        if let Some(t) = metrics_task {
+            let _ = t.await;
         }
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
         match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
@@ -129,6 +138,119 @@ impl Server {
         }
         Ok(())
     }
+
+    /// Switches to a validated configuration: policies swap atomically per sandbox,
+    /// removed listeners stop accepting, added ones open. Requests in flight keep the
+    /// context they started with.
+    async fn reload(
+        &mut self,
+        new: Config,
+        running: &mut HashMap<String, Running>,
+        graceful: &Arc<GracefulShutdown>,
+    ) {
+        let new = Arc::new(new);
+        if new.audit != self.config.audit {
+            tracing::warn!("[audit] changed: the audit file and log_prompts keep their old values until a restart");
+        }
+        if new.metrics != self.config.metrics {
+            tracing::warn!(
+                "[metrics] changed: the metrics listener keeps its old address until a restart"
+            );
+        }
+        if new.upstream != self.config.upstream {
+            self.upstream = Arc::new(Upstream::new(new.upstream.clone()));
+        }
+        // Keep the audit settings the log was opened with.
+        let mut effective = (*new).clone();
+        effective.audit = self.config.audit.clone();
+        let new = Arc::new(effective);
+        let (mut kept, mut added, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        // Stop what goes away (or moves) first: its socket path may be reused.
+        let wanted: HashMap<&str, &protocol::Sandbox> =
+            new.sandboxes.iter().map(|s| (s.name.as_str(), s)).collect();
+        let names: Vec<String> = running.keys().cloned().collect();
+        for name in names {
+            let moved = wanted
+                .get(name.as_str())
+                .is_none_or(|sb| sb.listen != running[&name].listen);
+            if moved {
+                let r = running.remove(&name).expect("present");
+                let _ = r.stop.send(true);
+                let _ = r.task.await;
+                println!("stopped sandbox={name}");
+                removed.push(name);
+            }
+        }
+        for sb in &new.sandboxes {
+            let name = sb.name.to_string();
+            if let Some(r) = running.get(&name) {
+                let old = r.cell.read().unwrap_or_else(|p| p.into_inner()).clone();
+                if old.sandbox.socket_mode != sb.socket_mode
+                    || old.sandbox.socket_owner != sb.socket_owner
+                {
+                    if let Some(p) = sb.listen.unix_path() {
+                        if let Err(e) =
+                            crate::listen::apply_perms(p, sb.socket_mode, sb.socket_owner)
+                        {
+                            tracing::error!(sandbox = %name, error = %e, "cannot apply the new socket mode/owner");
+                        }
+                    }
+                }
+                let next = Arc::new(old.successor(sb.clone(), new.clone(), self.upstream.clone()));
+                *r.cell.write().unwrap_or_else(|p| p.into_inner()) = next;
+                kept.push(name);
+                continue;
+            }
+            match Listener::bind(&sb.listen, sb.socket_mode, sb.socket_owner) {
+                Ok(l) => {
+                    let ctx = SandboxCtx::new(
+                        sb.clone(),
+                        self.shared.clone(),
+                        new.clone(),
+                        self.upstream.clone(),
+                    );
+                    running.insert(name.clone(), start(l, Arc::new(ctx), graceful.clone()));
+                    added.push(name);
+                }
+                Err(e) => {
+                    tracing::error!(sandbox = %name, error = %e, "cannot open the new listener; it stays closed")
+                }
+            }
+        }
+        self.config = new;
+        println!(
+            "reloaded configuration: {} sandbox(es) kept, added [{}], removed [{}]",
+            kept.len(),
+            added.join(", "),
+            removed.join(", ")
+        );
+        tracing::info!(kept = kept.len(), added = ?added, removed = ?removed, "configuration reloaded");
+    }
+}
+
+/// Announces and starts serving one listener.
+fn start(listener: Listener, ctx: Arc<SandboxCtx>, graceful: Arc<GracefulShutdown>) -> Running {
+    // Show the port actually bound (VMADDR_PORT_ANY picks one).
+    let shown = match listener.vsock_port() {
+        Some(p) => format!("vsock:{p}"),
+        None => ctx.sandbox.listen.to_string(),
+    };
+    println!("listening sandbox={} on {shown}", ctx.sandbox.name);
+    tracing::info!(sandbox = %ctx.sandbox.name, listen = %shown, "listening");
+    let listen = ctx.sandbox.listen.clone();
+    let cell: CtxCell = Arc::new(RwLock::new(ctx));
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, cell.clone(), graceful, stop_rx));
+    Running {
+        listen,
+        cell,
+        stop,
+        task,
+    }
+}
+
+fn current(cell: &CtxCell) -> Arc<SandboxCtx> {
+    cell.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 /// Writes the record of a request hyper rejected itself, if the error means one.
@@ -154,7 +276,7 @@ async fn record_rejection(
 
 async fn accept_loop(
     listener: Listener,
-    ctx: Arc<SandboxCtx>,
+    cell: CtxCell,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -164,6 +286,7 @@ async fn accept_loop(
             _ = stop.changed() => break,
             a = listener.accept() => a,
         };
+        let ctx = current(&cell);
         let (io, peer) = match accepted {
             Ok(c) => {
                 backoff = Duration::from_millis(5);
@@ -176,12 +299,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        let ctx2 = ctx.clone();
+        let cell2 = cell.clone();
         let served = Served::default();
         let counter = served.clone();
         let svc = service_fn(move |req| {
             counter.add();
-            handle(ctx2.clone(), peer, req)
+            // Each request is decided under the context current when it arrives.
+            handle(current(&cell2), peer, req)
         });
         let (io, back) = Observed::new(io);
         let conn = http1::Builder::new()
@@ -193,7 +317,7 @@ async fn accept_loop(
             .serve_connection(TokioIo::new(io), svc);
         let conn = graceful.watch(conn);
         let span = tracing::debug_span!("conn", sandbox = %ctx.sandbox.name, peer = ?peer);
-        let ctx = ctx.clone();
+        let cell3 = cell.clone();
         tokio::spawn(
             async move {
                 // Its own statement: the connection (and the stream it wraps) is dropped
@@ -201,8 +325,14 @@ async fn accept_loop(
                 let ended = conn.await;
                 let stream = back.await.ok();
                 if let Err(e) = ended {
-                    record_rejection(&ctx, peer, &e, stream.as_ref().map(|s| &s.1), served.get())
-                        .await;
+                    record_rejection(
+                        &current(&cell3),
+                        peer,
+                        &e,
+                        stream.as_ref().map(|s| &s.1),
+                        served.get(),
+                    )
+                    .await;
                 }
                 // The client sees the close only now, after the record is written.
                 drop(stream);
@@ -211,53 +341,4 @@ async fn accept_loop(
         );
     }
     listener.cleanup();
-}
-
-async fn metrics_loop(
-    listener: MetricsListener,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
-    match &listener {
-        MetricsListener::Tcp(l) => {
-            let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            println!("metrics on {addr}");
-            tracing::info!(listen = %addr, "metrics");
-        }
-        MetricsListener::Unix(Listener::Unix { path, .. }) => {
-            println!("metrics on unix:{}", path.display());
-            tracing::info!(listen = %path.display(), "metrics");
-        }
-        MetricsListener::Unix(_) => {}
-    }
-    loop {
-        let io: crate::listen::Conn = tokio::select! {
-            _ = stop.changed() => break,
-            a = async {
-                match &listener {
-                    MetricsListener::Tcp(l) => l.accept().await.map(|(s, _)| Box::new(s) as crate::listen::Conn),
-                    MetricsListener::Unix(l) => l.accept().await.map(|(s, _)| s),
-                }
-            } => match a {
-                Ok(io) => io,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| crate::metrics::serve(shared.clone(), req));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(io), svc)
-                .await;
-        });
-    }
-    if let MetricsListener::Unix(l) = &listener {
-        l.cleanup();
-    }
 }

@@ -15,9 +15,8 @@ use protocol::audit::{AuditRecord, Decision, Peer, OUTPUT_LIMIT};
 use protocol::config::{Config, Sandbox};
 use protocol::error::{BridgeError, Reason};
 use protocol::json::parse_strict_object;
-use protocol::policy::{apply_num_ctx, decide, model_allowed};
+use protocol::policy::{apply_num_ctx, decide};
 use protocol::route::{BodyKind, ErrorFormat, Route, RouteError};
-use protocol::ModelName;
 use serde_json::{Map, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -30,15 +29,11 @@ use crate::upstream::Upstream;
 pub const REQUEST_ID_HEADER: &str = "x-ollama-bridge-request-id";
 /// Largest request head accepted (hyper's read buffer bounds what is read at all).
 pub const MAX_HEADER_BYTES: usize = 32 << 10;
-/// Largest listing (tags, ps, models) the bridge reads to filter.
-const MAX_LISTING: usize = 16 << 20;
 
 /// What every listener shares.
 pub struct Shared {
-    pub upstream: Upstream,
     pub audit: AuditLog,
     pub metrics: crate::metrics::Metrics,
-    pub config: Arc<Config>,
     /// Set once shutdown began: requests cut off from now on are `shutting_down`.
     pub draining: AtomicBool,
     next_id: AtomicU64,
@@ -46,16 +41,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, audit: AuditLog) -> Shared {
+    pub fn new(audit: AuditLog) -> Shared {
         let boot = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
         Shared {
-            upstream: Upstream::new(config.upstream.clone()),
             audit,
             metrics: crate::metrics::Metrics::new(),
-            config,
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),
@@ -89,15 +82,24 @@ impl Shared {
     }
 }
 
-/// One listener's context: its sandbox and limits.
+/// One listener's context under one configuration: its sandbox's policy and limits, the
+/// configuration it came from and the upstream client. A reload swaps in a successor;
+/// requests already running keep the context they started with.
 pub struct SandboxCtx {
     pub sandbox: Sandbox,
     pub limiter: Option<Arc<Semaphore>>,
     pub shared: Arc<Shared>,
+    pub config: Arc<Config>,
+    pub upstream: Arc<Upstream>,
 }
 
 impl SandboxCtx {
-    pub fn new(sandbox: Sandbox, shared: Arc<Shared>) -> SandboxCtx {
+    pub fn new(
+        sandbox: Sandbox,
+        shared: Arc<Shared>,
+        config: Arc<Config>,
+        upstream: Arc<Upstream>,
+    ) -> SandboxCtx {
         let limiter = sandbox
             .max_concurrent
             .map(|n| Arc::new(Semaphore::new(n as usize)));
@@ -105,7 +107,25 @@ impl SandboxCtx {
             sandbox,
             limiter,
             shared,
+            config,
+            upstream,
         }
+    }
+
+    /// The context after a reload: the same limiter when the limit is unchanged, so
+    /// requests in flight across the reload still count against it.
+    pub fn successor(
+        &self,
+        sandbox: Sandbox,
+        config: Arc<Config>,
+        upstream: Arc<Upstream>,
+    ) -> SandboxCtx {
+        let keep = sandbox.max_concurrent == self.sandbox.max_concurrent;
+        let mut next = SandboxCtx::new(sandbox, self.shared.clone(), config, upstream);
+        if keep {
+            next.limiter = self.limiter.clone();
+        }
+        next
     }
 }
 
@@ -273,7 +293,7 @@ async fn check(
             route,
             Route::Chat | Route::Generate | Route::Embed | Route::Embeddings
         ) {
-            let n = apply_num_ctx(o, ctx.shared.config.num_ctx_policy(m));
+            let n = apply_num_ctx(o, ctx.config.num_ctx_policy(m));
             rec.num_ctx_requested = n.requested;
             rec.num_ctx_sent = n.sent;
         }
@@ -323,10 +343,10 @@ async fn forward(
         ),
         None => (None, c.raw.clone()),
     };
-    if ctx.shared.config.audit.log_prompts {
+    if ctx.config.audit.log_prompts {
         rec.prompt = c.body.clone().map(Value::Object);
     }
-    let up = &ctx.shared.upstream;
+    let up = &ctx.upstream;
     let resp = match up
         .send(c.method.clone(), &c.path, &c.headers, content_type, body)
         .await
@@ -338,7 +358,7 @@ async fn forward(
         return head_only(ctx, resp, rec, start).await;
     }
     if resp.status().is_success() && matches!(c.route, Route::Tags | Route::Ps | Route::OaiModels) {
-        return filtered_listing(ctx, resp, c.route, rec, start).await;
+        return crate::listing::filtered(ctx, resp, c.route, rec, start).await;
     }
     let (mut parts, inner) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -364,7 +384,7 @@ async fn forward(
         finisher(ctx, rec, start),
         hold,
     );
-    if ctx.shared.config.audit.log_prompts {
+    if ctx.config.audit.log_prompts {
         relay = relay.capture_output(OUTPUT_LIMIT);
     }
     Response::from_parts(parts, relay.boxed_unsync())
@@ -413,75 +433,6 @@ pub(crate) async fn refuse(
     }
     set_request_id(h, &rec.request_id);
     resp
-}
-
-/// Reads a (small) listing and keeps only the models this sandbox may use.
-async fn filtered_listing(
-    ctx: &Arc<SandboxCtx>,
-    resp: Response<Incoming>,
-    route: Route,
-    mut rec: AuditRecord,
-    start: Instant,
-) -> Response<RespBody> {
-    let format = Route::error_format_for_path(&rec.path);
-    let (mut parts, inner) = resp.into_parts();
-    let collected = tokio::time::timeout(
-        ctx.shared.upstream.cfg.idle_timeout,
-        Limited::new(inner, MAX_LISTING).collect(),
-    )
-    .await;
-    let bytes = match collected {
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) => {
-            let err = BridgeError::new(
-                502,
-                Reason::UpstreamError,
-                format!("reading Ollama's listing failed: {e}"),
-            );
-            return refuse(ctx, err, format, rec, start).await;
-        }
-        Err(_) => {
-            let err = BridgeError::new(
-                504,
-                Reason::UpstreamTimeout,
-                "Ollama's listing did not arrive in time (idle_timeout)",
-            );
-            return refuse(ctx, err, format, rec, start).await;
-        }
-    };
-    let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
-        let err = BridgeError::new(502, Reason::UpstreamError, "Ollama's listing is not JSON");
-        return refuse(ctx, err, format, rec, start).await;
-    };
-    let (key, fields): (&str, &[&str]) = match route {
-        Route::OaiModels => ("data", &["id"]),
-        _ => ("models", &["model", "name"]),
-    };
-    if let Some(Value::Array(items)) = v.get_mut(key) {
-        items.retain(|item| listing_item_allowed(&ctx.sandbox, item, fields));
-    }
-    let out = Bytes::from(serde_json::to_vec(&v).expect("a JSON value serialises"));
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::CONTENT_LENGTH);
-    set_request_id(&mut parts.headers, &rec.request_id);
-    rec.status = parts.status.as_u16();
-    let relay = Relay::new(
-        Full::new(out),
-        StreamKind::Opaque,
-        ctx.shared.upstream.cfg.idle_timeout,
-        String::new(),
-        finisher(ctx, rec, start),
-        None,
-    );
-    Response::from_parts(parts, relay.boxed_unsync())
-}
-
-fn listing_item_allowed(sandbox: &Sandbox, item: &Value, fields: &[&str]) -> bool {
-    fields
-        .iter()
-        .find_map(|f| item.get(*f).and_then(Value::as_str))
-        .and_then(|n| ModelName::parse(n).ok())
-        .is_some_and(|m| model_allowed(sandbox, &m).is_ok())
 }
 
 /// A complete body as the response body type.

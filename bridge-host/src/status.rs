@@ -34,7 +34,7 @@ fn policy_json(p: NumCtxPolicy) -> Value {
 
 /// Asks Ollama for its version and its models (both small answers).
 async fn probe(ctx: &SandboxCtx) -> (Value, Vec<String>) {
-    let up = &ctx.shared.upstream;
+    let up = &ctx.upstream;
     let limit = up.cfg.connect_timeout + PROBE_EXTRA;
     let get = |path: &'static str| async move {
         let resp = up
@@ -91,7 +91,7 @@ async fn probe(ctx: &SandboxCtx) -> (Value, Vec<String>) {
 /// The status document of a sandbox.
 pub async fn document(ctx: &SandboxCtx) -> Value {
     let sb = &ctx.sandbox;
-    let cfg = &ctx.shared.config;
+    let cfg = &ctx.config;
     let (upstream, local) = probe(ctx).await;
     let mut available = Vec::new();
     for name in local {

@@ -54,6 +54,8 @@ pub struct Host {
     pub stderr: PathBuf,
     /// The `listening sandbox=... on ...` lines, in order.
     pub ready: Vec<String>,
+    /// What the daemon prints on stdout after it was ready.
+    later: tokio::sync::mpsc::UnboundedReceiver<String>,
 }
 
 impl Host {
@@ -102,7 +104,12 @@ impl Host {
                 ),
             }
         }
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (tx, later) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                let _ = tx.send(l);
+            }
+        });
         let audit = text
             .lines()
             .find_map(|l| {
@@ -118,7 +125,30 @@ impl Host {
             audit,
             stderr,
             ready,
+            later,
         }
+    }
+
+    /// Waits for the next stdout line starting with `prefix` (earlier ones are skipped).
+    pub async fn wait_line(&mut self, prefix: &str) -> String {
+        let find = async {
+            while let Some(l) = self.later.recv().await {
+                if l.starts_with(prefix) {
+                    return l;
+                }
+            }
+            panic!("bridge-host closed stdout before printing {prefix:?}");
+        };
+        tokio::time::timeout(GUARD, find)
+            .await
+            .unwrap_or_else(|_| panic!("no {prefix:?} line within the guard time"))
+    }
+
+    /// Replaces the configuration file (`{dir}` expanded) and sends SIGHUP.
+    pub fn reconfigure(&self, config: &str) {
+        let text = config.replace("{dir}", &self.dir.path().display().to_string());
+        std::fs::write(&self.config, text).expect("write config");
+        self.signal(nix::sys::signal::Signal::SIGHUP);
     }
 
     /// A path inside the host's temp dir.
