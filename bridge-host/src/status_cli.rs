@@ -34,35 +34,15 @@ async fn fetch(path: &std::path::Path) -> Result<Value, String> {
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
-        let body = if head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked")
-        {
-            dechunk(body)
-        } else {
-            body.to_owned()
-        };
+        if !text.contains("\r\n\r\n") {
+            return Err("no HTTP answer".to_owned());
+        }
+        let body = protocol::chunked::split_answer(&text).1;
         serde_json::from_str::<Value>(&body).map_err(|e| format!("not the bridge's status: {e}"))
     };
     tokio::time::timeout(Duration::from_secs(30), talk)
         .await
         .map_err(|_| "no answer within 30s".to_owned())?
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Runs the subcommand: exit 0 when every probed listener answers and Ollama is reachable.
