@@ -53,6 +53,11 @@ async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
             .arg(&sock_dir)
             .arg("-g")
             .arg(guest_bin())
+            // The repository and the binaries may live under /tmp, which the sandbox hides.
+            .arg("-r")
+            .arg(repo())
+            .arg("-r")
+            .arg(bridge_tests::harness::bin_dir())
             .arg("--")
             .args(command)
             .stdout(Stdio::piped())
