@@ -62,7 +62,10 @@ impl AuditLog {
         let (c, p) = (counters.clone(), path.clone());
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer(rx, file, &p, &c))?;
+            .spawn(move || {
+                crate::privileges::confine_thread();
+                writer(rx, file, &p, &c)
+            })?;
         Ok(AuditLog {
             tx,
             counters,
@@ -276,7 +279,12 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, counters: &Counters) {
                     tracing::info!(path = %path.display(), "audit log reopened");
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "audit log reopen failed; still writing to the old file")
+                    let dir = path.parent().unwrap_or(Path::new("."));
+                    let hint = crate::privileges::hint(&format!(
+                        "{} must be writable by that user to reopen the audit log",
+                        dir.display()
+                    ));
+                    tracing::error!(error = %e, "audit log reopen failed; still writing to the old file{hint}")
                 }
             }
         }

@@ -124,6 +124,11 @@ fn print_errors(path: &str, errs: &ConfigErrors) {
 fn check_config(path: &Path) -> ExitCode {
     match load_config(path) {
         Ok(c) => {
+            // The user and group `serve` switches to when started as root must exist.
+            if let Err(e) = crate::privileges::resolve(&c.privileges, true) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
             println!(
                 "{}: ok ({} sandbox{}, upstream {})",
                 path.display(),
@@ -218,8 +223,28 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // Whom to run as is settled before any thread starts: what `prepare` sets is
+    // inherited by every thread created afterwards.
+    let is_root = nix::unistd::geteuid().is_root();
+    let plan = match crate::privileges::resolve(&config.privileges, is_root) {
+        Ok(p) => p,
+        Err(e) if e.is_config() => {
+            eprintln!("{source}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        Err(e) => {
+            eprintln!("bridge-host: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = plan.prepare() {
+        eprintln!("bridge-host: {e}");
+        return ExitCode::FAILURE;
+    }
+    let created = crate::privileges::Created::before_opening(&config.audit.path);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(crate::privileges::confine_thread)
         .build()
     {
         Ok(rt) => rt,
@@ -247,6 +272,11 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return (ExitCode::FAILURE, None);
             }
         };
+        // Everything that needs root is open: drop privileges before announcing readiness.
+        if let Err(e) = plan.apply(&created) {
+            eprintln!("bridge-host: {e}");
+            return (ExitCode::FAILURE, None);
+        }
         let audit = server.audit();
         let kept = audit.clone();
         // The file to re-read on SIGHUP (none for the quick start or built-in defaults).

@@ -13,6 +13,7 @@ mod listing;
 pub mod metrics;
 pub mod notify;
 mod openai;
+pub mod privileges;
 pub mod record;
 pub mod server;
 pub mod service;

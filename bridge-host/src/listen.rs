@@ -104,7 +104,11 @@ impl Listener {
     pub fn cleanup(&self) {
         match self {
             Listener::Unix { path, .. } => {
-                let _ = std::fs::remove_file(path);
+                // After the privilege drop the directory may not be ours: the socket then
+                // stays, and the next start (as root) replaces it as stale.
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::debug!(path = %path.display(), error = %e, "socket not removed");
+                }
             }
             Listener::Vsock { .. } => {}
         }
@@ -128,6 +132,9 @@ fn bind_unix(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> Result<UnixListener, ListenError> {
+    // A directory created here is chowned to `owner` only once the socket is in it: a
+    // daemon without root (systemd's CAP_CHOWN only) could not bind in it after that.
+    let mut created = None;
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|source| ListenError::Dir {
@@ -140,9 +147,7 @@ fn bind_unix(
                     source,
                 },
             )?;
-            if let Some((uid, gid)) = owner {
-                chown(dir, uid, gid)?;
-            }
+            created = Some(dir);
         }
     }
     match std::fs::symlink_metadata(path) {
@@ -171,6 +176,9 @@ fn bind_unix(
         source,
     })?;
     apply_perms(path, mode, owner)?;
+    if let (Some(dir), Some((uid, gid))) = (created, owner) {
+        chown(dir, uid, gid)?;
+    }
     Ok(listener)
 }
 

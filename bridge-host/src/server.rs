@@ -157,6 +157,9 @@ impl Server {
                 "[metrics] changed: the metrics listener keeps its old address until a restart"
             );
         }
+        if new.privileges != self.config.privileges {
+            tracing::warn!("[privileges] changed: whom the daemon runs as changes at the next start");
+        }
         if new.upstream != self.config.upstream {
             self.upstream = Arc::new(Upstream::new(new.upstream.clone()));
         }
@@ -192,7 +195,10 @@ impl Server {
                         if let Err(e) =
                             crate::listen::apply_perms(p, sb.socket_mode, sb.socket_owner)
                         {
-                            tracing::error!(sandbox = %name, error = %e, "cannot apply the new socket mode/owner");
+                            let hint = crate::privileges::hint(
+                                "changing a socket's owner needs root: restart the daemon to apply it",
+                            );
+                            tracing::error!(sandbox = %name, error = %e, "cannot apply the new socket mode/owner{hint}");
                         }
                     }
                 }
@@ -213,7 +219,8 @@ impl Server {
                     added.push(name);
                 }
                 Err(e) => {
-                    tracing::error!(sandbox = %name, error = %e, "cannot open the new listener; it stays closed")
+                    let hint = crate::privileges::hint("make the socket's directory writable by that user, or restart the daemon to open the listener with its start-up privileges");
+                    tracing::error!(sandbox = %name, error = %e, "cannot open the new listener; it stays closed{hint}");
                 }
             }
         }

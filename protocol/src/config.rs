@@ -14,6 +14,9 @@ use crate::model::ModelPattern;
 use crate::route::EndpointClass;
 use crate::units::{ByteSize, HumanDuration};
 
+mod privileges;
+pub use privileges::{check_name, Privileges, DEFAULT_USER, FALLBACK_USER};
+
 /// Default `max_body` of a sandbox.
 pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
 /// Largest context length a policy may set.
@@ -38,6 +41,9 @@ struct RawConfig {
     model: BTreeMap<String, toml::Spanned<RawModel>>,
     /// The opt-in Prometheus endpoint.
     metrics: Option<RawMetrics>,
+    /// Whom `serve` runs as once its sockets and audit log are open.
+    #[serde(default)]
+    privileges: privileges::RawPrivileges,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +125,8 @@ pub struct Config {
     pub models: Vec<ModelPolicy>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics: Option<MetricsListen>,
+    /// Whom `serve` runs as after start-up.
+    pub privileges: Privileges,
 }
 
 /// The metrics listener: host-only by construction.
@@ -371,6 +379,7 @@ impl Config {
             }],
             models: Vec::new(),
             metrics: None,
+            privileges: Privileges::default(),
         })
     }
 
@@ -577,6 +586,12 @@ impl Config {
                 }
             },
         };
+        let privileges = raw.privileges.check().unwrap_or_else(|e| {
+            for (span, m) in e {
+                err(Some(span), m);
+            }
+            Privileges::default()
+        });
 
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -590,6 +605,7 @@ impl Config {
             sandboxes,
             models,
             metrics,
+            privileges,
         })
     }
 

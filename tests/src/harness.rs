@@ -56,11 +56,33 @@ pub struct Host {
     pub ready: Vec<String>,
     /// What the daemon prints on stdout after it was ready.
     later: tokio::sync::mpsc::UnboundedReceiver<String>,
+    /// Started with [`KEEP_ROOT`] appended: `reconfigure` appends it too.
+    keep_root: bool,
+}
+
+/// Appended to a test configuration without a `[privileges]` section.
+///
+/// The tests run as root, and `serve` started as root drops to an unprivileged user once
+/// its sockets are open. Many tests rely on the daemon keeping root's powers afterwards
+/// (reopening the audit log in a 0700 temp dir, adding listeners on reload, changing
+/// `socket_owner`), so [`Host::start`] and [`Host::start_in`] keep it root with this
+/// explicit opt-out unless the test configures `[privileges]` itself.
+/// `tests/tests/privileges.rs` covers the drop, and [`Host::start_exact`] starts a
+/// configuration as written (the built-in default: drop to `ollama-bridge` or `nobody`).
+pub const KEEP_ROOT: &str = "\n[privileges]\nrun_as_root = true\n";
+
+fn keep_root(config: &str) -> String {
+    if config.contains("[privileges]") {
+        config.to_owned()
+    } else {
+        format!("{config}{KEEP_ROOT}")
+    }
 }
 
 impl Host {
     /// Writes `config` (where `{dir}` is replaced by the temp dir) and starts
     /// `bridge-host serve --config`, waiting for one ready line per sandbox.
+    /// Without a `[privileges]` section the daemon stays root (see [`KEEP_ROOT`]).
     pub async fn start(config: &str) -> Host {
         let dir = tempfile::tempdir().expect("tempdir");
         Host::start_in(dir, config, &[]).await
@@ -68,6 +90,13 @@ impl Host {
 
     /// Like `start`, with extra arguments after `serve --config PATH`.
     pub async fn start_in(dir: tempfile::TempDir, config: &str, extra: &[&str]) -> Host {
+        let mut host = Host::start_exact(dir, &keep_root(config), extra).await;
+        host.keep_root = true;
+        host
+    }
+
+    /// Like `start_in`, with the configuration exactly as given (no [`KEEP_ROOT`]).
+    pub async fn start_exact(dir: tempfile::TempDir, config: &str, extra: &[&str]) -> Host {
         let text = config.replace("{dir}", &dir.path().display().to_string());
         let cfg = dir.path().join("bridge.toml");
         std::fs::write(&cfg, &text).expect("write config");
@@ -126,6 +155,7 @@ impl Host {
             stderr,
             ready,
             later,
+            keep_root: false,
         }
     }
 
@@ -145,7 +175,13 @@ impl Host {
     }
 
     /// Replaces the configuration file (`{dir}` expanded) and sends SIGHUP.
+    /// (With [`KEEP_ROOT`] appended when the host was started with it.)
     pub fn reconfigure(&self, config: &str) {
+        let config = if self.keep_root {
+            keep_root(config)
+        } else {
+            config.to_owned()
+        };
         let text = config.replace("{dir}", &self.dir.path().display().to_string());
         std::fs::write(&self.config, text).expect("write config");
         self.signal(nix::sys::signal::Signal::SIGHUP);
@@ -212,7 +248,21 @@ impl Guest {
 
     /// Starts `bridge-guest --listen 127.0.0.1:0 ARGS...`.
     pub async fn start_with(args: &[&str]) -> Guest {
-        let mut child = Command::new(guest_bin())
+        Guest::start_wrapped(&[], args).await
+    }
+
+    /// Starts `WRAPPER... bridge-guest --listen 127.0.0.1:0 ARGS...`, e.g. under
+    /// `setpriv` to run it as another user.
+    pub async fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Guest {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(guest_bin());
+                c
+            }
+            None => Command::new(guest_bin()),
+        };
+        let mut child = cmd
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(args)
