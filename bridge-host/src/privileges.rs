@@ -104,9 +104,7 @@ fn lookup_user(name: &str) -> Result<Option<User>, PrivError> {
 /// exist even when not started as root, so `check-config` and `serve` agree.
 pub fn resolve(p: &Privileges, is_root: bool) -> Result<Plan, PrivError> {
     let user = match &p.user {
-        Some(name) => {
-            Some(lookup_user(name)?.ok_or_else(|| PrivError::NoSuchUser(name.clone()))?)
-        }
+        Some(name) => Some(lookup_user(name)?.ok_or_else(|| PrivError::NoSuchUser(name.clone()))?),
         None => None,
     };
     let group = match &p.group {
@@ -227,7 +225,9 @@ impl Plan {
         for set in sets {
             let left = caps::read(None, set).map_err(caps("read the capability sets"))?;
             if !left.is_empty() {
-                return Err(PrivError::Verify(format!("{set:?} set still holds {left:?}")));
+                return Err(PrivError::Verify(format!(
+                    "{set:?} set still holds {left:?}"
+                )));
             }
         }
         let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
@@ -289,7 +289,9 @@ pub fn dropped_to() -> Option<&'static str> {
 /// then `todo` (what to do about it). Empty while the daemon has not dropped them.
 pub fn hint(todo: &str) -> String {
     match dropped_to() {
-        Some(who) => format!(" (the daemon dropped its privileges at start and runs as {who}: {todo})"),
+        Some(who) => {
+            format!(" (the daemon dropped its privileges at start and runs as {who}: {todo})")
+        }
         None => String::new(),
     }
 }
@@ -306,7 +308,11 @@ mod tests {
         };
         let e = resolve(&p("no-such-user-xyz"), true).unwrap_err();
         assert!(e.is_config());
-        assert!(e.to_string().contains("\"no-such-user-xyz\" does not exist"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"no-such-user-xyz\" does not exist"),
+            "{e}"
+        );
         // Even when not root: check-config and serve agree.
         assert!(resolve(&p("no-such-user-xyz"), false).is_err());
         let e = resolve(&p("root"), true).unwrap_err();

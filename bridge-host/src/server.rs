@@ -158,7 +158,9 @@ impl Server {
             );
         }
         if new.privileges != self.config.privileges {
-            tracing::warn!("[privileges] changed: whom the daemon runs as changes at the next start");
+            tracing::warn!(
+                "[privileges] changed: whom the daemon runs as changes at the next start"
+            );
         }
         if new.upstream != self.config.upstream {
             self.upstream = Arc::new(Upstream::new(new.upstream.clone()));

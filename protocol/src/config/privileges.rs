@@ -112,9 +112,15 @@ mod tests {
     fn bad_sections_are_refused_with_their_line() {
         for (section, want) in [
             ("[privileges]\nusr = \"x\"\n", "unknown field `usr`"),
-            ("[privileges]\nuser = \"\"\n", "[privileges] user: \"\" is not a valid name"),
+            (
+                "[privileges]\nuser = \"\"\n",
+                "[privileges] user: \"\" is not a valid name",
+            ),
             ("[privileges]\nuser = \"a b\"\n", "is not a valid name"),
-            ("[privileges]\ngroup = \"-g\"\n", "[privileges] group: \"-g\" is not a valid name"),
+            (
+                "[privileges]\ngroup = \"-g\"\n",
+                "[privileges] group: \"-g\" is not a valid name",
+            ),
             ("[privileges]\nuser = \"65534\"\n", "not a numeric id"),
             (
                 "[privileges]\nrun_as_root = true\nuser = \"nobody\"\n",
