@@ -273,6 +273,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         // Everything that needs root is open: drop privileges before announcing readiness.
+        crate::notify::connect();
         if let Err(e) = plan.apply(&created) {
             eprintln!("bridge-host: {e}");
             return (ExitCode::FAILURE, None);
