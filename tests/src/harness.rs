@@ -97,12 +97,31 @@ impl Host {
 
     /// Like `start_in`, with the configuration exactly as given (no [`KEEP_ROOT`]).
     pub async fn start_exact(dir: tempfile::TempDir, config: &str, extra: &[&str]) -> Host {
+        Host::start_wrapped(dir, config, &[], extra).await
+    }
+
+    /// Like `start_exact`, started as `WRAPPER... bridge-host serve ...` (e.g. under
+    /// `setpriv` to start it as another user, with chosen capabilities).
+    pub async fn start_wrapped(
+        dir: tempfile::TempDir,
+        config: &str,
+        wrapper: &[&str],
+        extra: &[&str],
+    ) -> Host {
         let text = config.replace("{dir}", &dir.path().display().to_string());
         let cfg = dir.path().join("bridge.toml");
         std::fs::write(&cfg, &text).expect("write config");
         let expected = text.matches("[[sandbox]]").count().max(1);
         let stderr = dir.path().join("host.stderr");
-        let mut child = Command::new(bin("bridge-host"))
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin("bridge-host"));
+                c
+            }
+            None => Command::new(bin("bridge-host")),
+        };
+        let mut child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&cfg)

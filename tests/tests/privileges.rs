@@ -85,12 +85,19 @@ async fn a_daemon_started_as_root_drops_to_the_configured_user_and_still_serves(
     }
     let double = Double::start(DoubleConfig::default()).await;
     let nobody = user("nobody");
-    let host = Host::start(&config(
+    let text = config(
         &double.url(),
         &[("agent", SANDBOX)],
         "[privileges]\nuser = \"nobody\"\n",
-    ))
-    .await;
+    );
+    // Started with supplementary groups (if setpriv can give them), which must go.
+    let wrapper: Vec<&str> = setpriv().into_iter().chain(["--groups=4,27"]).collect();
+    let wrapper = if wrapper.len() == 2 {
+        &wrapper[..]
+    } else {
+        &[]
+    };
+    let host = Host::start_wrapped(tempfile::tempdir().unwrap(), &text, wrapper, &[]).await;
     assert_dropped_to(&host, &nobody);
 
     let chat = json!({"model": "qwen2.5:7b", "stream": false, "messages": [{"role": "user", "content": "hi"}]});
@@ -249,18 +256,80 @@ async fn after_the_drop_reload_and_reopen_fail_clearly_and_the_daemon_keeps_serv
     assert!(status.success(), "{status}: {}", host.log());
 }
 
+fn setpriv() -> Option<&'static str> {
+    let found = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if found.is_none() {
+        eprintln!("SKIPPED: setpriv (util-linux) is not installed");
+    }
+    found
+}
+
+#[tokio::test]
+async fn started_unprivileged_with_cap_chown_it_chowns_then_sheds_it_in_every_thread() {
+    // As under the systemd unit: User=ollama-bridge, AmbientCapabilities=CAP_CHOWN.
+    if !is_root() {
+        return;
+    }
+    let Some(setpriv) = setpriv() else { return };
+    let double = Double::start(DoubleConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let nobody = user("nobody");
+    let group = Group::from_gid(nobody.gid)
+        .unwrap()
+        .expect("nobody's group");
+    let (reuid, regid) = (
+        format!("--reuid={}", nobody.name),
+        format!("--regid={}", group.name),
+    );
+    let text = config(
+        &double.url(),
+        &[(
+            "agent",
+            &format!(
+                "{SANDBOX}
+socket_owner = \"4242:4243\""
+            ),
+        )],
+        "",
+    );
+    let wrapper = [
+        setpriv,
+        &reuid,
+        &regid,
+        "--clear-groups",
+        "--inh-caps=+chown",
+        "--ambient-caps=+chown",
+    ];
+    let host = Host::start_wrapped(dir, &text, &wrapper, &[]).await;
+    let pid = host.child.id().unwrap();
+    let uid = nobody.uid.as_raw();
+    assert_status(pid, "Uid", &format!("{uid} {uid} {uid} {uid}"));
+    for set in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_status(pid, set, "0000000000000000");
+    }
+    assert_status(pid, "NoNewPrivs", "1");
+    // CAP_CHOWN was there while the socket and its directory were handed over.
+    let sock = socket(&host, "agent");
+    for p in [sock.as_path(), sock.parent().unwrap()] {
+        let m = std::fs::metadata(p).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((m.uid(), m.gid()), (4242, 4243), "{}", p.display());
+    }
+    let (status, _, _) =
+        collect(send_unix(&sock, req("GET", "/api/tags", "")).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(host.audit_records().len(), 1);
+}
+
 #[tokio::test]
 async fn the_guest_relays_as_an_unprivileged_user() {
     if !is_root() {
         return;
     }
-    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
-        eprintln!("SKIPPED: setpriv (util-linux) is not installed");
-        return;
-    };
+    let Some(setpriv) = setpriv() else { return };
     let double = Double::start(DoubleConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
