@@ -9,15 +9,18 @@
 //! permitted, effective and ambient sets. Started unprivileged with ambient capabilities
 //! (systemd `AmbientCapabilities=CAP_CHOWN`), the threads clear their own sets when they
 //! start ([`confine_thread`]), and the main thread clears its sets after binding.
+//! Readiness waits until `/proc/self/task` shows no thread holding a capability.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use caps::{CapSet, Capability};
 use nix::unistd::{Gid, Group, Uid, User};
 use protocol::config::{Privileges, DEFAULT_USER, FALLBACK_USER};
 use thiserror::Error;
+
+mod threads;
+pub use threads::confine_thread;
 
 /// Why privileges could not be resolved or dropped.
 #[derive(Debug, Error)]
@@ -87,8 +90,6 @@ pub enum Plan {
     AsIs,
 }
 
-/// Threads started from now on clear their own capabilities (see [`confine_thread`]).
-static CONFINE_NEW_THREADS: AtomicBool = AtomicBool::new(false);
 /// Set once privileges are dropped: whom the daemon runs as.
 static DROPPED_TO: OnceLock<String> = OnceLock::new();
 
@@ -167,7 +168,7 @@ impl Plan {
         caps::clear(None, CapSet::Ambient).map_err(caps("clear the ambient set"))?;
         caps::clear(None, CapSet::Inheritable).map_err(caps("clear the inheritable set"))?;
         if matches!(self, Plan::AsIs) {
-            CONFINE_NEW_THREADS.store(true, Ordering::SeqCst);
+            threads::confine_new_threads();
         }
         Ok(())
     }
@@ -230,6 +231,7 @@ impl Plan {
                 )));
             }
         }
+        threads::every_thread_confined(matches!(self, Plan::Drop(_)))?;
         let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
         let user = User::from_uid(uid)
             .ok()
@@ -246,19 +248,6 @@ impl Plan {
             let _ = DROPPED_TO.set(what);
         }
         Ok(())
-    }
-}
-
-/// Called by every thread the daemon starts: once the daemon runs unprivileged with
-/// capabilities it is about to shed, a new thread clears its own sets at once.
-pub fn confine_thread() {
-    if !CONFINE_NEW_THREADS.load(Ordering::SeqCst) {
-        return;
-    }
-    for set in [CapSet::Effective, CapSet::Permitted] {
-        if let Err(e) = caps::clear(None, set) {
-            tracing::warn!(error = %e, set = ?set, "a thread cannot clear its capabilities");
-        }
     }
 }
 
