@@ -124,6 +124,13 @@ pub fn resolve(p: &Privileges, is_root: bool) -> Result<Plan, PrivError> {
         return Ok(if is_root { Plan::StayRoot } else { Plan::AsIs });
     }
     if !is_root {
+        if let Some(u) = user.filter(|u| u.uid != nix::unistd::geteuid()) {
+            tracing::warn!(
+                "not started as root: [privileges] user {:?} cannot be switched to; running as uid {}",
+                u.name,
+                nix::unistd::geteuid()
+            );
+        }
         return Ok(Plan::AsIs);
     }
     let user = match user {
