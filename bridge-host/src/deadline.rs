@@ -202,7 +202,11 @@ mod tests {
         c.on_answered();
         let t0 = Instant::now();
         assert_eq!(expired(c.clone(), HEADER, KEEPALIVE).await, Expiry::Idle);
-        assert_eq!(t0.elapsed(), KEEPALIVE, "idle counts from the end of the answer");
+        assert_eq!(
+            t0.elapsed(),
+            KEEPALIVE,
+            "idle counts from the end of the answer"
+        );
 
         let c = Clock::new();
         c.on_request();

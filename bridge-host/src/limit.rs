@@ -154,3 +154,53 @@ impl Drop for Waiting<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::config::{Config, DefaultsEnv};
+
+    fn sandbox(keys: &str) -> Sandbox {
+        let text = format!("[[sandbox]]\nname = \"s\"\nlisten = \"unix:/s.sock\"\n{keys}\n");
+        Config::parse(&text, &DefaultsEnv::default())
+            .unwrap()
+            .sandboxes
+            .remove(0)
+    }
+
+    #[test]
+    fn a_reload_keeps_unchanged_limiters_and_restarts_changed_ones() {
+        let one = sandbox("max_concurrent = 2\nrequests_per_minute = 1");
+        let l = Limiters::new(&one);
+        l.check_rate(&one).unwrap();
+        let e = l.check_rate(&one).unwrap_err();
+        assert_eq!((e.status, e.reason), (429, Reason::RateLimited));
+        assert!((1..=60).contains(&e.retry_after.unwrap()), "{e:?}");
+        l.connections.fetch_add(3, Ordering::Relaxed);
+
+        // Unchanged: the same slots, the same (empty) bucket; connections always carry.
+        let same = l.successor(&sandbox(
+            "max_concurrent = 2\nrequests_per_minute = 1\nqueue_timeout = \"1s\"",
+        ));
+        assert!(Arc::ptr_eq(
+            same.slots.as_ref().unwrap(),
+            l.slots.as_ref().unwrap()
+        ));
+        assert!(same.check_rate(&one).is_err());
+        assert_eq!(same.open_connections(), 3);
+
+        // Changed: fresh slots and a full bucket.
+        let two = sandbox("max_concurrent = 3\nrequests_per_minute = 2");
+        let changed = l.successor(&two);
+        assert!(!Arc::ptr_eq(
+            changed.slots.as_ref().unwrap(),
+            l.slots.as_ref().unwrap()
+        ));
+        changed.check_rate(&two).unwrap();
+        assert_eq!(changed.open_connections(), 3);
+
+        // Removed: no limiter at all.
+        let none = l.successor(&sandbox(""));
+        assert!(none.slots.is_none() && none.rate.is_none());
+    }
+}

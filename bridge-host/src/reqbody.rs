@@ -19,7 +19,11 @@ pub enum ReadError {
 }
 
 /// Reads `body` whole if it is at most `max` bytes. `declared` is its `Content-Length`.
-pub async fn read_limited<B>(mut body: B, max: u64, declared: Option<u64>) -> Result<Bytes, ReadError>
+pub async fn read_limited<B>(
+    mut body: B,
+    max: u64,
+    declared: Option<u64>,
+) -> Result<Bytes, ReadError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -99,7 +103,10 @@ mod tests {
         let e = read_limited(Full::new(Bytes::from_static(b"{}")), 40, Some(41))
             .await
             .unwrap_err();
-        assert!(matches!(e, ReadError::TooLarge { .. }), "refused before reading");
+        assert!(
+            matches!(e, ReadError::TooLarge { .. }),
+            "refused before reading"
+        );
         let one = read_limited(Full::new(Bytes::from_static(b"{}")), 40, None)
             .await
             .unwrap();

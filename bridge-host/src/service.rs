@@ -23,8 +23,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::audit::{AuditLog, ACK_WAIT};
 use crate::body::{Relay, RespBody, StreamKind};
 use crate::limit::Limiters;
-use crate::reqbody::{read_limited, ReadError};
 use crate::record::{finisher, head_only, start_record, Owed};
+use crate::reqbody::{read_limited, ReadError};
 use crate::upstream::Upstream;
 
 /// Response header carrying the audit record's id.
@@ -396,7 +396,10 @@ pub(crate) async fn refuse(
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     if e.status == 429 {
-        h.insert(header::RETRY_AFTER, HeaderValue::from(e.retry_after.unwrap_or(1)));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(e.retry_after.unwrap_or(1)),
+        );
     }
     if e.status == 405 {
         h.insert(

@@ -35,7 +35,7 @@ fn policy_json(p: NumCtxPolicy) -> Value {
 /// A duration in the configuration's own syntax.
 fn dur(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")

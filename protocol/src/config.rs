@@ -834,9 +834,18 @@ num_ctx_max = 8
         assert_eq!(l.keepalive_timeout, Duration::from_secs(10));
         assert_eq!(l.request_header_timeout, Duration::from_secs(2));
         for (extra, want) in [
-            ("requests_per_minute=0\n", "requests_per_minute must be at least 1"),
-            ("queue_timeout=\"5s\"\n", "queue_timeout applies only with max_concurrent"),
-            ("max_header_bytes=\"1KiB\"\n", "max_header_bytes must be between"),
+            (
+                "requests_per_minute=0\n",
+                "requests_per_minute must be at least 1",
+            ),
+            (
+                "queue_timeout=\"5s\"\n",
+                "queue_timeout applies only with max_concurrent",
+            ),
+            (
+                "max_header_bytes=\"1KiB\"\n",
+                "max_header_bytes must be between",
+            ),
             ("request_header_timeout=\"1x\"\n", "invalid duration"),
         ] {
             let e = Config::parse(&format!("{base}{extra}"), &env()).unwrap_err();

@@ -85,7 +85,9 @@ impl RawLimits {
             }
         }
         if self.requests_per_minute == Some(0) {
-            errs.push("requests_per_minute must be at least 1 (leave it out for no rate limit)".into());
+            errs.push(
+                "requests_per_minute must be at least 1 (leave it out for no rate limit)".into(),
+            );
         }
         let (lo, hi) = MAX_HEADERS_RANGE;
         let max_headers = self.max_headers.unwrap_or(d.max_headers);

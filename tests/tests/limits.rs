@@ -8,8 +8,7 @@
 use bridge_tests::double::{Double, DoubleConfig, Script};
 use bridge_tests::harness::{config, socket, Host};
 use bridge_tests::http::{
-    collect, next_data, post, raw_unix, raw_unix_until_close, read_response, req, send_unix,
-    GUARD,
+    collect, next_data, post, raw_unix, raw_unix_until_close, read_response, req, send_unix, GUARD,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,7 +88,10 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_keepalive_timeout() {
         &double.url(),
         // The header timeout is long: only keepalive_timeout can end this connection
         // within the guard time.
-        &[("ka", "keepalive_timeout = \"1s\"\nrequest_header_timeout = \"10m\"")],
+        &[(
+            "ka",
+            "keepalive_timeout = \"1s\"\nrequest_header_timeout = \"10m\"",
+        )],
         "",
     ))
     .await;
@@ -117,7 +119,12 @@ async fn held_stream(sock: &std::path::Path) -> hyper::body::Incoming {
 }
 
 async fn status(sock: &std::path::Path) -> Value {
-    let (s, _, b) = collect(send_unix(sock, req("GET", "/_bridge/status", "")).await.unwrap()).await;
+    let (s, _, b) = collect(
+        send_unix(sock, req("GET", "/_bridge/status", ""))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200);
     serde_json::from_slice(&b).unwrap()
 }
@@ -156,7 +163,10 @@ async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
     assert_eq!(h.get("retry-after").unwrap(), "1");
     let v: Value = serde_json::from_slice(&body).unwrap();
     let msg = v["error"].as_str().unwrap();
-    assert!(msg.starts_with("ollama-bridge: ") && msg.contains("max_concurrent"), "{msg}");
+    assert!(
+        msg.starts_with("ollama-bridge: ") && msg.contains("max_concurrent"),
+        "{msg}"
+    );
 
     // Sandbox b is not slowed by a.
     let (s, _, _) = collect(send_unix(&b, chat(false)).await.unwrap()).await;
@@ -187,10 +197,15 @@ async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
     assert_eq!(s, 200);
 
     let limited = records_with(&host, "rate_limited");
-    let mut who: Vec<&str> = limited.iter().map(|r| r["sandbox"].as_str().unwrap()).collect();
+    let mut who: Vec<&str> = limited
+        .iter()
+        .map(|r| r["sandbox"].as_str().unwrap())
+        .collect();
     who.sort();
     assert_eq!(who, ["a", "r"], "{limited:?}");
-    assert!(limited.iter().all(|r| r["status"] == 429 && r["decision"] == "deny"));
+    assert!(limited
+        .iter()
+        .all(|r| r["status"] == 429 && r["decision"] == "deny"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +229,10 @@ async fn requests_per_minute_limits_one_sandbox_with_an_honest_retry_after() {
     assert!((1..=30).contains(&wait), "{wait}");
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("requests_per_minute"), "{text}");
-    let r = raw_unix(&socket(&host, "free"), VERSION).await.unwrap().unwrap();
+    let r = raw_unix(&socket(&host, "free"), VERSION)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.status, 200, "another sandbox is unaffected");
     let recs = records_with(&host, "rate_limited");
     assert_eq!(recs.len(), 1);

@@ -141,7 +141,10 @@ async fn idle_connections_on_one_listener_do_not_stop_another() {
     assert_eq!(idle.len(), IDLE);
 
     // The other listener serves as usual.
-    let r = raw_unix(&socket(&host, "quiet"), VERSION).await.unwrap().unwrap();
+    let r = raw_unix(&socket(&host, "quiet"), VERSION)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.status, 200);
 
     // The crowded one answers a connection over max_connections with 503 and closes it.
