@@ -106,8 +106,9 @@ impl Clock {
 
 /// Resolves when the connection has overstayed one of its timeouts.
 pub async fn expired(clock: Arc<Clock>, header: Duration, keepalive: Duration) -> Expiry {
-    // While busy, look again at least this often: the idle deadline counts from the
-    // recorded end of the answer, so it is kept exactly.
+    // Look again at least this often: deadlines move (a request ends, a head starts),
+    // and count from the recorded event, so each is kept exactly while the watchdog
+    // wakes at most once per the shorter timeout.
     let recheck = if keepalive.is_zero() {
         header
     } else {
@@ -124,7 +125,7 @@ pub async fn expired(clock: Arc<Clock>, header: Duration, keepalive: Duration) -
                     }
                     continue;
                 }
-                tokio::time::sleep_until(at).await;
+                tokio::time::sleep_until(at.min(Instant::now() + recheck)).await;
             }
         }
     }
@@ -190,6 +191,20 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(expired(c, HEADER, KEEPALIVE).await, Expiry::Head);
         assert_eq!(t0.elapsed(), HEADER);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_deadline_earlier_than_the_first_head_deadline_is_kept() {
+        let long_header = Duration::from_secs(600);
+        let c = Clock::new();
+        let watchdog = tokio::spawn(expired(c.clone(), long_header, KEEPALIVE));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.on_read();
+        c.on_request();
+        c.on_answered();
+        let t0 = Instant::now();
+        assert_eq!(watchdog.await.unwrap(), Expiry::Idle);
+        assert_eq!(t0.elapsed(), KEEPALIVE);
     }
 
     #[tokio::test(start_paused = true)]
