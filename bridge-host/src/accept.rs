@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::audit::ACK_WAIT;
 use crate::conn::{Observed, Seen, Served};
 use crate::deadline::{expired, Clock, Expiry, Tracked};
+use crate::hangup::Hangup;
 use crate::listen::{Conn, Listener};
 use crate::server::{current, CtxCell};
 use crate::service::{handle, SandboxCtx};
@@ -53,12 +54,14 @@ pub(crate) async fn accept_loop(
         last_warn: None,
     };
     loop {
+        // Waiting in the queue is cut short when the client leaves: that needs a watch.
+        let watch = current(&cell).sandbox.limits.queue_timeout.is_some();
         let accepted = tokio::select! {
             _ = stop.changed() => break,
-            a = listener.accept() => a,
+            a = listener.accept_watched(watch) => a,
         };
         let ctx = current(&cell);
-        let (io, peer) = match accepted {
+        let (io, peer, hangup) = match accepted {
             Ok(c) => {
                 backoff = Duration::from_millis(5);
                 c
@@ -77,7 +80,7 @@ pub(crate) async fn accept_loop(
             continue;
         }
         ctx.limits.connections.fetch_add(1, Ordering::Relaxed);
-        serve(io, peer, &cell, &ctx, &graceful);
+        serve(io, peer, hangup, &cell, &ctx, &graceful);
     }
     listener.cleanup();
 }
@@ -86,6 +89,7 @@ pub(crate) async fn accept_loop(
 fn serve(
     io: Conn,
     peer: Option<Peer>,
+    hangup: Option<Hangup>,
     cell: &CtxCell,
     ctx: &SandboxCtx,
     graceful: &GracefulShutdown,
@@ -94,8 +98,11 @@ fn serve(
     let clock = Clock::new();
     let served = Served::default();
     let (counter, cell2, clock2) = (served.clone(), cell.clone(), clock.clone());
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         counter.add();
+        if let Some(h) = &hangup {
+            req.extensions_mut().insert(h.clone());
+        }
         clock2.on_request();
         let clock = clock2.clone();
         // Each request is decided under the context current when it arrives.

@@ -10,6 +10,7 @@ pub mod body;
 pub mod cli;
 pub mod conn;
 pub mod deadline;
+pub mod hangup;
 pub mod limit;
 pub mod listen;
 mod listing;

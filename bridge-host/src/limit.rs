@@ -13,6 +13,8 @@ use protocol::error::{BridgeError, Reason};
 use protocol::limits::{retry_after_secs, TokenBucket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::hangup::Hangup;
+
 /// `max_concurrent` slots and the number of requests waiting for one.
 pub struct Slots {
     sem: Arc<Semaphore>,
@@ -110,9 +112,14 @@ impl Limiters {
         })
     }
 
-    /// A `max_concurrent` slot: at once, or after waiting at most `queue_timeout` (the
-    /// wait ends early when the request is dropped, e.g. its connection closed).
-    pub async fn acquire(&self, sb: &Sandbox) -> Result<Option<OwnedSemaphorePermit>, BridgeError> {
+    /// A `max_concurrent` slot: at once, or after waiting at most `queue_timeout`. The
+    /// wait ends early when the client closes its connection (seen by `hangup`) or the
+    /// request is dropped.
+    pub async fn acquire(
+        &self,
+        sb: &Sandbox,
+        hangup: Option<&Hangup>,
+    ) -> Result<Option<OwnedSemaphorePermit>, BridgeError> {
         let Some(slots) = &self.slots else {
             return Ok(None);
         };
@@ -139,9 +146,22 @@ impl Limiters {
         };
         slots.queued.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&slots.queued);
-        match tokio::time::timeout(wait, slots.sem.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(Some(p)),
-            _ => Err(busy(Some(wait))),
+        let gone = async {
+            match hangup {
+                Some(h) => h.gone().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            got = tokio::time::timeout(wait, slots.sem.clone().acquire_owned()) => match got {
+                Ok(Ok(p)) => Ok(Some(p)),
+                _ => Err(busy(Some(wait))),
+            },
+            () = gone => Err(BridgeError::new(
+                0,
+                Reason::ClientClosed,
+                format!("the client closed its connection while waiting for a slot of sandbox \"{}\" (queue_timeout)", sb.name),
+            )),
         }
     }
 }

@@ -22,6 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::audit::{AuditLog, ACK_WAIT};
 use crate::body::{Relay, RespBody, StreamKind};
+use crate::hangup::Hangup;
 use crate::limit::Limiters;
 use crate::record::{finisher, head_only, start_record, Owed};
 use crate::reqbody::{read_limited, ReadError};
@@ -285,7 +286,10 @@ async fn check(
         }
     }
 
-    let permit_slot = ctx.limits.acquire(&ctx.sandbox).await?;
+    let permit_slot = ctx
+        .limits
+        .acquire(&ctx.sandbox, parts.extensions.get::<Hangup>())
+        .await?;
 
     Ok(Checked {
         method: parts.method,

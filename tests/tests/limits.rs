@@ -129,6 +129,17 @@ async fn status(sock: &std::path::Path) -> Value {
     serde_json::from_slice(&b).unwrap()
 }
 
+/// Waits until `/_bridge/status` shows `n` requests waiting for a slot.
+async fn wait_queued(sock: &std::path::Path, n: u64) {
+    tokio::time::timeout(GUARD, async {
+        while status(sock).await["queued"] != n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{n} request(s) queued within the guard time"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
     let double = Double::start(DoubleConfig::default()).await;
@@ -183,19 +194,31 @@ async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
         let q = q.clone();
         async move { collect(send_unix(&q, chat(false)).await.unwrap()).await }
     });
-    tokio::time::timeout(GUARD, async {
-        while status(&q).await["queued"] != 1 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the request is queued");
+    wait_queued(&q, 1).await;
     assert_eq!(status(&q).await["limits"]["queue_timeout"], "600s");
+    // A second waiter whose client leaves is taken out of the queue at once.
+    let mut leaver = UnixStream::connect(&q).await.unwrap();
+    let body = br#"{"model":"qwen2.5:7b","stream":false,"messages":[]}"#;
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    leaver.write_all(head.as_bytes()).await.unwrap();
+    leaver.write_all(body).await.unwrap();
+    wait_queued(&q, 2).await;
+    drop(leaver);
+    wait_queued(&q, 1).await;
     // ... and is served once the held stream ends and frees the slot.
     double.release(10_000);
     let (s, _, _) = waiting.await.unwrap();
     assert_eq!(s, 200);
 
+    let left = records_with(&host, "client_closed");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        (&left[0]["sandbox"], &left[0]["status"]),
+        (&json!("q"), &json!(0))
+    );
     let limited = records_with(&host, "rate_limited");
     let mut who: Vec<&str> = limited
         .iter()
