@@ -84,7 +84,8 @@ impl Clock {
         });
     }
 
-    /// The next deadline and what it means, or `None` while a request is being served.
+    /// The next deadline and what it means, or `None` while a request is being served
+    /// (or, with keep-alive off, after it).
     fn deadline(&self, header: Duration, keepalive: Duration) -> Option<(Instant, Expiry)> {
         self.with(|p| {
             if p.busy {
@@ -95,11 +96,14 @@ impl Clock {
             } else {
                 Expiry::Idle
             };
-            Some(match (p.first, p.head_from) {
-                (true, _) => (p.since + header, kind),
-                (false, Some(t)) => (t + header, kind),
-                (false, None) => (p.since + keepalive, kind),
-            })
+            match (p.first, p.head_from) {
+                (true, _) => Some((p.since + header, kind)),
+                (false, Some(t)) => Some((t + header, kind)),
+                // Keep-alive off: hyper closes after the answer by itself (once it is
+                // written, however slowly the client reads it).
+                (false, None) if keepalive.is_zero() => None,
+                (false, None) => Some((p.since + keepalive, kind)),
+            }
         })
     }
 }
