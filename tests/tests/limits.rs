@@ -88,10 +88,13 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_keepalive_timeout() {
         &double.url(),
         // The header timeout is long: only keepalive_timeout can end this connection
         // within the guard time.
-        &[(
-            "ka",
-            "keepalive_timeout = \"1s\"\nrequest_header_timeout = \"10m\"",
-        )],
+        &[
+            (
+                "ka",
+                "keepalive_timeout = \"1s\"\nrequest_header_timeout = \"10m\"",
+            ),
+            ("nka", "keepalive_timeout = \"0s\""),
+        ],
         "",
     ))
     .await;
@@ -108,6 +111,17 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_keepalive_timeout() {
     assert!(until_close(&mut s).await.is_empty());
     let recs = host.audit_records();
     assert_eq!(recs.len(), 1, "an idle close is not a request: {recs:?}");
+
+    // "0s" turns keep-alive off: the answer says so and the connection ends with it.
+    let mut s = UnixStream::connect(socket(&host, "nka")).await.unwrap();
+    s.write_all(VERSION).await.unwrap();
+    let r = tokio::time::timeout(GUARD, read_response(&mut s, false))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("an answer");
+    assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+    assert!(until_close(&mut s).await.is_empty());
 }
 
 async fn held_stream(sock: &std::path::Path) -> hyper::body::Incoming {
