@@ -1,7 +1,8 @@
 //! The request body, read with a bound: counted frame by frame as it streams in and
 //! refused as soon as it passes `max_body`, so an oversize body is never held whole.
 //! Frames are copied into one buffer (sized from `Content-Length` when given), so a body
-//! at the limit costs its size once, not twice.
+//! at the limit costs its size once, not twice. A body that stalls (no bytes for the
+//! `stall` time) ends the request too: a slowloris on the body holds nothing for long.
 
 use bytes::{Bytes, BytesMut};
 use http_body::Body;
@@ -13,16 +14,21 @@ pub enum ReadError {
     /// The body grew past the limit; reading stopped there.
     #[error("the body is larger than {limit} bytes")]
     TooLarge { limit: u64 },
+    /// No bytes arrived for this long.
+    #[error("no body bytes arrived for {0:?}")]
+    Stalled(std::time::Duration),
     /// The client's stream broke (or was malformed) before the end.
     #[error("{0}")]
     Stream(Box<dyn std::error::Error + Send + Sync>),
 }
 
-/// Reads `body` whole if it is at most `max` bytes. `declared` is its `Content-Length`.
+/// Reads `body` whole if it is at most `max` bytes, each frame arriving within `stall`.
+/// `declared` is its `Content-Length`.
 pub async fn read_limited<B>(
     mut body: B,
     max: u64,
     declared: Option<u64>,
+    stall: std::time::Duration,
 ) -> Result<Bytes, ReadError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -32,7 +38,13 @@ where
         return Err(ReadError::TooLarge { limit: max });
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    while let Some(frame) = body.frame().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(stall, body.frame()).await else {
+            return Err(ReadError::Stalled(stall));
+        };
+        let Some(frame) = next else {
+            break;
+        };
         let frame = frame.map_err(|e| ReadError::Stream(e.into()))?;
         let Ok(data) = frame.into_data() else {
             continue; // trailers
@@ -78,13 +90,35 @@ mod tests {
         }
     }
 
+    const T: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// A body that never sends anything.
+    struct Silent;
+
+    impl Body for Silent {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_ends_the_read() {
+        let e = read_limited(Silent, 40, Some(10), T).await.unwrap_err();
+        assert!(matches!(e, ReadError::Stalled(t) if t == T));
+    }
+
     #[tokio::test]
     async fn bodies_within_and_over_the_limit() {
-        let b = read_limited(Chunks { left: 4, size: 10 }, 40, None)
+        let b = read_limited(Chunks { left: 4, size: 10 }, 40, None, T)
             .await
             .unwrap();
         assert_eq!(b.len(), 40);
-        let e = read_limited(Chunks { left: 5, size: 10 }, 40, None)
+        let e = read_limited(Chunks { left: 5, size: 10 }, 40, None, T)
             .await
             .unwrap_err();
         assert!(matches!(e, ReadError::TooLarge { limit: 40 }));
@@ -96,18 +130,19 @@ mod tests {
             },
             40_000,
             None,
+            T,
         )
         .await
         .unwrap_err();
         assert!(matches!(e, ReadError::TooLarge { .. }));
-        let e = read_limited(Full::new(Bytes::from_static(b"{}")), 40, Some(41))
+        let e = read_limited(Full::new(Bytes::from_static(b"{}")), 40, Some(41), T)
             .await
             .unwrap_err();
         assert!(
             matches!(e, ReadError::TooLarge { .. }),
             "refused before reading"
         );
-        let one = read_limited(Full::new(Bytes::from_static(b"{}")), 40, None)
+        let one = read_limited(Full::new(Bytes::from_static(b"{}")), 40, None, T)
             .await
             .unwrap();
         assert_eq!(&one[..], b"{}");

@@ -252,9 +252,23 @@ async fn check(
             )))
         }
         BodyKind::None => Bytes::new(),
-        BodyKind::Json | BodyKind::Opaque => match read_limited(body, max, declared).await {
+        BodyKind::Json | BodyKind::Opaque => match read_limited(
+            body,
+            max,
+            declared,
+            ctx.sandbox.limits.request_header_timeout,
+        )
+        .await
+        {
             Ok(b) => b,
             Err(ReadError::TooLarge { .. }) => return Err(too_large()),
+            Err(e @ ReadError::Stalled(_)) => {
+                return Err(BridgeError::new(
+                    408,
+                    Reason::RequestTimeout,
+                    format!("the request body stopped arriving: {e} (request_header_timeout)"),
+                ))
+            }
             Err(e) => return Err(bad(format!("reading the request body failed: {e}"))),
         },
     };

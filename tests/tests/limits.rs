@@ -79,6 +79,24 @@ async fn a_slowloris_head_is_cut_at_the_header_timeout_and_others_are_served() {
     assert_eq!(recs[0]["method"], "POST");
     assert_eq!(recs[0]["path"], "/api/chat");
     assert_eq!(recs[0]["decision"], "deny");
+    assert_eq!(recs[0]["status"], 0);
+
+    // A body that stops arriving gets 408 after the same time.
+    let mut loris = UnixStream::connect(&sock).await.unwrap();
+    loris
+        .write_all(b"POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(GUARD, read_response(&mut loris, false))
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(r.status, 408);
+    assert!(String::from_utf8_lossy(&r.body).contains("request_header_timeout"));
+    let recs = records_with(&host, "request_timeout");
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[1]["status"], 408);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
