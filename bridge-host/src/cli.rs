@@ -210,6 +210,35 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// Raises the open-files soft limit to the hard limit: every connection (and every
+/// request's upstream connection) is a file descriptor.
+fn raise_fd_limit(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-files limit");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-files limit");
+            return;
+        }
+    };
+    tracing::debug!(limit = soft, "open-files limit (RLIMIT_NOFILE)");
+    let wanted: u64 = config
+        .sandboxes
+        .iter()
+        .map(|s| u64::from(s.limits.max_connections))
+        .sum();
+    if wanted.saturating_mul(2) > soft {
+        tracing::warn!(limit = soft, max_connections_total = wanted, "max_connections summed over sandboxes (each connection may need an upstream one too) exceeds the open-files limit; raise LimitNOFILE or lower max_connections");
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     init_tracing(args.log_format);
     let (config, source) = match resolve_config(&args) {
@@ -242,6 +271,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let created = crate::privileges::Created::before_opening(&config.audit.path);
+    raise_fd_limit(&config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(crate::privileges::confine_thread)

@@ -38,16 +38,22 @@ pub struct Seen {
 pub struct Observed<T> {
     inner: Option<T>,
     seen: Seen,
+    clock: Arc<crate::deadline::Clock>,
     back: Option<oneshot::Sender<(T, Seen)>>,
 }
 
 impl<T> Observed<T> {
     /// The wrapper, and where the stream comes back when hyper is done with it.
-    pub fn new(inner: T) -> (Self, oneshot::Receiver<(T, Seen)>) {
+    /// Every read with bytes is told to `clock`.
+    pub fn new(
+        inner: T,
+        clock: Arc<crate::deadline::Clock>,
+    ) -> (Self, oneshot::Receiver<(T, Seen)>) {
         let (tx, rx) = oneshot::channel();
         let o = Observed {
             inner: Some(inner),
             seen: Seen::default(),
+            clock,
             back: Some(tx),
         };
         (o, rx)
@@ -78,6 +84,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Observed<T> {
         let res = Pin::new(this.io()).poll_read(cx, buf);
         let new = &buf.filled()[before..];
         if !new.is_empty() {
+            this.clock.on_read();
             let s = &mut this.seen;
             if s.first.is_none() {
                 s.first = Some((now_ms(), Instant::now()));
@@ -162,8 +169,7 @@ pub fn rejection(e: &hyper::Error, seen: &Seen, served: u64) -> Option<(u16, Rea
         return Some((0, Reason::ClientClosed));
     }
     if e.is_timeout() && served == 0 && seen.read > 0 {
-        // The header timeout also ends idle keep-alive connections: only a first
-        // request that started to arrive is a request.
+        // (hyper's header timer is off on sandbox listeners: crate::deadline keeps it.)
         return Some((0, Reason::RequestTimeout));
     }
     None

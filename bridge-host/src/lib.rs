@@ -2,12 +2,16 @@
 //! (parse → decide → rewrite → forward → observe), the upstream client and the audit log.
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod audit;
 pub mod audit_cli;
 pub mod audit_follow;
 pub mod body;
 pub mod cli;
 pub mod conn;
+pub mod deadline;
+pub mod hangup;
+pub mod limit;
 pub mod listen;
 mod listing;
 pub mod metrics;
@@ -15,6 +19,7 @@ pub mod notify;
 mod openai;
 pub mod privileges;
 pub mod record;
+pub mod reqbody;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
+use crate::hangup::Hangup;
+
 /// A connection's byte stream, whatever the transport.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
@@ -75,6 +77,15 @@ impl Listener {
 
     /// Accepts one connection with the kernel's view of the peer.
     pub async fn accept(&self) -> io::Result<(Conn, Option<Peer>)> {
+        self.accept_watched(false).await.map(|(c, p, _)| (c, p))
+    }
+
+    /// Like [`Listener::accept`]; with `hangup`, also a [`Hangup`] watch where the
+    /// transport allows one (unix sockets).
+    pub async fn accept_watched(
+        &self,
+        hangup: bool,
+    ) -> io::Result<(Conn, Option<Peer>, Option<Hangup>)> {
         match self {
             Listener::Unix { inner, .. } => {
                 let (stream, _) = inner.accept().await?;
@@ -83,11 +94,19 @@ impl Listener {
                     gid: c.gid(),
                     pid: c.pid(),
                 });
-                Ok((Box::new(stream), peer))
+                if hangup {
+                    let (stream, h) = Hangup::watch(stream)?;
+                    return Ok((Box::new(stream), peer, Some(h)));
+                }
+                Ok((Box::new(stream), peer, None))
             }
             Listener::Vsock { inner } => {
                 let (stream, addr) = inner.accept().await?;
-                Ok((Box::new(stream), Some(Peer::Vsock { cid: addr.cid() })))
+                Ok((
+                    Box::new(stream),
+                    Some(Peer::Vsock { cid: addr.cid() }),
+                    None,
+                ))
             }
         }
     }

@@ -8,23 +8,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use protocol::config::Config;
 use protocol::ListenAddr;
 use tokio::sync::{mpsc, watch};
-use tracing::Instrument;
 
-use crate::audit::{AuditLog, ACK_WAIT};
-use crate::conn::{Observed, Served};
+use crate::audit::AuditLog;
 use crate::listen::{ListenError, Listener};
 use crate::metrics::{metrics_loop, MetricsListener};
-use crate::service::{handle, SandboxCtx, Shared};
+use crate::service::{SandboxCtx, Shared};
 use crate::upstream::Upstream;
 
-/// Time a client has to send a request's headers.
+/// Time a client of the metrics listener has to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A listener's current context, swapped by reloads.
@@ -249,7 +244,12 @@ fn start(listener: Listener, ctx: Arc<SandboxCtx>, graceful: Arc<GracefulShutdow
     let listen = ctx.sandbox.listen.clone();
     let cell: CtxCell = Arc::new(RwLock::new(ctx));
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, cell.clone(), graceful, stop_rx));
+    let task = tokio::spawn(crate::accept::accept_loop(
+        listener,
+        cell.clone(),
+        graceful,
+        stop_rx,
+    ));
     Running {
         listen,
         cell,
@@ -258,96 +258,6 @@ fn start(listener: Listener, ctx: Arc<SandboxCtx>, graceful: Arc<GracefulShutdow
     }
 }
 
-fn current(cell: &CtxCell) -> Arc<SandboxCtx> {
+pub(crate) fn current(cell: &CtxCell) -> Arc<SandboxCtx> {
     cell.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-/// Writes the record of a request hyper rejected itself, if the error means one.
-async fn record_rejection(
-    ctx: &SandboxCtx,
-    peer: Option<protocol::audit::Peer>,
-    e: &hyper::Error,
-    seen: Option<&crate::conn::Seen>,
-    served: u64,
-) {
-    let empty = crate::conn::Seen::default();
-    let seen = seen.unwrap_or(&empty);
-    let Some((status, reason)) = crate::conn::rejection(e, seen, served) else {
-        tracing::debug!(error = %e, "connection closed with error");
-        return;
-    };
-    let rec = crate::conn::record(ctx, peer, seen, served, status, reason);
-    tracing::info!(sandbox = %rec.sandbox, request_id = %rec.request_id, method = %rec.method, path = %rec.path, status, reason = reason.as_str(), error = %e, "rejected by the HTTP parser");
-    if let Some(ack) = ctx.shared.record(&rec, true) {
-        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
-    }
-}
-
-async fn accept_loop(
-    listener: Listener,
-    cell: CtxCell,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.changed() => break,
-            a = listener.accept() => a,
-        };
-        let ctx = current(&cell);
-        let (io, peer) = match accepted {
-            Ok(c) => {
-                backoff = Duration::from_millis(5);
-                c
-            }
-            Err(e) => {
-                tracing::warn!(sandbox = %ctx.sandbox.name, error = %e, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let cell2 = cell.clone();
-        let served = Served::default();
-        let counter = served.clone();
-        let svc = service_fn(move |req| {
-            counter.add();
-            // Each request is decided under the context current when it arrives.
-            handle(current(&cell2), peer, req)
-        });
-        let (io, back) = Observed::new(io);
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true)
-            .half_close(true)
-            .max_buf_size(64 * 1024)
-            .serve_connection(TokioIo::new(io), svc);
-        let conn = graceful.watch(conn);
-        let span = tracing::debug_span!("conn", sandbox = %ctx.sandbox.name, peer = ?peer);
-        let cell3 = cell.clone();
-        tokio::spawn(
-            async move {
-                // Its own statement: the connection (and the stream it wraps) is dropped
-                // here, which hands the stream back below.
-                let ended = conn.await;
-                let stream = back.await.ok();
-                if let Err(e) = ended {
-                    record_rejection(
-                        &current(&cell3),
-                        peer,
-                        &e,
-                        stream.as_ref().map(|s| &s.1),
-                        served.get(),
-                    )
-                    .await;
-                }
-                // The client sees the close only now, after the record is written.
-                drop(stream);
-            }
-            .instrument(span),
-        );
-    }
-    listener.cleanup();
 }

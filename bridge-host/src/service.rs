@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use protocol::audit::{AuditRecord, Decision, Peer, OUTPUT_LIMIT};
 use protocol::config::{Config, Sandbox};
@@ -18,17 +18,18 @@ use protocol::json::parse_strict_object;
 use protocol::policy::{apply_num_ctx, decide};
 use protocol::route::{BodyKind, ErrorFormat, Route, RouteError};
 use serde_json::{Map, Value};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::audit::{AuditLog, ACK_WAIT};
 use crate::body::{Relay, RespBody, StreamKind};
+use crate::hangup::Hangup;
+use crate::limit::Limiters;
 use crate::record::{finisher, head_only, start_record, Owed};
+use crate::reqbody::{read_limited, ReadError};
 use crate::upstream::Upstream;
 
 /// Response header carrying the audit record's id.
 pub const REQUEST_ID_HEADER: &str = "x-ollama-bridge-request-id";
-/// Largest request head accepted (hyper's read buffer bounds what is read at all).
-pub const MAX_HEADER_BYTES: usize = 32 << 10;
 
 /// What every listener shares.
 pub struct Shared {
@@ -87,7 +88,7 @@ impl Shared {
 /// requests already running keep the context they started with.
 pub struct SandboxCtx {
     pub sandbox: Sandbox,
-    pub limiter: Option<Arc<Semaphore>>,
+    pub limits: Limiters,
     pub shared: Arc<Shared>,
     pub config: Arc<Config>,
     pub upstream: Arc<Upstream>,
@@ -100,31 +101,26 @@ impl SandboxCtx {
         config: Arc<Config>,
         upstream: Arc<Upstream>,
     ) -> SandboxCtx {
-        let limiter = sandbox
-            .max_concurrent
-            .map(|n| Arc::new(Semaphore::new(n as usize)));
         SandboxCtx {
+            limits: Limiters::new(&sandbox),
             sandbox,
-            limiter,
             shared,
             config,
             upstream,
         }
     }
 
-    /// The context after a reload: the same limiter when the limit is unchanged, so
-    /// requests in flight across the reload still count against it.
+    /// The context after a reload: the same limiters where the limit is unchanged, so
+    /// requests in flight across the reload still count against them.
     pub fn successor(
         &self,
         sandbox: Sandbox,
         config: Arc<Config>,
         upstream: Arc<Upstream>,
     ) -> SandboxCtx {
-        let keep = sandbox.max_concurrent == self.sandbox.max_concurrent;
+        let limits = self.limits.successor(&sandbox);
         let mut next = SandboxCtx::new(sandbox, self.shared.clone(), config, upstream);
-        if keep {
-            next.limiter = self.limiter.clone();
-        }
+        next.limits = limits;
         next
     }
 }
@@ -176,6 +172,8 @@ async fn check(
     rec: &mut AuditRecord,
 ) -> Result<Checked, BridgeError> {
     protocol::policy::peer_allowed(&ctx.sandbox, rec.peer.as_ref()).map_err(|d| d.to_error())?;
+    // Every request takes a token, before anything is read or decided.
+    ctx.limits.check_rate(&ctx.sandbox)?;
     let (parts, body) = req.into_parts();
     let bad = |m: String| BridgeError::new(400, Reason::BadRequest, m);
     let h = &parts.headers;
@@ -186,17 +184,7 @@ async fn check(
             "Content-Encoding is not accepted; send the body uncompressed",
         ));
     }
-    let head_bytes: usize = h.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    if head_bytes > MAX_HEADER_BYTES {
-        return Err(BridgeError::new(
-            431,
-            Reason::TooLarge,
-            format!(
-                "request headers are larger than {} KiB",
-                MAX_HEADER_BYTES >> 10
-            ),
-        ));
-    }
+    // Header count and size are enforced by the parser (max_headers, max_header_bytes).
     let cl_count = h.get_all(header::CONTENT_LENGTH).iter().count();
     if cl_count > 1 {
         return Err(bad("repeated Content-Length header".into()));
@@ -264,10 +252,23 @@ async fn check(
             )))
         }
         BodyKind::None => Bytes::new(),
-        BodyKind::Json | BodyKind::Opaque => match Limited::new(body, max as usize).collect().await
+        BodyKind::Json | BodyKind::Opaque => match read_limited(
+            body,
+            max,
+            declared,
+            ctx.sandbox.limits.request_header_timeout,
+        )
+        .await
         {
-            Ok(c) => c.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
+            Ok(b) => b,
+            Err(ReadError::TooLarge { .. }) => return Err(too_large()),
+            Err(e @ ReadError::Stalled(_)) => {
+                return Err(BridgeError::new(
+                    408,
+                    Reason::RequestTimeout,
+                    format!("the request body stopped arriving: {e} (request_header_timeout)"),
+                ))
+            }
             Err(e) => return Err(bad(format!("reading the request body failed: {e}"))),
         },
     };
@@ -299,20 +300,10 @@ async fn check(
         }
     }
 
-    let permit_slot = match &ctx.limiter {
-        None => None,
-        Some(sem) => Some(sem.clone().try_acquire_owned().map_err(|_| {
-            BridgeError::new(
-                429,
-                Reason::RateLimited,
-                format!(
-                    "sandbox \"{}\" already has {} requests in flight (max_concurrent); retry shortly",
-                    ctx.sandbox.name,
-                    ctx.sandbox.max_concurrent.unwrap_or(0)
-                ),
-            )
-        })?),
-    };
+    let permit_slot = ctx
+        .limits
+        .acquire(&ctx.sandbox, parts.extensions.get::<Hangup>())
+        .await?;
 
     Ok(Checked {
         method: parts.method,
@@ -423,7 +414,10 @@ pub(crate) async fn refuse(
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     if e.status == 429 {
-        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(e.retry_after.unwrap_or(1)),
+        );
     }
     if e.status == 405 {
         h.insert(

@@ -32,6 +32,32 @@ fn policy_json(p: NumCtxPolicy) -> Value {
     }
 }
 
+/// A duration in the configuration's own syntax.
+fn dur(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Every limit of the sandbox, under its configuration key (sizes in bytes).
+fn limits_json(sb: &protocol::Sandbox) -> Value {
+    let l = &sb.limits;
+    json!({
+        "max_concurrent": sb.max_concurrent,
+        "queue_timeout": l.queue_timeout.map(dur),
+        "requests_per_minute": l.requests_per_minute,
+        "max_body": sb.max_body,
+        "max_headers": l.max_headers,
+        "max_header_bytes": l.max_header_bytes,
+        "max_connections": l.max_connections,
+        "keepalive_timeout": dur(l.keepalive_timeout),
+        "request_header_timeout": dur(l.request_header_timeout),
+    })
+}
+
 /// Asks Ollama for its version and its models (both small answers).
 async fn probe(ctx: &SandboxCtx) -> (Value, Vec<String>) {
     let up = &ctx.upstream;
@@ -125,7 +151,9 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         "available_models": available,
         "num_ctx_policies": patterns,
         "openai_via_native": sb.openai_via_native,
-        "limits": { "max_concurrent": sb.max_concurrent, "max_body": sb.max_body },
+        "limits": limits_json(sb),
+        "queued": ctx.limits.queued(),
+        "connections": ctx.limits.open_connections(),
         // Not counting this status request itself.
         "in_flight": (ctx.shared.metrics.in_flight(sb.name.as_str()) - 1).max(0),
         "upstream": upstream,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::limits::{Limits, RawLimits};
 use crate::listen::ListenAddr;
 use crate::model::ModelPattern;
 use crate::route::EndpointClass;
@@ -98,6 +99,20 @@ struct RawSandbox {
     max_concurrent: Option<u32>,
     /// Largest request body accepted.
     max_body: Option<ByteSize>,
+    /// With max_concurrent: wait this long for a free slot before answering 429.
+    queue_timeout: Option<HumanDuration>,
+    /// Token bucket: a burst of N requests, refilled at N per minute; more get 429.
+    requests_per_minute: Option<u32>,
+    /// Header fields in one request head; more get 431.
+    max_headers: Option<usize>,
+    /// Bytes of one request head (request line included); more get 431.
+    max_header_bytes: Option<ByteSize>,
+    /// Open connections on this listener; more get a 503 and are closed.
+    max_connections: Option<u32>,
+    /// Idle time between two requests on a keep-alive connection ("0s": no keep-alive).
+    keepalive_timeout: Option<HumanDuration>,
+    /// Time to receive a complete request head (slowloris defence).
+    request_header_timeout: Option<HumanDuration>,
     /// For vsock listeners: accept only this peer CID.
     vsock_cid: Option<u32>,
 }
@@ -230,6 +245,8 @@ pub struct Sandbox {
     pub max_concurrent: Option<u32>,
     pub max_body: u64,
     pub vsock_cid: Option<u32>,
+    /// Every other limit (queue, rate, head, connections, client timeouts).
+    pub limits: Limits,
 }
 
 /// How a model's context length is decided.
@@ -376,6 +393,7 @@ impl Config {
                 max_concurrent: None,
                 max_body: DEFAULT_MAX_BODY,
                 vsock_cid: None,
+                limits: Limits::default(),
             }],
             models: Vec::new(),
             metrics: None,
@@ -503,6 +521,23 @@ impl Config {
                     format!("{ctx}: max_body must be greater than zero"),
                 );
             }
+            let limits = RawLimits {
+                max_concurrent: s.max_concurrent,
+                queue_timeout: s.queue_timeout.map(|d| d.0),
+                requests_per_minute: s.requests_per_minute,
+                max_headers: s.max_headers,
+                max_header_bytes: s.max_header_bytes.map(|b| b.0),
+                max_connections: s.max_connections,
+                keepalive_timeout: s.keepalive_timeout.map(|d| d.0),
+                request_header_timeout: s.request_header_timeout.map(|d| d.0),
+            }
+            .check()
+            .unwrap_or_else(|ms| {
+                for m in ms {
+                    err(span.clone(), format!("{ctx}: {m}"));
+                }
+                Limits::default()
+            });
             if s.vsock_cid.is_some() && !matches!(s.listen, ListenAddr::Vsock { .. }) {
                 err(
                     span.clone(),
@@ -523,6 +558,7 @@ impl Config {
                 max_concurrent: s.max_concurrent,
                 max_body,
                 vsock_cid: s.vsock_cid,
+                limits,
             });
         }
         if raw.sandbox.is_empty() {
@@ -795,6 +831,42 @@ num_ctx_max = 8
         ] {
             let e = Config::parse(text, &env()).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn limit_keys_parse_and_their_errors_have_lines() {
+        let base = "[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\n";
+        let c = Config::parse(
+            &format!("{base}max_concurrent=2\nqueue_timeout=\"5s\"\nrequests_per_minute=30\nmax_headers=50\nmax_header_bytes=\"16KiB\"\nmax_connections=64\nkeepalive_timeout=\"10s\"\nrequest_header_timeout=\"2s\"\n"),
+            &env(),
+        )
+        .unwrap();
+        let l = c.sandboxes[0].limits;
+        assert_eq!(l.queue_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(l.requests_per_minute, Some(30));
+        assert_eq!((l.max_headers, l.max_header_bytes), (50, 16 << 10));
+        assert_eq!(l.max_connections, 64);
+        assert_eq!(l.keepalive_timeout, Duration::from_secs(10));
+        assert_eq!(l.request_header_timeout, Duration::from_secs(2));
+        for (extra, want) in [
+            (
+                "requests_per_minute=0\n",
+                "requests_per_minute must be at least 1",
+            ),
+            (
+                "queue_timeout=\"5s\"\n",
+                "queue_timeout applies only with max_concurrent",
+            ),
+            (
+                "max_header_bytes=\"1KiB\"\n",
+                "max_header_bytes must be between",
+            ),
+            ("request_header_timeout=\"1x\"\n", "invalid duration"),
+        ] {
+            let e = Config::parse(&format!("{base}{extra}"), &env()).unwrap_err();
+            assert!(e.to_string().contains(want), "{extra}: {e}");
+            assert!(e.0[0].line.is_some(), "{e}");
         }
     }
 

@@ -81,6 +81,8 @@ pub struct BridgeError {
     pub reason: Reason,
     /// Without the `ollama-bridge: ` prefix.
     pub message: String,
+    /// For 429: seconds until a retry can succeed (`Retry-After`); 1 when unknown.
+    pub retry_after: Option<u64>,
 }
 
 impl BridgeError {
@@ -89,7 +91,14 @@ impl BridgeError {
             status,
             reason,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Sets the `Retry-After` seconds of a 429.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     /// The full message as the client sees it.

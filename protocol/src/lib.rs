@@ -7,6 +7,7 @@ pub mod chunked;
 pub mod config;
 pub mod error;
 pub mod json;
+pub mod limits;
 pub mod listen;
 pub mod model;
 pub mod openai;

@@ -1,0 +1,249 @@
+//! A sandbox listener's accept loop and its connections: `max_connections` (over it, a
+//! short 503 and a close, never a client left in the backlog), hyper's head limits
+//! (`max_headers`, `max_header_bytes`), the client timeouts of [`crate::deadline`], and
+//! the records of requests rejected before the service saw them. The loop backs off on
+//! accept errors and never dies of one.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use protocol::audit::Peer;
+use protocol::error::Reason;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
+
+use crate::audit::ACK_WAIT;
+use crate::conn::{Observed, Seen, Served};
+use crate::deadline::{expired, Clock, Expiry, Tracked};
+use crate::hangup::Hangup;
+use crate::listen::{Conn, Listener};
+use crate::server::{current, CtxCell};
+use crate::service::{handle, SandboxCtx};
+
+/// Refused connections being answered at once, per listener; beyond this, excess
+/// connections are closed without the 503.
+const REFUSING: usize = 64;
+/// Longest time spent answering one refused connection.
+const REFUSE_WAIT: Duration = Duration::from_secs(2);
+/// At most one "connection limit reached" warning per listener this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Refusals of one listener: bounded work, and a warning that does not flood the log.
+struct Refusals {
+    slots: Arc<Semaphore>,
+    since_warn: u64,
+    last_warn: Option<Instant>,
+}
+
+pub(crate) async fn accept_loop(
+    listener: Listener,
+    cell: CtxCell,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    let mut refusals = Refusals {
+        slots: Arc::new(Semaphore::new(REFUSING)),
+        since_warn: 0,
+        last_warn: None,
+    };
+    loop {
+        // Waiting in the queue is cut short when the client leaves: that needs a watch.
+        let watch = current(&cell).sandbox.limits.queue_timeout.is_some();
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            a = listener.accept_watched(watch) => a,
+        };
+        let ctx = current(&cell);
+        let (io, peer, hangup) = match accepted {
+            Ok(c) => {
+                backoff = Duration::from_millis(5);
+                c
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %ctx.sandbox.name, error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        // Only this loop adds connections, so the check and the count cannot race.
+        let open = ctx.limits.connections.load(Ordering::Relaxed);
+        if open >= ctx.sandbox.limits.max_connections as usize {
+            refuse(io, &ctx, open, &mut refusals);
+            continue;
+        }
+        ctx.limits.connections.fetch_add(1, Ordering::Relaxed);
+        serve(io, peer, hangup, &cell, &ctx, &graceful);
+    }
+    listener.cleanup();
+}
+
+/// Serves one connection in its own task.
+fn serve(
+    io: Conn,
+    peer: Option<Peer>,
+    hangup: Option<Hangup>,
+    cell: &CtxCell,
+    ctx: &SandboxCtx,
+    graceful: &GracefulShutdown,
+) {
+    let limits = ctx.sandbox.limits;
+    let clock = Clock::new();
+    let served = Served::default();
+    let (counter, cell2, clock2) = (served.clone(), cell.clone(), clock.clone());
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        counter.add();
+        if let Some(h) = &hangup {
+            req.extensions_mut().insert(h.clone());
+        }
+        clock2.on_request();
+        let clock = clock2.clone();
+        // Each request is decided under the context current when it arrives.
+        let answer = handle(current(&cell2), peer, req);
+        async move {
+            let resp = answer.await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, clock)))
+        }
+    });
+    let (io, back) = Observed::new(io, clock.clone());
+    let mut b = http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(None) // crate::deadline keeps both client timeouts
+        .keep_alive(!limits.keepalive_timeout.is_zero())
+        .half_close(true)
+        .max_buf_size(limits.max_header_bytes)
+        .max_header_size(limits.max_header_bytes);
+    if limits.max_headers != protocol::limits::DEFAULT_MAX_HEADERS {
+        // (hyper allocates the header array per request when it is not its default.)
+        b.max_headers(limits.max_headers);
+    }
+    let conn = graceful.watch(b.serve_connection(TokioIo::new(io), svc));
+    let span = tracing::debug_span!("conn", sandbox = %ctx.sandbox.name, peer = ?peer);
+    let (cell, open) = (cell.clone(), ctx.limits.connections.clone());
+    tokio::spawn(
+        async move {
+            let _open = OpenGuard(open);
+            let watchdog = expired(
+                clock,
+                limits.request_header_timeout,
+                limits.keepalive_timeout,
+            );
+            // The connection (and the stream it wraps) is dropped at the end of this
+            // statement, which hands the stream back below.
+            let ended = tokio::select! {
+                r = conn => Ok(r),
+                e = watchdog => Err(e),
+            };
+            let stream = back.await.ok();
+            let seen = stream.as_ref().map(|s| &s.1);
+            match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => record_rejection(&current(&cell), peer, &e, seen, served.get()).await,
+                Err(Expiry::Head) => {
+                    let ctx = current(&cell);
+                    tracing::info!(sandbox = %ctx.sandbox.name, timeout = ?limits.request_header_timeout, "request head not complete in time (request_header_timeout); closing");
+                    write_record(&ctx, peer, seen, served.get(), 0, Reason::RequestTimeout, None)
+                        .await;
+                }
+                Err(Expiry::Idle) => tracing::debug!("idle connection closed (keepalive_timeout or request_header_timeout)"),
+            }
+            // The client sees the close only now, after the record is written.
+            drop(stream);
+        }
+        .instrument(span),
+    );
+}
+
+/// Counts a connection as open until its task ends.
+struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers a connection over `max_connections` with a 503 and closes it. Not a parsed
+/// request, so no audit record; a warning at most every [`WARN_EVERY`].
+fn refuse(mut io: Conn, ctx: &SandboxCtx, open: usize, r: &mut Refusals) {
+    let max = ctx.sandbox.limits.max_connections;
+    r.since_warn += 1;
+    if r.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+        tracing::warn!(sandbox = %ctx.sandbox.name, open, max_connections = max, refused = r.since_warn, "connection limit reached: answering new connections with 503");
+        r.since_warn = 0;
+        r.last_warn = Some(Instant::now());
+    }
+    let Ok(slot) = r.slots.clone().try_acquire_owned() else {
+        return; // already answering many: close this one at once
+    };
+    let body = serde_json::to_vec(&serde_json::json!({ "error": format!(
+        "ollama-bridge: sandbox \"{}\" has {open} open connections (max_connections); close idle connections or raise max_connections",
+        ctx.sandbox.name
+    )}))
+    .expect("a JSON value serialises");
+    let mut resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    resp.extend(body);
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _ = tokio::time::timeout(REFUSE_WAIT, async {
+            io.write_all(&resp).await?;
+            io.shutdown().await?;
+            // Read what the client sent (a little), so closing does not reset the answer.
+            let mut sink = [0u8; 4096];
+            let mut left: usize = 64 * 1024;
+            while left > 0 {
+                match io.read(&mut sink).await? {
+                    0 => break,
+                    n => left = left.saturating_sub(n),
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Writes the record of a request hyper rejected itself, if the error means one.
+async fn record_rejection(
+    ctx: &SandboxCtx,
+    peer: Option<Peer>,
+    e: &hyper::Error,
+    seen: Option<&Seen>,
+    served: u64,
+) {
+    let empty = Seen::default();
+    let Some((status, reason)) = crate::conn::rejection(e, seen.unwrap_or(&empty), served) else {
+        tracing::debug!(error = %e, "connection closed with error");
+        return;
+    };
+    write_record(ctx, peer, seen, served, status, reason, Some(e)).await;
+}
+
+async fn write_record(
+    ctx: &SandboxCtx,
+    peer: Option<Peer>,
+    seen: Option<&Seen>,
+    served: u64,
+    status: u16,
+    reason: Reason,
+    e: Option<&hyper::Error>,
+) {
+    let empty = Seen::default();
+    let rec = crate::conn::record(ctx, peer, seen.unwrap_or(&empty), served, status, reason);
+    let error = e.map(ToString::to_string);
+    tracing::info!(sandbox = %rec.sandbox, request_id = %rec.request_id, method = %rec.method, path = %rec.path, status, reason = reason.as_str(), error = ?error, "rejected before the request was parsed");
+    if let Some(ack) = ctx.shared.record(&rec, true) {
+        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
+    }
+}
