@@ -1,0 +1,116 @@
+//! The configuration file as written: serde types mirroring the TOML keys one for one,
+//! unknown keys refused, a doc comment on every key. [`super::validate`] checks them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::listen::ListenAddr;
+use crate::route::EndpointClass;
+use crate::units::{ByteSize, HumanDuration};
+
+use super::privileges;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    /// Where Ollama is and how long to wait for it.
+    #[serde(default)]
+    pub(super) upstream: RawUpstream,
+    /// The audit log.
+    #[serde(default)]
+    pub(super) audit: RawAudit,
+    /// One `[[sandbox]]` per listener.
+    #[serde(default)]
+    pub(super) sandbox: Vec<toml::Spanned<RawSandbox>>,
+    /// Per-model policy, keyed by a model glob.
+    #[serde(default)]
+    pub(super) model: BTreeMap<String, toml::Spanned<RawModel>>,
+    /// The opt-in Prometheus endpoint.
+    pub(super) metrics: Option<RawMetrics>,
+    /// Whom `serve` runs as once its sockets and audit log are open.
+    #[serde(default)]
+    pub(super) privileges: privileges::RawPrivileges,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    /// A loopback `IP:PORT` or `unix:/path`: never reachable from a sandbox.
+    pub(super) listen: toml::Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    /// Ollama's base URL, `http://host:port`.
+    pub(super) url: Option<toml::Spanned<String>>,
+    /// Time to establish the TCP connection to Ollama.
+    pub(super) connect_timeout: Option<HumanDuration>,
+    /// Time until the first byte of Ollama's answer (model loads are slow).
+    pub(super) header_timeout: Option<HumanDuration>,
+    /// Longest silence between two chunks of a streamed answer.
+    pub(super) idle_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    /// The JSON-lines audit file (never inside a sandbox).
+    pub(super) path: Option<PathBuf>,
+    /// Record prompts and outputs too. Off by default: they may hold secrets.
+    #[serde(default)]
+    pub(super) log_prompts: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSandbox {
+    /// The sandbox's name in logs, errors and the audit record.
+    pub(super) name: String,
+    /// `unix:/path`, `vsock:PORT` or `vsock-uds:/path_PORT`.
+    pub(super) listen: ListenAddr,
+    /// Octal permission bits of the unix socket, e.g. "0660".
+    pub(super) socket_mode: Option<String>,
+    /// `uid:gid` owning the socket and its directory.
+    pub(super) socket_owner: Option<String>,
+    /// Globs over canonical model names; `"*"` = every local model.
+    pub(super) models: Option<Vec<String>>,
+    /// Endpoint classes from DESIGN.md's table.
+    pub(super) endpoints: Option<Vec<EndpointClass>>,
+    /// Serve /v1/chat/completions and /v1/embeddings through the native API.
+    #[serde(default)]
+    pub(super) openai_via_native: bool,
+    /// Requests in flight for this sandbox; more get 429.
+    pub(super) max_concurrent: Option<u32>,
+    /// Largest request body accepted.
+    pub(super) max_body: Option<ByteSize>,
+    /// With max_concurrent: wait this long for a free slot before answering 429.
+    pub(super) queue_timeout: Option<HumanDuration>,
+    /// Token bucket: a burst of N requests, refilled at N per minute; more get 429.
+    pub(super) requests_per_minute: Option<u32>,
+    /// Header fields in one request head; more get 431.
+    pub(super) max_headers: Option<usize>,
+    /// Bytes of one request head (request line included); more get 431.
+    pub(super) max_header_bytes: Option<ByteSize>,
+    /// Open connections on this listener; more get a 503 and are closed.
+    pub(super) max_connections: Option<u32>,
+    /// Idle time between two requests on a keep-alive connection ("0s": no keep-alive).
+    pub(super) keepalive_timeout: Option<HumanDuration>,
+    /// Time to receive a complete request head (slowloris defence).
+    pub(super) request_header_timeout: Option<HumanDuration>,
+    /// For vsock listeners: accept only this peer CID.
+    pub(super) vsock_cid: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawModel {
+    /// Pin `options.num_ctx` to this value.
+    pub(super) num_ctx: Option<u64>,
+    /// Raise a smaller requested (or absent) `num_ctx` to this.
+    pub(super) num_ctx_min: Option<u64>,
+    /// Lower a larger requested `num_ctx` to this.
+    pub(super) num_ctx_max: Option<u64>,
+}

@@ -1,0 +1,227 @@
+//! Unit tests of the configuration: the CONTRACT.md example, errors with lines, limits,
+//! metrics, context policies and the built-in defaults.
+
+use super::validate::parse_upstream;
+use super::*;
+
+fn env() -> DefaultsEnv {
+    DefaultsEnv {
+        is_root: true,
+        ..Default::default()
+    }
+}
+
+const EXAMPLE: &str = r#"
+[upstream]
+url = "http://127.0.0.1:11434"
+connect_timeout = "3s"
+header_timeout = "10m"
+idle_timeout = "2m"
+
+[audit]
+path = "/var/log/ollama-bridge/audit.jsonl"
+
+[[sandbox]]
+name = "automation"
+listen = "unix:/run/ollama-bridge/automation/ollama.sock"
+socket_mode = "0660"
+socket_owner = "1000:1000"
+models = ["qwen2.5:7b", "llama3.2:*"]
+endpoints = ["chat", "generate", "embed", "list", "openai"]
+openai_via_native = true
+max_concurrent = 4
+max_body = "32MiB"
+
+[model."qwen2.5:7b"]
+num_ctx = 32768
+"#;
+
+#[test]
+fn contract_example_parses() {
+    let c = Config::parse(EXAMPLE, &env()).unwrap();
+    assert_eq!(c.upstream.authority, "127.0.0.1:11434");
+    assert_eq!(c.upstream.header_timeout, Duration::from_secs(600));
+    let s = &c.sandboxes[0];
+    assert_eq!(s.name.as_str(), "automation");
+    assert_eq!(s.socket_owner, Some((1000, 1000)));
+    assert_eq!(s.max_body, 32 << 20);
+    assert_eq!(s.max_concurrent, Some(4));
+    let q = crate::ModelName::parse("qwen2.5:7b").unwrap();
+    assert_eq!(c.num_ctx_policy(&q), Some(NumCtxPolicy::Pin(32768)));
+}
+
+#[test]
+fn unknown_key_has_its_line() {
+    let e = Config::parse(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\nbogus_key = 1\n",
+        &env(),
+    )
+    .unwrap_err();
+    assert_eq!(e.0[0].line, Some(3), "{e}");
+    assert!(e.0[0].message.contains("bogus_key"), "{e}");
+}
+
+#[test]
+fn semantic_errors_are_all_reported() {
+    let text = r#"
+[upstream]
+url = "https://x"
+
+[[sandbox]]
+name = "a"
+listen = "unix:/a.sock"
+socket_mode = "999"
+
+[[sandbox]]
+name = "a"
+listen = "unix:/a.sock"
+
+[model."m"]
+num_ctx = 4
+num_ctx_max = 8
+"#;
+    let e = Config::parse(text, &env()).unwrap_err();
+    let all = e.to_string();
+    for want in ["https", "socket_mode", "used by another", "not both"] {
+        assert!(all.contains(want), "missing {want}: {all}");
+    }
+    assert!(e.0.iter().all(|e| e.line.is_some()), "{all}");
+}
+
+#[test]
+fn bad_values_are_refused() {
+    for (text, want) in [
+        (
+            "[[sandbox]]\nname=\"a\"\nlisten=\"tcp:1\"\n",
+            "invalid listen",
+        ),
+        ("[upstream]\nconnect_timeout=\"3\"\n", "invalid duration"),
+        (
+            "[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\nendpoints=[\"chat\",\"bogus\"]\n",
+            "bogus",
+        ),
+        (
+            "[[sandbox]]\nname=\"a b\"\nlisten=\"unix:/a\"\n",
+            "invalid sandbox name",
+        ),
+        ("", "no [[sandbox]]"),
+    ] {
+        let e = Config::parse(text, &env()).unwrap_err().to_string();
+        assert!(e.contains(want), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn limit_keys_parse_and_their_errors_have_lines() {
+    let base = "[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\n";
+    let c = Config::parse(
+        &format!("{base}max_concurrent=2\nqueue_timeout=\"5s\"\nrequests_per_minute=30\nmax_headers=50\nmax_header_bytes=\"16KiB\"\nmax_connections=64\nkeepalive_timeout=\"10s\"\nrequest_header_timeout=\"2s\"\n"),
+        &env(),
+    )
+    .unwrap();
+    let l = c.sandboxes[0].limits;
+    assert_eq!(l.queue_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(l.requests_per_minute, Some(30));
+    assert_eq!((l.max_headers, l.max_header_bytes), (50, 16 << 10));
+    assert_eq!(l.max_connections, 64);
+    assert_eq!(l.keepalive_timeout, Duration::from_secs(10));
+    assert_eq!(l.request_header_timeout, Duration::from_secs(2));
+    for (extra, want) in [
+        (
+            "requests_per_minute=0\n",
+            "requests_per_minute must be at least 1",
+        ),
+        (
+            "queue_timeout=\"5s\"\n",
+            "queue_timeout applies only with max_concurrent",
+        ),
+        (
+            "max_header_bytes=\"1KiB\"\n",
+            "max_header_bytes must be between",
+        ),
+        ("request_header_timeout=\"1x\"\n", "invalid duration"),
+    ] {
+        let e = Config::parse(&format!("{base}{extra}"), &env()).unwrap_err();
+        assert!(e.to_string().contains(want), "{extra}: {e}");
+        assert!(e.0[0].line.is_some(), "{e}");
+    }
+}
+
+#[test]
+fn metrics_listen_is_host_only() {
+    let ok = |t: &str| {
+        Config::parse(
+            &format!("[metrics]\nlisten = \"{t}\"\n[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\n"),
+            &env(),
+        )
+    };
+    assert_eq!(
+        ok("127.0.0.1:9464").unwrap().metrics,
+        Some(MetricsListen::Tcp("127.0.0.1:9464".parse().unwrap()))
+    );
+    assert!(ok("[::1]:9464").is_ok());
+    assert_eq!(
+        ok("unix:/run/m.sock").unwrap().metrics,
+        Some(MetricsListen::Unix("/run/m.sock".into()))
+    );
+    for bad in [
+        "0.0.0.0:9464",
+        "192.168.1.2:9464",
+        "localhost:9464",
+        "unix:rel",
+    ] {
+        let e = ok(bad).unwrap_err();
+        assert_eq!(e.0[0].line, Some(2), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn num_ctx_policies() {
+    assert_eq!(NumCtxPolicy::Pin(8).apply(Some(2)), Some(8));
+    let c = NumCtxPolicy::Clamp {
+        min: Some(4),
+        max: Some(16),
+    };
+    assert_eq!(c.apply(None), Some(4));
+    assert_eq!(c.apply(Some(2)), Some(4));
+    assert_eq!(c.apply(Some(32)), Some(16));
+    assert_eq!(c.apply(Some(8)), Some(8));
+    let hi = NumCtxPolicy::Clamp {
+        min: None,
+        max: Some(16),
+    };
+    assert_eq!(hi.apply(None), None);
+}
+
+#[test]
+fn builtin_defaults() {
+    let c = Config::builtin(&env());
+    assert_eq!(
+        c.sandboxes[0].listen.to_string(),
+        "unix:/run/ollama-bridge/ollama.sock"
+    );
+    assert_eq!(
+        c.audit.path,
+        PathBuf::from("/var/log/ollama-bridge/audit.jsonl")
+    );
+    let user = DefaultsEnv {
+        is_root: false,
+        xdg_runtime_dir: Some("/run/user/1000".into()),
+        home: Some("/home/u".into()),
+        uid: 1000,
+        ..Default::default()
+    };
+    assert_eq!(
+        user.default_socket(),
+        PathBuf::from("/run/user/1000/ollama-bridge/ollama.sock")
+    );
+    assert_eq!(
+        user.default_audit(),
+        PathBuf::from("/home/u/.local/state/ollama-bridge/audit.jsonl")
+    );
+    assert_eq!(
+        parse_upstream("http://localhost").unwrap().authority,
+        "localhost:80"
+    );
+    assert!(parse_upstream("http://h:1/x").is_err());
+}
