@@ -1,0 +1,293 @@
+//! Table-driven tests of the policy: which requests are allowed or denied, and why,
+//! plus the vsock peer binding, cloud models, denial messages and the num_ctx rewrite.
+
+use super::*;
+use crate::config::{Config, DefaultsEnv};
+use crate::json::parse_strict_object;
+
+fn sandbox(models: &str, endpoints: &str) -> Sandbox {
+    let text = format!(
+        "[[sandbox]]\nname = \"automation\"\nlisten = \"unix:/x.sock\"\nmodels = {models}\nendpoints = {endpoints}\n"
+    );
+    Config::parse(&text, &DefaultsEnv::default())
+        .unwrap()
+        .sandboxes
+        .remove(0)
+}
+
+fn run(s: &Sandbox, method: &str, path: &str, body: &str) -> Result<Permit, Denied> {
+    let route = Route::classify(method, path, None).unwrap();
+    let mut obj = (!body.is_empty()).then(|| parse_strict_object(body.as_bytes()).unwrap());
+    decide(s, &route, obj.as_mut())
+}
+
+#[test]
+fn table_of_decisions() {
+    let s = sandbox(
+        r#"["qwen2.5:latest", "llama3.2:*"]"#,
+        r#"["chat", "generate", "embed", "list", "openai"]"#,
+    );
+    type Want = Result<&'static str, Reason>;
+    let cases: &[(&str, &str, &str, Want)] = &[
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"qwen2.5"}"#,
+            Ok("qwen2.5:latest"),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"registry.ollama.ai/library/qwen2.5:latest"}"#,
+            Ok("qwen2.5:latest"),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"QWEN2.5:LATEST"}"#,
+            Ok("qwen2.5:latest"),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"llama3.2:3b"}"#,
+            Ok("llama3.2:3b"),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"llama3.3:70b"}"#,
+            Err(Reason::ModelNotAllowed),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"name":"llama3.3:70b"}"#,
+            Err(Reason::ModelNotAllowed),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"name":"qwen2.5"}"#,
+            Ok("qwen2.5:latest"),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"qwen2.5","name":"llama3.3:70b"}"#,
+            Ok("qwen2.5:latest"),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"","name":"llama3.3:70b"}"#,
+            Err(Reason::ModelNotAllowed),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"Model":"llama3.3:70b"}"#,
+            Err(Reason::ModelNotAllowed),
+        ),
+        ("POST", "/api/chat", "{\"mod\u{212a}el\":\"x\"}", Ok("x")), // not a fold of model: no model → required
+        (
+            "POST",
+            "/api/chat",
+            r#"{"messages":[]}"#,
+            Err(Reason::ModelRequired),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":7}"#,
+            Err(Reason::BadRequest),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"a/b/c/d"}"#,
+            Err(Reason::BadModelName),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"llama3.2:1b-cloud"}"#,
+            Err(Reason::CloudModelNotAllowed),
+        ),
+        (
+            "POST",
+            "/api/embed",
+            r#"{"model":"qwen2.5"}"#,
+            Ok("qwen2.5:latest"),
+        ),
+        (
+            "POST",
+            "/api/show",
+            r#"{"name":"llama3.3:70b"}"#,
+            Err(Reason::ModelNotAllowed),
+        ),
+        (
+            "GET",
+            "/v1/models/llama3.3:70b",
+            "",
+            Err(Reason::ModelNotAllowed),
+        ),
+        ("GET", "/v1/models/qwen2.5", "", Ok("qwen2.5:latest")),
+        (
+            "POST",
+            "/v1/chat/completions",
+            r#"{"model":"qwen2.5","name":"x"}"#,
+            Ok("qwen2.5:latest"),
+        ),
+        (
+            "POST",
+            "/api/pull",
+            r#"{"model":"qwen2.5"}"#,
+            Err(Reason::EndpointNotAllowed),
+        ),
+        (
+            "POST",
+            "/api/copy",
+            r#"{"source":"qwen2.5","destination":"x"}"#,
+            Err(Reason::EndpointNotAllowed),
+        ),
+        (
+            "DELETE",
+            "/api/delete",
+            r#"{"model":"qwen2.5"}"#,
+            Err(Reason::EndpointNotAllowed),
+        ),
+        (
+            "POST",
+            "/v1/responses",
+            r#"{"model":"qwen2.5"}"#,
+            Err(Reason::EndpointNotAllowed),
+        ),
+        (
+            "POST",
+            "/v1/messages",
+            r#"{"model":"qwen2.5"}"#,
+            Err(Reason::EndpointNotAllowed),
+        ),
+        ("GET", "/api/tags", "", Ok("")),
+    ];
+    for (m, p, b, want) in cases {
+        let got = run(&s, m, p, b);
+        match (want, &got) {
+            (Ok(""), Ok(permit)) => assert!(permit.models.is_empty(), "{p} {b}"),
+            (Ok(name), Ok(permit)) if *name != "x" => {
+                assert_eq!(permit.model().unwrap().to_string(), *name, "{p} {b}")
+            }
+            (Ok(_), Err(Denied::ModelRequired { .. })) => {}
+            (Err(r), Err(d)) => assert_eq!(d.to_error().reason, *r, "{p} {b}: {d:?}"),
+            _ => panic!("{m} {p} {b}: want {want:?}, got {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn vsock_cid_binds_a_sandbox_to_one_vm() {
+    use crate::audit::Peer;
+    let text = "[[sandbox]]\nname = \"vm\"\nlisten = \"vsock:11434\"\nvsock_cid = 3\n";
+    let s = Config::parse(text, &DefaultsEnv::default())
+        .unwrap()
+        .sandboxes
+        .remove(0);
+    assert!(peer_allowed(&s, Some(&Peer::Vsock { cid: 3 })).is_ok());
+    let e = peer_allowed(&s, Some(&Peer::Vsock { cid: 4 }))
+        .unwrap_err()
+        .to_error();
+    assert_eq!((e.status, e.reason), (403, Reason::PeerNotAllowed));
+    assert!(
+        e.message
+            .contains("peer CID 4 is not allowed for sandbox \"vm\""),
+        "{}",
+        e.message
+    );
+    let unix = Peer::Unix {
+        uid: 0,
+        gid: 0,
+        pid: None,
+    };
+    assert!(peer_allowed(&s, Some(&unix)).is_err());
+    let open = sandbox(r#"["*"]"#, r#"["chat"]"#);
+    assert!(peer_allowed(&open, Some(&Peer::Vsock { cid: 9 })).is_ok());
+}
+
+#[test]
+fn copy_checks_both_names() {
+    let s = sandbox(r#"["qwen2.5:*"]"#, r#"["manage"]"#);
+    assert!(run(
+        &s,
+        "POST",
+        "/api/copy",
+        r#"{"source":"qwen2.5","destination":"qwen2.5:mine"}"#
+    )
+    .is_ok());
+    let d = run(
+        &s,
+        "POST",
+        "/api/copy",
+        r#"{"source":"qwen2.5","destination":"evil:1"}"#,
+    )
+    .unwrap_err();
+    assert_eq!(d.to_error().reason, Reason::ModelNotAllowed);
+    let d = run(&s, "POST", "/api/copy", r#"{"source":"qwen2.5"}"#).unwrap_err();
+    assert_eq!(d.to_error().reason, Reason::ModelRequired);
+}
+
+#[test]
+fn cloud_needs_the_cloud_class() {
+    let s = sandbox(r#"["*"]"#, r#"["chat", "cloud"]"#);
+    assert!(run(&s, "POST", "/api/chat", r#"{"model":"gpt-oss:120b-cloud"}"#).is_ok());
+    let s = sandbox(r#"["*"]"#, r#"["chat"]"#);
+    assert!(run(&s, "POST", "/api/chat", r#"{"model":"gpt-oss:120b-cloud"}"#).is_err());
+}
+
+#[test]
+fn denial_message_says_who_and_what() {
+    let s = sandbox(r#"["qwen2.5:7b", "llama3.2:3b"]"#, r#"["chat"]"#);
+    let e = run(&s, "POST", "/api/chat", r#"{"model":"llama3.3:70b"}"#)
+        .unwrap_err()
+        .to_error();
+    assert_eq!(e.status, 403);
+    assert_eq!(
+        e.full_message(),
+        "ollama-bridge: model \"llama3.3:70b\" is not allowed for sandbox \"automation\" (allowed: qwen2.5:7b, llama3.2:3b)"
+    );
+}
+
+#[test]
+fn num_ctx_rewrite() {
+    let mut o = parse_strict_object(br#"{"model":"m","options":{"NUM_CTX":2048,"temperature":0}}"#)
+        .unwrap();
+    let n = apply_num_ctx(&mut o, Some(NumCtxPolicy::Pin(32768)));
+    assert_eq!(
+        n,
+        NumCtx {
+            requested: Some(2048),
+            sent: Some(32768)
+        }
+    );
+    assert_eq!(o["options"]["num_ctx"], 32768);
+    assert!(o["options"].get("NUM_CTX").is_none());
+    assert_eq!(o["options"]["temperature"], 0);
+    let mut o = parse_strict_object(br#"{"model":"m"}"#).unwrap();
+    let n = apply_num_ctx(
+        &mut o,
+        Some(NumCtxPolicy::Clamp {
+            min: Some(8192),
+            max: None,
+        }),
+    );
+    assert_eq!(n.sent, Some(8192));
+    assert_eq!(o["options"]["num_ctx"], 8192);
+    let mut o = parse_strict_object(br#"{"model":"m","options":{"num_ctx":100}}"#).unwrap();
+    assert_eq!(
+        apply_num_ctx(&mut o, None),
+        NumCtx {
+            requested: Some(100),
+            sent: Some(100)
+        }
+    );
+}
