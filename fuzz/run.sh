@@ -51,7 +51,7 @@ for t in "${targets[@]}"; do
   if [ $rc -eq 0 ] && [ -n "$runs" ]; then
     result="ok, no crash"
   else
-    result="CRASHED (exit $rc)${artifact:+, input: fuzz/$artifact}; see fuzz/logs/$t.log"
+    result="CRASHED (exit $rc)${artifact:+, input: $artifact}; see fuzz/logs/$t.log"
     failed=1
   fi
   line="$t: ${runs:-?} runs in ${took}s wall: $result"
