@@ -92,12 +92,13 @@ pub fn call_id(seed: u64, n: usize) -> String {
     format!("call_{s}")
 }
 
-/// OpenAI's usage object from Ollama's final counts.
+/// OpenAI's usage object from Ollama's final counts (the total saturates: the counts
+/// come from upstream and must not overflow).
 pub(crate) fn usage(prompt: u64, completion: u64) -> Value {
     json!({
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
+        "total_tokens": prompt.saturating_add(completion),
     })
 }
 
@@ -237,6 +238,14 @@ mod tests {
         assert_eq!(second[0].id, call_id(7, 1));
         assert_eq!(n.count(), 2);
         assert!(n.take(7, None).is_empty());
+    }
+
+    #[test]
+    fn usage_total_saturates() {
+        // Found by fuzz/ndjson_sse: huge counts in the final chunk overflowed the total.
+        let u = usage(u64::MAX, u64::MAX);
+        assert_eq!(u["total_tokens"], u64::MAX);
+        assert_eq!(usage(26, 9)["total_tokens"], 35);
     }
 
     #[test]

@@ -38,6 +38,10 @@ impl LineSplitter {
     pub fn feed(&mut self, mut data: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), LineTooLong> {
         while let Some(nl) = data.iter().position(|&b| b == b'\n') {
             if self.buf.is_empty() {
+                // The same limit whether the line came in one frame or in several.
+                if nl > self.max {
+                    return Err(self.too_long());
+                }
                 f(trim_cr(&data[..nl]));
             } else {
                 self.buf.extend_from_slice(&data[..nl]);

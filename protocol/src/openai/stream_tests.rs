@@ -306,4 +306,19 @@ fn line_splitter() {
     let mut sp = LineSplitter::new(4);
     sp.feed(b"  \n \n", |_| {}).expect("short");
     assert_eq!(sp.finish(), None);
+    // Found by fuzz/ndjson_sse: a long line that came whole in one frame passed the limit.
+    for frames in [&[&b"ok\n12345\n"[..]][..], &[b"ok\n12", b"345\n"]] {
+        let mut sp = LineSplitter::new(4);
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        let errs: Vec<_> = frames
+            .iter()
+            .map(|f| sp.feed(f, |l| lines.push(l.to_vec())))
+            .collect();
+        assert_eq!(
+            errs.last(),
+            Some(&Err(LineTooLong { max: 4 })),
+            "{frames:?}"
+        );
+        assert_eq!(lines, [b"ok".to_vec()], "{frames:?}");
+    }
 }

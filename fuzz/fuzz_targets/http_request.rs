@@ -1,0 +1,180 @@
+//! A raw HTTP/1.1 request (head + body) through what bridge-host does with it before
+//! anything goes upstream: the head parsed as hyper parses it (httparse, then
+//! `http::Method` and `http::Uri`), `Route::classify` on `uri.path()` / `uri.query()`,
+//! then for JSON routes the strict body parser, `policy::decide` and `apply_num_ctx`.
+//!
+//! Properties: nothing panics; classification is deterministic; an accepted request has
+//! no query, a canonical path (no `%`, `\`, dot or empty segments, control or non-ASCII
+//! bytes) that is exactly a route of the DESIGN.md table, and a raw target that is that
+//! path (origin form) or `scheme://authority` + that path; the route's class matches the
+//! table; a permitted body, re-serialised as the host forwards it, names to Ollama's Go
+//! decoder exactly the models that were decided on, and carries the num_ctx decided.
+#![no_main]
+
+use fuzz_support::{config, ollama_models, sandboxes};
+use libfuzzer_sys::fuzz_target;
+use protocol::json::parse_strict_object;
+use protocol::policy::{apply_num_ctx, decide, endpoint_allowed};
+use protocol::route::{is_canonical_path, BodyKind, EndpointClass, Route};
+use protocol::ModelName;
+use serde_json::Value;
+
+/// The DESIGN.md endpoint table, written independently of `Route::classify`:
+/// exact paths with their methods and class.
+const TABLE: &[(&str, &[&str], EndpointClass)] = &[
+    ("/", &["GET", "HEAD"], EndpointClass::List),
+    ("/api/version", &["GET", "HEAD"], EndpointClass::List),
+    ("/api/tags", &["GET", "HEAD"], EndpointClass::List),
+    ("/api/ps", &["GET"], EndpointClass::List),
+    ("/api/show", &["POST"], EndpointClass::List),
+    ("/api/chat", &["POST"], EndpointClass::Chat),
+    ("/api/generate", &["POST"], EndpointClass::Generate),
+    ("/api/embed", &["POST"], EndpointClass::Embed),
+    ("/api/embeddings", &["POST"], EndpointClass::Embed),
+    ("/v1/chat/completions", &["POST"], EndpointClass::Openai),
+    ("/v1/completions", &["POST"], EndpointClass::Openai),
+    ("/v1/embeddings", &["POST"], EndpointClass::Openai),
+    ("/v1/models", &["GET"], EndpointClass::Openai),
+    ("/v1/responses", &["POST"], EndpointClass::OpenaiResponses),
+    ("/v1/messages", &["POST"], EndpointClass::Anthropic),
+    ("/api/pull", &["POST"], EndpointClass::Manage),
+    ("/api/push", &["POST"], EndpointClass::Manage),
+    ("/api/create", &["POST"], EndpointClass::Manage),
+    ("/api/copy", &["POST"], EndpointClass::Manage),
+    ("/api/delete", &["DELETE"], EndpointClass::Manage),
+    ("/api/me", &["GET", "POST"], EndpointClass::Cloud),
+    ("/api/signout", &["GET", "POST"], EndpointClass::Cloud),
+];
+
+/// The table's verdict for an accepted (method, path).
+fn table_class(method: &str, path: &str) -> Option<EndpointClass> {
+    if let Some((_, methods, class)) = TABLE.iter().find(|(p, _, _)| *p == path) {
+        return methods.contains(&method).then_some(*class);
+    }
+    let one_segment = |rest: &str| !rest.is_empty() && !rest.contains('/');
+    if let Some(m) = path.strip_prefix("/v1/models/") {
+        return (one_segment(m) && method == "GET").then_some(EndpointClass::Openai);
+    }
+    if let Some(d) = path.strip_prefix("/api/blobs/") {
+        return (one_segment(d) && matches!(method, "POST" | "HEAD"))
+            .then_some(EndpointClass::Manage);
+    }
+    path.strip_prefix("/api/experimental/")
+        .filter(|r| !r.is_empty())
+        .map(|_| EndpointClass::Cloud)
+}
+
+/// The path as a checker independent of `is_canonical_path` sees it.
+fn plainly_canonical(path: &str) -> bool {
+    path == "/"
+        || (path.starts_with('/')
+            && !path.ends_with('/')
+            && !path.contains("//")
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'\\')
+            && path.split('/').skip(1).all(|s| s != "." && s != ".."))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = req.parse(data) else {
+        return;
+    };
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return;
+    };
+    // hyper: Method::from_bytes, then Uri::from_maybe_shared on the target bytes (the same
+    // parser as try_from).
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        return;
+    };
+    let Ok(uri) = http::Uri::try_from(target.as_bytes()) else {
+        return;
+    };
+    let body = &data[head_len..];
+    let (m, path, query) = (method.as_str(), uri.path(), uri.query());
+
+    let first = Route::classify(m, path, query);
+    assert_eq!(first, Route::classify(m, path, query), "not deterministic");
+    let route = match first {
+        Ok(r) => r,
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            // A refusal is never for a path the table serves with this method.
+            if query.is_none() && is_canonical_path(path) {
+                assert_eq!(table_class(m, path), None, "{m} {path} refused: {e}");
+            }
+            return;
+        }
+    };
+
+    // Accepted: canonical, no query, exactly a table route, and the raw target is that path.
+    assert!(query.is_none(), "accepted with a query: {target:?}");
+    assert!(plainly_canonical(path), "accepted non-canonical {path:?}");
+    assert_eq!(table_class(m, path), Some(route.class()), "{m} {path}");
+    // http::Uri drops a `#fragment`; in absolute form (`http://host/api/chat`) the path
+    // is what follows the authority.
+    let target = target.split_once('#').map_or(target, |(t, _)| t);
+    let origin = match target.split_once("://") {
+        Some((_, rest)) if !target.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+        _ => target,
+    };
+    assert_eq!(origin, path, "raw target {target:?} decided as {path:?}");
+    match &route {
+        Route::OaiModel(seg) => assert_eq!(path, format!("/v1/models/{seg}")),
+        Route::Blob(seg) => assert_eq!(path, format!("/api/blobs/{seg}")),
+        _ => {}
+    }
+
+    // The body, as service.rs reads it for this route.
+    for sandbox in sandboxes() {
+        if endpoint_allowed(sandbox, route.class()).is_err() {
+            continue;
+        }
+        let mut obj = match route.body_kind(m) {
+            BodyKind::Json => match parse_strict_object(body) {
+                Ok(o) => Some(o),
+                Err(_) => continue,
+            },
+            BodyKind::None | BodyKind::Opaque => None,
+        };
+        let mut again = obj.clone();
+        let verdict = decide(sandbox, &route, obj.as_mut());
+        assert_eq!(verdict, decide(sandbox, &route, again.as_mut()));
+        assert_eq!(obj, again, "decide rewrote the body differently");
+        let Ok(permit) = verdict else { continue };
+        assert_eq!(permit.class, route.class());
+        for model in &permit.models {
+            assert!(protocol::policy::model_allowed(sandbox, model).is_ok());
+        }
+        let Some(o) = obj.as_mut() else { continue };
+        if let (Some(model), true) = (
+            permit.model().cloned(),
+            matches!(
+                route,
+                Route::Chat | Route::Generate | Route::Embed | Route::Embeddings
+            ),
+        ) {
+            let n = apply_num_ctx(o, config().num_ctx_policy(&model));
+            if let Some(sent) = n.sent {
+                let opts = fuzz_support::go_field(o, "options").and_then(Value::as_object);
+                let got = opts.and_then(|op| fuzz_support::go_field(op, "num_ctx"));
+                assert_eq!(got.and_then(Value::as_u64), Some(sent), "num_ctx forwarded");
+            }
+        }
+        // What is forwarded: the re-serialised object, read as Ollama reads it.
+        let bytes = serde_json::to_vec(&Value::Object(o.clone())).expect("serialise");
+        let forwarded = parse_strict_object(&bytes).expect("forwarded body re-parses");
+        let read: Vec<ModelName> = ollama_models(&forwarded, &route)
+            .iter()
+            .map(|s| ModelName::parse(s).expect("forwarded model parses"))
+            .collect();
+        let decided: Vec<ModelName> = match route {
+            Route::OaiModel(_) => Vec::new(),
+            _ => permit.models.clone(),
+        };
+        assert_eq!(read, decided, "Ollama would read other models than decided");
+    }
+});
