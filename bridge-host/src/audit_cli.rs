@@ -292,8 +292,13 @@ pub fn summarise(records: &[AuditRecord]) -> Vec<Row> {
         } else if r.status >= 400 || r.reason.is_some() {
             row.errors += 1;
         }
-        row.prompt_tokens += r.prompt_tokens.unwrap_or(0);
-        row.completion_tokens += r.completion_tokens.unwrap_or(0);
+        // Counts come from Ollama (or a damaged file): saturate, never overflow.
+        row.prompt_tokens = row
+            .prompt_tokens
+            .saturating_add(r.prompt_tokens.unwrap_or(0));
+        row.completion_tokens = row
+            .completion_tokens
+            .saturating_add(r.completion_tokens.unwrap_or(0));
         durs.push(r.duration_ms);
     }
     groups
@@ -305,6 +310,10 @@ pub fn summarise(records: &[AuditRecord]) -> Vec<Row> {
             row
         })
         .collect()
+}
+
+fn saturating_sum(values: impl Iterator<Item = u64>) -> u64 {
+    values.fold(0, u64::saturating_add)
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -333,8 +342,8 @@ fn write_summary(out: &mut impl Write, records: &[AuditRecord], json: bool) -> i
         requests: rows.iter().map(|r| r.requests).sum(),
         denied: rows.iter().map(|r| r.denied).sum(),
         errors: rows.iter().map(|r| r.errors).sum(),
-        prompt_tokens: rows.iter().map(|r| r.prompt_tokens).sum(),
-        completion_tokens: rows.iter().map(|r| r.completion_tokens).sum(),
+        prompt_tokens: saturating_sum(rows.iter().map(|r| r.prompt_tokens)),
+        completion_tokens: saturating_sum(rows.iter().map(|r| r.completion_tokens)),
         p50_ms: percentile(&durs, 50),
         p95_ms: percentile(&durs, 95),
     };
@@ -411,5 +420,25 @@ mod tests {
         let skipped = read_records("t", text.as_bytes(), &mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(skipped, 2);
+    }
+
+    #[test]
+    fn huge_token_counts_saturate_instead_of_overflowing() {
+        let line = r#"{"ts":"2026-11-21T14:03:07.123Z","request_id":"r1","sandbox":"a","peer":null,"method":"POST","path":"/api/chat","endpoint":"chat","model":"m:latest","decision":"allow","reason":null,"num_ctx_requested":null,"num_ctx_sent":null,"status":200,"bytes_in":0,"bytes_out":10,"duration_ms":3,"prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551615}"#;
+        let mut recs = Vec::new();
+        let text = format!(
+            "{line}\n{}\n",
+            line.replace("\"sandbox\":\"a\"", "\"sandbox\":\"b\"")
+        );
+        assert_eq!(read_records("t", text.as_bytes(), &mut recs), 0);
+        recs.push(recs[0].clone());
+        let rows = summarise(&recs);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].prompt_tokens, u64::MAX);
+        let mut out = Vec::new();
+        write_summary(&mut out, &recs, false).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let total = text.lines().find(|l| l.starts_with("TOTAL")).unwrap();
+        assert!(total.contains(&u64::MAX.to_string()), "{total}");
     }
 }
