@@ -37,6 +37,9 @@ pub struct Requests {
 }
 
 /// `conc` clients send small chat requests (`stream:false`) for `warm` + `measure`.
+/// With keep-alive every client connects first and the clock starts once all are
+/// connected (steady state); with a new connection per request, connecting is part of
+/// every request. Latencies are those of requests started inside the measuring window.
 pub async fn requests(
     addr: SocketAddr,
     mode: Mode,
@@ -46,14 +49,27 @@ pub async fn requests(
 ) -> Requests {
     let close = mode == Mode::NewConn;
     let req: Arc<[u8]> = client::request("/api/chat", &client::small_chat(), close).into();
+    let mut conns = Vec::new();
+    for _ in 0..conc {
+        conns.push(match mode {
+            Mode::KeepAlive => Some(tokio::spawn(Conn::connect(addr))),
+            Mode::NewConn => None,
+        });
+    }
+    let mut ready = Vec::new();
+    for c in conns {
+        ready.push(match c {
+            Some(t) => t.await.expect("connect task").ok(),
+            None => None,
+        });
+    }
     let start = Instant::now();
     let (ws, we) = (start + warm, start + warm + measure);
     let mut tasks = Vec::new();
-    for _ in 0..conc {
+    for mut conn in ready {
         let req = req.clone();
         tasks.push(tokio::spawn(async move {
             let mut out = Requests::default();
-            let mut conn: Option<Conn> = None;
             loop {
                 let t0 = Instant::now();
                 if t0 >= we {
@@ -75,7 +91,7 @@ pub async fn requests(
                 match res {
                     Ok(r) if r.status == 200 && r.body_len > 0 => {
                         out.total += 1;
-                        if t0 >= ws && t1 <= we {
+                        if t0 >= ws {
                             out.latency_ns.push((t1 - t0).as_nanos() as u64);
                         }
                     }

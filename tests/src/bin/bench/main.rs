@@ -1,7 +1,8 @@
 //! Benchmark (issue 9): the bridge (bridge-guest → bridge-host with policy and num_ctx
-//! rewrite → Ollama) against a direct connection and against the socat pair, side by
-//! side in one run, with the Ollama test double in-process answering at a fixed pace.
-//! Prints markdown tables and writes the results as JSON (`--out`).
+//! rewrite → Ollama) against a direct connection and against the socat pair (as in the
+//! issue, and tuned), side by side in one run, with the Ollama test double in-process
+//! answering at once or at a fixed pace. Prints markdown tables and writes the results
+//! as JSON (`--out`); `tests/bench/plot.py` draws the latency plot from that file.
 //!
 //! Build and run (release builds only):
 //! `cargo build --release --locked -p bridge-host -p bridge-guest -p ollama-bridge-tests --bins`
@@ -11,21 +12,20 @@ mod client;
 mod load;
 mod procs;
 mod report;
+mod sections;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use bridge_tests::double::{stamp, Double, DoubleConfig, Script};
+use anyhow::bail;
+use bridge_tests::double::{stamp, Double, DoubleConfig};
 use clap::Parser;
 
-use load::Mode;
-use report::{BigCell, Mem, ReqCell, Results, StreamCell};
+use report::Results;
 
 #[derive(Parser)]
 #[command(about = "Benchmark: direct vs socat pair vs bridge-guest → bridge-host")]
-struct Args {
+pub struct Args {
     /// Tiny counts: a smoke run of every workload, in seconds.
     #[arg(long)]
     quick: bool,
@@ -38,19 +38,32 @@ struct Args {
     /// The bridge-guest to run (e.g. the static release-small build).
     #[arg(long)]
     guest_bin: Option<PathBuf>,
+    /// Only these sections (for profiling): requests, streams, big, mem.
+    #[arg(long, value_delimiter = ',')]
+    sections: Vec<String>,
+    /// Only these paths (for profiling): direct, socat, socat-tuned, bridge.
+    #[arg(long, value_delimiter = ',')]
+    paths: Vec<String>,
+    /// Also measure each hop on its own: bridge-guest in front of socat's host half
+    /// (`guest+socat`) and socat's sandbox half in front of bridge-host (`socat+host`).
+    #[arg(long)]
+    hops: bool,
+    /// Measuring window of each small-request run, in milliseconds.
+    #[arg(long)]
+    measure_ms: Option<u64>,
 }
 
 /// Counts and durations of a run.
-struct Plan {
-    warm: Duration,
-    measure: Duration,
-    chunks: usize,
-    single_reps: usize,
-    many: usize,
-    many_pace: Duration,
-    big_bytes: usize,
-    big_reps: usize,
-    held: usize,
+pub struct Plan {
+    pub warm: Duration,
+    pub measure: Duration,
+    pub chunks: usize,
+    pub single_reps: usize,
+    pub many: usize,
+    pub many_pace: Duration,
+    pub big_bytes: usize,
+    pub big_reps: usize,
+    pub held: usize,
 }
 
 impl Plan {
@@ -69,8 +82,8 @@ impl Plan {
             }
         } else {
             Plan {
-                warm: Duration::from_millis(500),
-                measure: Duration::from_millis(2500),
+                warm: Duration::from_millis(400),
+                measure: Duration::from_millis(2000),
                 chunks: 1000,
                 single_reps: 3,
                 many: 64,
@@ -83,13 +96,14 @@ impl Plan {
     }
 }
 
-const PATHS: [&str; 3] = ["direct", "socat", "bridge"];
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     procs::install_cleanup();
     stamp::epoch();
-    let plan = Plan::new(args.quick);
+    let mut plan = Plan::new(args.quick);
+    if let Some(ms) = args.measure_ms {
+        plan.measure = Duration::from_millis(ms);
+    }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => bridge_tests::harness::bin_dir(),
@@ -110,7 +124,6 @@ fn main() -> anyhow::Result<()> {
     if cfg!(debug_assertions) && !args.quick {
         eprintln!("bench: warning: this is a debug build; benchmarks need --release");
     }
-
     let mut res = Results {
         quick: args.quick,
         machine: report::Machine {
@@ -134,271 +147,100 @@ fn main() -> anyhow::Result<()> {
         .thread_name("client")
         .enable_all()
         .build()?;
-
     let dir = tempfile::tempdir()?;
     let (host, socket) = procs::start_host(&host_bin, dir.path(), double.addr())?;
     let (guest, guest_addr) = procs::start_guest(&guest_bin, &socket)?;
-    let socat = procs::start_socat(dir.path(), double.addr())?;
-    let addr_of = |p: &str| -> SocketAddr {
-        match p {
-            "direct" => double.addr(),
-            "socat" => socat.addr,
-            _ => guest_addr,
-        }
-    };
-    res.mem.guest_idle_start_kib = procs::status_kib(guest.pid(), "VmRSS");
-    res.mem.host_idle_start_kib = procs::status_kib(host.pid(), "VmRSS");
-
-    // Every path answers, and the bridge path really decides and rewrites.
-    for p in PATHS {
-        let r = client_rt.block_on(load::requests(
-            addr_of(p),
-            Mode::KeepAlive,
-            1,
-            Duration::ZERO,
-            Duration::from_millis(20),
-        ));
-        if r.total == 0 || r.errors > 0 {
-            bail!("the {p} path does not answer: {:?}", r.first_error);
-        }
-        let last = double
-            .requests()
-            .pop()
-            .context("the double saw no request")?;
-        let sent = last.json()["options"]["num_ctx"].as_u64();
-        if (p == "bridge") != (sent == Some(8192)) {
-            bail!("the {p} path sent num_ctx {sent:?}: the rewrite path is not what it should be");
-        }
-        double.clear();
-    }
-    eprintln!("bench: all paths answer; bridge-host rewrites num_ctx");
-
-    // Small requests.
-    for mode in [Mode::KeepAlive, Mode::NewConn] {
-        for conc in [1, 8, 64] {
-            for p in PATHS {
-                let cpu_pids: Vec<u32> = match p {
-                    "socat" => vec![socat.front.pid(), socat.back.pid()],
-                    "bridge" => vec![guest.pid(), host.pid()],
-                    _ => vec![],
-                };
-                let cpu0: f64 = cpu_pids.iter().map(|&q| procs::cpu_secs(q)).sum();
-                let mut r = client_rt.block_on(load::requests(
-                    addr_of(p),
-                    mode,
-                    conc,
-                    plan.warm,
-                    plan.measure,
-                ));
-                if p == "socat" {
-                    for &q in &cpu_pids {
-                        if !procs::wait_children_gone(q) {
-                            eprintln!(
-                                "bench: socat {q} still has children; its CPU time is incomplete"
-                            );
-                        }
-                    }
-                }
-                let cpu1: f64 = cpu_pids.iter().map(|&q| procs::cpu_secs(q)).sum();
-                double.clear();
-                let (p50, p99) = report::pct_us(&mut r.latency_ns);
-                let cell = ReqCell {
-                    mode: mode.name(),
-                    concurrency: conc,
-                    path: p,
-                    p50_us: p50,
-                    p99_us: p99,
-                    req_per_s: r.latency_ns.len() as f64 / r.window.as_secs_f64(),
-                    measured: r.latency_ns.len(),
-                    total: r.total,
-                    errors: r.errors,
-                    cpu_ms_per_1k: (!cpu_pids.is_empty() && r.total > 0)
-                        .then(|| (cpu1 - cpu0) * 1000.0 / r.total as f64 * 1000.0),
-                };
-                eprintln!(
-                    "bench: {:10} c={:<3} {:6}: p50 {:7.0} µs p99 {:7.0} µs {:8.0} req/s errors {}{}",
-                    cell.mode, conc, p, p50, p99, cell.req_per_s, r.errors,
-                    r.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default()
-                );
-                res.requests.push(cell);
-            }
-        }
-    }
-
-    // Streams: stamped chunks at a fixed pace, then all at once.
-    let scenarios = [
-        (
-            format!("1 stream, {} chunks every 1 ms", plan.chunks),
-            1usize,
-            Duration::from_millis(1),
-            plan.single_reps,
-        ),
-        (
-            format!(
-                "{} streams, {} chunks every {} ms",
-                plan.many,
-                plan.chunks,
-                plan.many_pace.as_millis()
-            ),
-            plan.many,
-            plan.many_pace,
-            1,
-        ),
-        (
-            format!("{} streams, {} chunks at once", plan.many, plan.chunks),
-            plan.many,
-            Duration::ZERO,
-            1,
-        ),
+    let path_wanted = |n: &str| args.paths.is_empty() || args.paths.iter().any(|a| a == n);
+    let mut all_paths = vec![
+        sections::Path {
+            name: "direct",
+            addr: double.addr(),
+            pids: vec![],
+            forks: false,
+        },
+        sections::Path {
+            name: "bridge",
+            addr: guest_addr,
+            pids: vec![guest.pid(), host.pid()],
+            forks: false,
+        },
     ];
-    for (name, n, pace, reps) in &scenarios {
-        double.set_script(stamped(plan.chunks, *pace));
-        for p in PATHS {
-            let mut all = load::Streams::default();
-            let mut wall = Duration::ZERO;
-            for _ in 0..*reps {
-                let s = client_rt.block_on(load::streams(addr_of(p), *n));
-                all.stats.latency_ns.extend(s.stats.latency_ns);
-                all.stats.lines += s.stats.lines;
-                all.stats.coalesced_reads += s.stats.coalesced_reads;
-                all.stats.reads_with_lines += s.stats.reads_with_lines;
-                all.errors += s.errors;
-                all.first_error = all.first_error.or(s.first_error);
-                wall += s.wall;
-            }
-            double.clear();
-            let (p50, p99) = report::pct_us(&mut all.stats.latency_ns);
-            let cell = StreamCell {
-                scenario: name.clone(),
-                streams: *n,
-                chunks_per_stream: plan.chunks,
-                pace_ms: pace.as_secs_f64() * 1000.0,
-                path: p,
-                p50_us: p50,
-                p99_us: p99,
-                chunks_per_s: all.stats.latency_ns.len() as f64 / wall.as_secs_f64(),
-                chunks: all.stats.latency_ns.len() as u64,
-                coalesced_reads: all.stats.coalesced_reads,
-                reads_with_chunks: all.stats.reads_with_lines,
-                errors: all.errors,
-            };
-            eprintln!(
-                "bench: {name} {p:6}: p50 {p50:7.0} µs p99 {p99:7.0} µs {:8.0} chunks/s coalesced {}/{} errors {}{}",
-                cell.chunks_per_s, cell.coalesced_reads, cell.reads_with_chunks, all.errors,
-                all.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default()
+    let mut socats = Vec::new();
+    for (name, tuned) in [("socat", false), ("socat-tuned", true)] {
+        if path_wanted(name) || (tuned && args.hops) {
+            let s = procs::start_socat(dir.path(), double.addr(), tuned)?;
+            all_paths.insert(
+                all_paths.len() - 1,
+                sections::Path {
+                    name,
+                    addr: s.addr,
+                    pids: vec![s.front.pid(), s.back.pid()],
+                    forks: true,
+                },
             );
-            res.streams.push(cell);
+            socats.push(s);
         }
     }
-
-    // A large body through the rewrite path.
-    double.set_script(Script::default());
-    let body = load::big_body(plan.big_bytes);
-    for p in PATHS {
-        let mut lat = client_rt
-            .block_on(load::big(addr_of(p), &body, plan.big_reps))
-            .map_err(|e| anyhow::anyhow!("large body on the {p} path: {e}"))?;
-        double.clear();
-        let (p50, _) = report::pct_us(&mut lat);
-        let cell = BigCell {
-            path: p,
-            body_bytes: body.len(),
-            p50_ms: p50 / 1000.0,
-            min_ms: lat[0] as f64 / 1e6,
-            reps: lat.len(),
-        };
-        eprintln!(
-            "bench: {} byte body {p:6}: p50 {:.1} ms min {:.1} ms",
-            body.len(),
-            cell.p50_ms,
-            cell.min_ms
-        );
-        res.big.push(cell);
+    let mut hop_procs = Vec::new();
+    if args.hops {
+        let back = socats.last().expect("the tuned socat pair").back.pid();
+        let (g, addr) = procs::start_guest(&guest_bin, &dir.path().join("socat-tuned.sock"))?;
+        all_paths.push(sections::Path {
+            name: "guest+socat",
+            addr,
+            pids: vec![g.pid(), back],
+            forks: true,
+        });
+        let (f, addr) = procs::socat_front(&socket, true)?;
+        all_paths.push(sections::Path {
+            name: "socat+host",
+            addr,
+            pids: vec![f.pid(), host.pid()],
+            forks: true,
+        });
+        hop_procs.extend([g, f]);
     }
-    drop(body);
-
-    // Memory: idle after the run, then with many streams held open.
-    res.mem.guest_idle_end_kib = procs::status_kib(guest.pid(), "VmRSS");
-    res.mem.host_idle_end_kib = procs::status_kib(host.pid(), "VmRSS");
-    double.set_script(stamped(1000, Duration::from_millis(20)));
-    res.mem.held_streams = plan.held;
-    for p in ["bridge", "socat"] {
-        let held = {
-            let _g = client_rt.enter();
-            load::hold_streams(addr_of(p), plan.held)
-        };
-        client_rt.block_on(wait_requests(&double, plan.held))?;
-        let mut m = Mem::default();
-        for _ in 0..5 {
-            if p == "bridge" {
-                m.guest_streams_kib = m
-                    .guest_streams_kib
-                    .max(procs::status_kib(guest.pid(), "VmRSS"));
-                m.host_streams_kib = m
-                    .host_streams_kib
-                    .max(procs::status_kib(host.pid(), "VmRSS"));
-            } else {
-                let mut pids = vec![socat.front.pid(), socat.back.pid()];
-                pids.extend(procs::children(socat.front.pid()));
-                pids.extend(procs::children(socat.back.pid()));
-                m.socat_streams_procs = m.socat_streams_procs.max(pids.len());
-                let pss: u64 = pids.iter().map(|&q| procs::pss_kib(q)).sum();
-                m.socat_streams_pss_kib = m.socat_streams_pss_kib.max(pss);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for h in held {
-            h.abort();
-        }
-        double.clear();
-        if p == "bridge" {
-            res.mem.guest_streams_kib = m.guest_streams_kib;
-            res.mem.host_streams_kib = m.host_streams_kib;
-        } else {
-            res.mem.socat_streams_procs = m.socat_streams_procs;
-            res.mem.socat_streams_pss_kib = m.socat_streams_pss_kib;
-        }
+    let paths: Vec<_> = all_paths
+        .into_iter()
+        .filter(|p| path_wanted(p.name))
+        .collect();
+    let want = |s: &str| args.sections.is_empty() || args.sections.iter().any(|a| a == s);
+    let mut b = sections::Bench {
+        double: &double,
+        rt: &client_rt,
+        plan: &plan,
+        paths,
+        guest: guest.pid(),
+        host: host.pid(),
+        res: &mut res,
+    };
+    b.res.mem.guest_idle_start_kib = procs::status_kib(guest.pid(), "VmRSS");
+    b.res.mem.host_idle_start_kib = procs::status_kib(host.pid(), "VmRSS");
+    b.sanity()?;
+    if want("requests") {
+        b.requests();
     }
-    res.mem.guest_hwm_kib = procs::status_kib(guest.pid(), "VmHWM");
-    res.mem.host_hwm_kib = procs::status_kib(host.pid(), "VmHWM");
+    if want("streams") {
+        b.streams();
+    }
+    if want("big") {
+        b.big()?;
+    }
+    if want("mem") {
+        b.mem()?;
+    }
     res.machine.load_after = loadavg();
 
     print!("{}", res.markdown());
     if let Some(out) = &args.out {
-        std::fs::write(out, serde_json::to_string_pretty(&res)? + "\n")
-            .with_context(|| format!("writing {}", out.display()))?;
+        std::fs::write(out, serde_json::to_string_pretty(&res)? + "\n")?;
         eprintln!("bench: results written to {}", out.display());
     }
-    drop((guest, host, socat));
+    drop((guest, host, socats, hop_procs));
     procs::kill_all();
     drop(double);
     client_rt.shutdown_timeout(Duration::from_secs(1));
     double_rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
-}
-
-/// A reply of `chunks` stamped chunks, one every `pace` (zero: at once).
-fn stamped(chunks: usize, pace: Duration) -> Script {
-    Script {
-        text: Some("x ".repeat(chunks).trim_end().to_owned()),
-        pace,
-        stamp: true,
-        ..Script::default()
-    }
-}
-
-/// Waits until the double has received `n` requests (so `n` streams are open).
-async fn wait_requests(double: &Double, n: usize) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while double.requests().len() < n {
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "only {} of {n} streams reached the double in 30 s",
-                double.requests().len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     Ok(())
 }
 

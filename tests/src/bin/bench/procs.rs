@@ -169,32 +169,47 @@ pub struct Socat {
 
 /// Starts the socat pair; readiness is a successful connection, never a sleep.
 /// socat cannot report a port 0: a free port is picked by binding and closing it, and
-/// the start is retried if another process takes it in between.
-pub fn start_socat(dir: &Path, upstream: SocketAddr) -> anyhow::Result<Socat> {
-    let sock = dir.join("socat.sock");
+/// the start is retried if another process takes it in between. `tuned` adds what a
+/// careful user would: `backlog=1024` (socat's default is 5, so concurrent connects
+/// overflow the accept queue and wait for SYN retransmits) and `nodelay` on both TCP
+/// sides (Nagle's algorithm otherwise delays the tail of large writes).
+pub fn start_socat(dir: &Path, upstream: SocketAddr, tuned: bool) -> anyhow::Result<Socat> {
+    let name = if tuned { "socat-tuned" } else { "socat" };
+    let sock = dir.join(format!("{name}.sock"));
+    let connect_opts = if tuned { ",nodelay" } else { "" };
     let back = spawn(
         Command::new("socat")
             .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
-            .arg(format!("TCP:{upstream}"))
+            .arg(format!("TCP:{upstream}{connect_opts}"))
             .stdin(Stdio::null()),
     )
     .context("socat is needed: apt-get install -y socat")?;
     let mut back = Proc { child: back };
     wait_ready(&mut back, || UnixStream::connect(&sock).is_ok())?;
+    let (front, addr) = socat_front(&sock, tuned)?;
+    Ok(Socat { front, back, addr })
+}
+
+/// The sandbox half of the socat pair: `TCP-LISTEN` on a free loopback port, relaying to
+/// the unix socket `sock`.
+pub fn socat_front(sock: &Path, tuned: bool) -> anyhow::Result<(Proc, SocketAddr)> {
+    let opts = if tuned { ",backlog=1024,nodelay" } else { "" };
     for _ in 0..20 {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut front = Proc {
             child: spawn(
                 Command::new("socat")
-                    .arg(format!("TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1"))
+                    .arg(format!(
+                        "TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1{opts}"
+                    ))
                     .arg(format!("UNIX-CONNECT:{}", sock.display()))
                     .stdin(Stdio::null())
                     .stderr(Stdio::null()),
             )?,
         };
         if wait_ready(&mut front, || TcpStream::connect(addr).is_ok()).is_ok() {
-            return Ok(Socat { front, back, addr });
+            return Ok((front, addr));
         }
     }
     bail!("could not start socat on a free port in 20 tries")
