@@ -170,16 +170,21 @@ pub struct Socat {
 /// Starts the socat pair; readiness is a successful connection, never a sleep.
 /// socat cannot report a port 0: a free port is picked by binding and closing it, and
 /// the start is retried if another process takes it in between. `tuned` adds what a
-/// careful user would: `backlog=1024` (socat's default is 5, so concurrent connects
-/// overflow the accept queue and wait for SYN retransmits) and `nodelay` on both TCP
+/// careful user would: `backlog=1024` on both listeners (socat's default is 5, so
+/// concurrent connects overflow the accept queue: TCP clients wait for SYN retransmits,
+/// unix clients may be refused) and `nodelay` on both TCP
 /// sides (Nagle's algorithm otherwise delays the tail of large writes).
 pub fn start_socat(dir: &Path, upstream: SocketAddr, tuned: bool) -> anyhow::Result<Socat> {
     let name = if tuned { "socat-tuned" } else { "socat" };
     let sock = dir.join(format!("{name}.sock"));
-    let connect_opts = if tuned { ",nodelay" } else { "" };
+    let (listen_opts, connect_opts) = if tuned {
+        (",backlog=1024", ",nodelay")
+    } else {
+        ("", "")
+    };
     let back = spawn(
         Command::new("socat")
-            .arg(format!("UNIX-LISTEN:{},fork", sock.display()))
+            .arg(format!("UNIX-LISTEN:{},fork{listen_opts}", sock.display()))
             .arg(format!("TCP:{upstream}{connect_opts}"))
             .stdin(Stdio::null()),
     )
