@@ -186,17 +186,23 @@ pub async fn big(addr: SocketAddr, body: &[u8], reps: usize) -> Result<Vec<u64>,
     Ok(out)
 }
 
-/// Opens `n` streams and keeps them running (the double paces them slowly); dropping
-/// the handles' tasks closes them.
-pub fn hold_streams(addr: SocketAddr, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+/// Opens `n` streams and keeps them running (the double paces them slowly); aborting
+/// the tasks closes them. A task that ends on its own returns why.
+pub fn hold_streams(addr: SocketAddr, n: usize) -> Vec<tokio::task::JoinHandle<String>> {
     let req: Arc<[u8]> = client::request("/api/chat", &client::stream_chat(), false).into();
     (0..n)
         .map(|_| {
             let req = req.clone();
             tokio::spawn(async move {
                 let mut stats = StreamStats::default();
-                if let Ok(mut c) = Conn::connect(addr).await {
-                    let _ = c.stream(&req, &mut stats).await;
+                let r = async {
+                    let mut c = Conn::connect(addr).await?;
+                    c.stream(&req, &mut stats).await
+                }
+                .await;
+                match r {
+                    Ok(()) => "ended".to_owned(),
+                    Err(e) => e.to_string(),
                 }
             })
         })

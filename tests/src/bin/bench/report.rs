@@ -72,6 +72,9 @@ pub struct Mem {
     /// The socat pair with the same streams open: summed PSS of every socat process.
     pub socat_streams_pss_kib: u64,
     pub socat_streams_procs: usize,
+    /// Streams that actually reached the double (should be `held_streams`).
+    pub bridge_open: usize,
+    pub socat_open: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -226,7 +229,9 @@ impl Results {
             mib(mm.host_hwm_kib)
         );
         s += &format!(
-            "\nWith {} streams open the (tuned) socat pair runs {} processes, {} in total (PSS).\n",
+            "\nStreams open at the reading: bridge {}, socat {} (of {}). With them the (tuned) socat pair runs {} processes, {} in total (PSS).\n",
+            mm.bridge_open,
+            mm.socat_open,
             mm.held_streams,
             mm.socat_streams_procs,
             mib(mm.socat_streams_pss_kib)
