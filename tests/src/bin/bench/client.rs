@@ -161,6 +161,7 @@ impl Conn {
         loop {
             let now = self.read_at;
             let mut lines_this_read = 0u32;
+            let (mut first, mut last) = (u64::MAX, 0u64);
             let used = d.feed(&self.buf[self.pos..], |data| {
                 for part in data.split_inclusive(|&b| b == b'\n') {
                     line.extend_from_slice(part);
@@ -168,6 +169,8 @@ impl Conn {
                         lines_this_read += 1;
                         if let Some(sent) = stamp::parse(&line) {
                             out.latency_ns.push(now.saturating_sub(sent));
+                            first = first.min(sent);
+                            last = last.max(sent);
                         }
                         out.lines += 1;
                         line.clear();
@@ -177,6 +180,9 @@ impl Conn {
             self.pos += used;
             if lines_this_read > 1 {
                 out.coalesced_reads += 1;
+                if last.saturating_sub(first) >= HELD_NS {
+                    out.held_reads += 1;
+                }
             }
             if lines_this_read > 0 {
                 out.reads_with_lines += 1;
@@ -189,6 +195,9 @@ impl Conn {
     }
 }
 
+/// Send-time spread above which chunks delivered together mean one was held back.
+pub const HELD_NS: u64 = 500_000;
+
 /// Per-stream measurements.
 #[derive(Debug, Default)]
 pub struct StreamStats {
@@ -196,6 +205,10 @@ pub struct StreamStats {
     pub lines: u64,
     /// Reads that completed more than one line.
     pub coalesced_reads: u64,
+    /// Of those, reads whose chunks were sent at least `HELD_NS` apart: a chunk was held
+    /// back until a later one came (chunks the double sent back to back may arrive
+    /// together on any path).
+    pub held_reads: u64,
     /// Reads that completed at least one line.
     pub reads_with_lines: u64,
 }

@@ -157,6 +157,7 @@ pub async fn streams(addr: SocketAddr, n: usize) -> Streams {
         out.stats.latency_ns.extend(s.latency_ns);
         out.stats.lines += s.lines;
         out.stats.coalesced_reads += s.coalesced_reads;
+        out.stats.held_reads += s.held_reads;
         out.stats.reads_with_lines += s.reads_with_lines;
         if let Err(e) = r {
             out.errors += 1;

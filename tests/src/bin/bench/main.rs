@@ -223,11 +223,12 @@ fn main() -> anyhow::Result<()> {
     if want("streams") {
         b.streams();
     }
-    if want("big") {
-        b.big()?;
-    }
+    // Memory before the large bodies, whose buffers the allocator keeps afterwards.
     if want("mem") {
         b.mem();
+    }
+    if want("big") {
+        b.big()?;
     }
     res.machine.load_after = loadavg();
 

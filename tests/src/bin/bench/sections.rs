@@ -172,6 +172,7 @@ impl Bench<'_> {
                     let s = self.rt.block_on(load::streams(p.addr, *n));
                     all.stats.latency_ns.extend(s.stats.latency_ns);
                     all.stats.coalesced_reads += s.stats.coalesced_reads;
+                    all.stats.held_reads += s.stats.held_reads;
                     all.stats.reads_with_lines += s.stats.reads_with_lines;
                     all.errors += s.errors;
                     all.first_error = all.first_error.or(s.first_error);
@@ -191,6 +192,7 @@ impl Bench<'_> {
                     chunks_per_s: chunks as f64 / wall.as_secs_f64(),
                     chunks,
                     coalesced_reads: all.stats.coalesced_reads,
+                    held_reads: all.stats.held_reads,
                     reads_with_chunks: all.stats.reads_with_lines,
                     errors: all.errors,
                 };
@@ -235,6 +237,11 @@ impl Bench<'_> {
             );
             self.res.big.push(cell);
         }
+        let m = &mut self.res.mem;
+        m.guest_hwm_kib = procs::status_kib(self.guest, "VmHWM");
+        m.host_hwm_kib = procs::status_kib(self.host, "VmHWM");
+        m.guest_after_big_kib = procs::status_kib(self.guest, "VmRSS");
+        m.host_after_big_kib = procs::status_kib(self.host, "VmRSS");
         Ok(())
     }
 
@@ -300,8 +307,6 @@ impl Bench<'_> {
             }
             self.double.clear();
         }
-        m.guest_hwm_kib = procs::status_kib(self.guest, "VmHWM");
-        m.host_hwm_kib = procs::status_kib(self.host, "VmHWM");
     }
 }
 
