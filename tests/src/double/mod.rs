@@ -2,12 +2,14 @@
 //! streaming at a controllable pace (or gated chunk by chunk), tool calls in an
 //! intermediate or in the final chunk, the Host check, num_ctx truncation visible in
 //! `prompt_eval_count`, and the OpenAI layer's faults. It records every request.
+//! For benchmarks it can stamp each streamed chunk with its send time (`stamp`).
 
 // Handlers return a ready error response early; its size does not matter here.
 #![allow(clippy::result_large_err)]
 mod native;
 mod openai;
 mod server;
+pub mod stamp;
 pub mod tokenize;
 
 use std::net::SocketAddr;
@@ -57,6 +59,9 @@ pub struct Script {
     pub gated: bool,
     /// Write each chunk in frames of at most this many bytes (lines split across frames).
     pub fragment: Option<usize>,
+    /// Benchmarks: streamed chat chunks carry their send time as content, at a fixed
+    /// `pace` (see [`stamp`]); `gated`, `fragment`, errors and stalls do not apply.
+    pub stamp: bool,
 }
 
 impl Default for Script {
@@ -70,6 +75,7 @@ impl Default for Script {
             pace: Duration::ZERO,
             gated: false,
             fragment: None,
+            stamp: false,
         }
     }
 }

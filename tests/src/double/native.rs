@@ -348,6 +348,10 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         Err(e) => return e,
     };
     let lines = chat_lines(&plan);
+    if plan.script.stamp && wants_stream(&req) {
+        let last = lines.last().cloned().unwrap_or_default();
+        return super::stamp::stream(state, &plan, last);
+    }
     let mut m = json!({"role": "assistant", "content": plan.pieces.concat()});
     if !plan.calls.is_empty() {
         m["tool_calls"] = Value::Array(plan.calls.clone());

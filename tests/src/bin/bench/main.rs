@@ -1,0 +1,287 @@
+//! Benchmark (issue 9): the bridge (bridge-guest → bridge-host with policy and num_ctx
+//! rewrite → Ollama) against a direct connection and against the socat pair (as in the
+//! issue, and tuned), side by side in one run, with the Ollama test double in-process
+//! answering at once or at a fixed pace. Prints markdown tables and writes the results
+//! as JSON (`--out`); `tests/bench/plot.py` draws the latency plot from that file.
+//!
+//! Build and run (release builds only):
+//! `cargo build --release --locked -p bridge-host -p bridge-guest -p ollama-bridge-tests --bins`
+//! then `target/release/bench --out docs/bench-results.json` (`--quick` for a smoke run).
+
+mod client;
+mod load;
+mod procs;
+mod report;
+mod sections;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use bridge_tests::double::{stamp, Double, DoubleConfig};
+use clap::Parser;
+
+use report::Results;
+
+#[derive(Parser)]
+#[command(about = "Benchmark: direct vs socat pair vs bridge-guest → bridge-host")]
+pub struct Args {
+    /// Tiny counts: a smoke run of every workload, in seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Directory with bridge-host and bridge-guest (default: this binary's directory).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The bridge-guest to run (e.g. the static release-small build).
+    #[arg(long)]
+    guest_bin: Option<PathBuf>,
+    /// Only these sections (for profiling): requests, streams, big, mem.
+    #[arg(long, value_delimiter = ',')]
+    sections: Vec<String>,
+    /// Only these paths (for profiling): direct, socat, socat-tuned, bridge.
+    #[arg(long, value_delimiter = ',')]
+    paths: Vec<String>,
+    /// Also measure each hop on its own: bridge-guest in front of socat's host half
+    /// (`guest+socat`) and socat's sandbox half in front of bridge-host (`socat+host`).
+    #[arg(long)]
+    hops: bool,
+    /// Measuring window of each small-request run, in milliseconds.
+    #[arg(long)]
+    measure_ms: Option<u64>,
+}
+
+/// Counts and durations of a run.
+pub struct Plan {
+    pub warm: Duration,
+    pub measure: Duration,
+    pub chunks: usize,
+    pub single_reps: usize,
+    pub many: usize,
+    pub many_pace: Duration,
+    pub big_bytes: usize,
+    pub big_reps: usize,
+    pub held: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                warm: Duration::from_millis(30),
+                measure: Duration::from_millis(150),
+                chunks: 40,
+                single_reps: 1,
+                many: 8,
+                many_pace: Duration::from_millis(2),
+                big_bytes: 1 << 20,
+                big_reps: 2,
+                held: 16,
+            }
+        } else {
+            Plan {
+                warm: Duration::from_millis(400),
+                measure: Duration::from_millis(2000),
+                chunks: 1000,
+                single_reps: 3,
+                many: 64,
+                many_pace: Duration::from_millis(5),
+                big_bytes: 20 << 20,
+                big_reps: 8,
+                held: 256,
+            }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    procs::install_cleanup();
+    stamp::epoch();
+    let mut plan = Plan::new(args.quick);
+    if let Some(ms) = args.measure_ms {
+        plan.measure = Duration::from_millis(ms);
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => bridge_tests::harness::bin_dir(),
+    };
+    let host_bin = bin_dir.join("bridge-host");
+    let guest_bin = args
+        .guest_bin
+        .clone()
+        .unwrap_or_else(|| bin_dir.join("bridge-guest"));
+    for b in [&host_bin, &guest_bin] {
+        if !b.exists() {
+            bail!(
+                "{} is missing: cargo build --release --locked -p bridge-host -p bridge-guest -p ollama-bridge-tests --bins",
+                b.display()
+            );
+        }
+    }
+    if cfg!(debug_assertions) && !args.quick {
+        eprintln!("bench: warning: this is a debug build; benchmarks need --release");
+    }
+    let mut res = Results {
+        quick: args.quick,
+        machine: report::Machine {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            guest_bin: guest_bin.display().to_string(),
+            load_before: loadavg(),
+            ..machine()
+        },
+        ..Results::default()
+    };
+
+    // The double: its own runtime with one worker; the client: another with one worker.
+    let double_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("double")
+        .enable_all()
+        .build()?;
+    let double = double_rt.block_on(Double::start(DoubleConfig::default()));
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("client")
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let (host, socket) = procs::start_host(&host_bin, dir.path(), double.addr())?;
+    let (guest, guest_addr) = procs::start_guest(&guest_bin, &socket)?;
+    let path_wanted = |n: &str| args.paths.is_empty() || args.paths.iter().any(|a| a == n);
+    let mut all_paths = vec![
+        sections::Path {
+            name: "direct",
+            addr: double.addr(),
+            pids: vec![],
+            forks: false,
+        },
+        sections::Path {
+            name: "bridge",
+            addr: guest_addr,
+            pids: vec![guest.pid(), host.pid()],
+            forks: false,
+        },
+    ];
+    let mut socats = Vec::new();
+    for (name, tuned) in [("socat", false), ("socat-tuned", true)] {
+        if path_wanted(name) || (tuned && args.hops) {
+            let s = procs::start_socat(dir.path(), double.addr(), tuned)?;
+            all_paths.insert(
+                all_paths.len() - 1,
+                sections::Path {
+                    name,
+                    addr: s.addr,
+                    pids: vec![s.front.pid(), s.back.pid()],
+                    forks: true,
+                },
+            );
+            socats.push(s);
+        }
+    }
+    let mut hop_procs = Vec::new();
+    if args.hops {
+        let back = socats.last().expect("the tuned socat pair").back.pid();
+        let (g, addr) = procs::start_guest(&guest_bin, &dir.path().join("socat-tuned.sock"))?;
+        all_paths.push(sections::Path {
+            name: "guest+socat",
+            addr,
+            pids: vec![g.pid(), back],
+            forks: true,
+        });
+        let (f, addr) = procs::socat_front(&socket, true)?;
+        all_paths.push(sections::Path {
+            name: "socat+host",
+            addr,
+            pids: vec![f.pid(), host.pid()],
+            forks: true,
+        });
+        hop_procs.extend([g, f]);
+    }
+    let paths: Vec<_> = all_paths
+        .into_iter()
+        .filter(|p| path_wanted(p.name))
+        .collect();
+    let want = |s: &str| args.sections.is_empty() || args.sections.iter().any(|a| a == s);
+    let mut b = sections::Bench {
+        double: &double,
+        rt: &client_rt,
+        plan: &plan,
+        paths,
+        guest: guest.pid(),
+        host: host.pid(),
+        res: &mut res,
+    };
+    b.res.mem.guest_idle_start_kib = procs::status_kib(guest.pid(), "VmRSS");
+    b.res.mem.host_idle_start_kib = procs::status_kib(host.pid(), "VmRSS");
+    b.sanity()?;
+    if want("requests") {
+        b.requests();
+    }
+    if want("streams") {
+        b.streams();
+    }
+    // Memory before the large bodies, whose buffers the allocator keeps afterwards.
+    if want("mem") {
+        b.mem();
+    }
+    if want("big") {
+        b.big()?;
+    }
+    res.machine.load_after = loadavg();
+
+    print!("{}", res.markdown());
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&res)? + "\n")?;
+        eprintln!("bench: results written to {}", out.display());
+    }
+    drop((guest, host, socats, hop_procs));
+    procs::kill_all();
+    drop(double);
+    client_rt.shutdown_timeout(Duration::from_secs(1));
+    double_rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn machine() -> report::Machine {
+    let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let rustc = std::process::Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    report::Machine {
+        date: protocol::audit::rfc3339_millis(now_ms),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        rustc,
+        ..report::Machine::default()
+    }
+}
