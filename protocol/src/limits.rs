@@ -1,9 +1,12 @@
 //! Per-sandbox limits beyond `max_concurrent` and `max_body`: the queue for a free slot,
-//! the request rate, the request head, connections, and the client-side timeouts. Their
+//! the request rate, the request head, connections, the request-body bytes held at once
+//! (`max_body_buffer`), and the client-side timeouts. Their
 //! defaults, their validation, and the pure token bucket behind `requests_per_minute`
 //! (time is passed in, so it is tested without a clock).
 
 use std::time::Duration;
+
+use crate::units::ByteSize;
 
 /// Default `max_headers` (hyper's own default).
 pub const DEFAULT_MAX_HEADERS: usize = 100;
@@ -20,6 +23,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `request_header_timeout`.
 pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// `max_body_buffer` defaults to this many times `max_body`.
+pub const DEFAULT_BODY_BUFFER_FACTOR: u64 = 4;
 /// Longest `queue_timeout` and `request_header_timeout` (longer is a hang, not a limit).
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
@@ -36,6 +41,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Open connections on the listener; more get a 503 and are closed.
     pub max_connections: u32,
+    /// Request-body bytes all of the sandbox's requests may hold at once; more get 429.
+    pub max_body_buffer: u64,
     /// Idle time allowed between two requests on a keep-alive connection (zero: no keep-alive).
     pub keepalive_timeout: Duration,
     /// Time to receive a complete request head (slowloris defence).
@@ -50,6 +57,7 @@ impl Default for Limits {
             max_headers: DEFAULT_MAX_HEADERS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_body_buffer: DEFAULT_BODY_BUFFER_FACTOR * crate::config::DEFAULT_MAX_BODY,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             request_header_timeout: DEFAULT_REQUEST_HEADER_TIMEOUT,
         }
@@ -65,6 +73,9 @@ pub struct RawLimits {
     pub max_headers: Option<usize>,
     pub max_header_bytes: Option<u64>,
     pub max_connections: Option<u32>,
+    /// The sandbox's `max_body` (checked elsewhere; `None`: the default).
+    pub max_body: Option<u64>,
+    pub max_body_buffer: Option<u64>,
     pub keepalive_timeout: Option<Duration>,
     pub request_header_timeout: Option<Duration>,
 }
@@ -106,6 +117,17 @@ impl RawLimits {
         if self.max_connections == Some(0) {
             errs.push("max_connections must be at least 1".into());
         }
+        let max_body = self.max_body.unwrap_or(crate::config::DEFAULT_MAX_BODY);
+        let max_body_buffer = self
+            .max_body_buffer
+            .unwrap_or(max_body.saturating_mul(DEFAULT_BODY_BUFFER_FACTOR));
+        if max_body_buffer < max_body {
+            errs.push(format!(
+                "max_body_buffer ({}) must be at least max_body ({}): one body of max_body must fit; raise max_body_buffer or lower max_body (leave max_body_buffer out for {DEFAULT_BODY_BUFFER_FACTOR} × max_body)",
+                ByteSize(max_body_buffer),
+                ByteSize(max_body)
+            ));
+        }
         let request_header_timeout = self
             .request_header_timeout
             .unwrap_or(d.request_header_timeout);
@@ -127,6 +149,7 @@ impl RawLimits {
             max_headers,
             max_header_bytes: max_header_bytes as usize,
             max_connections: self.max_connections.unwrap_or(d.max_connections),
+            max_body_buffer,
             keepalive_timeout,
             request_header_timeout,
         })
@@ -220,6 +243,8 @@ mod tests {
             max_headers: Some(50),
             max_header_bytes: Some(16 << 10),
             max_connections: Some(10),
+            max_body: Some(1 << 20),
+            max_body_buffer: None,
             keepalive_timeout: Some(Duration::ZERO),
             request_header_timeout: Some(S(5)),
         }
@@ -227,6 +252,14 @@ mod tests {
         .unwrap();
         assert_eq!(ok.max_header_bytes, 16 << 10);
         assert_eq!(ok.keepalive_timeout, Duration::ZERO);
+        assert_eq!(ok.max_body_buffer, 4 << 20, "4 × max_body by default");
+        assert_eq!(Limits::default().max_body_buffer, 128 << 20);
+        let equal = RawLimits {
+            max_body: Some(1 << 20),
+            max_body_buffer: Some(1 << 20),
+            ..Default::default()
+        };
+        assert_eq!(equal.check().unwrap().max_body_buffer, 1 << 20);
         for (raw, want) in [
             (
                 RawLimits {
@@ -263,6 +296,21 @@ mod tests {
                     ..Default::default()
                 },
                 "max_header_bytes must be between \"8KiB\" and \"1MiB\"",
+            ),
+            (
+                RawLimits {
+                    max_body: Some(8 << 20),
+                    max_body_buffer: Some(4 << 20),
+                    ..Default::default()
+                },
+                "max_body_buffer (4MiB) must be at least max_body (8MiB)",
+            ),
+            (
+                RawLimits {
+                    max_body_buffer: Some(1 << 20),
+                    ..Default::default()
+                },
+                "must be at least max_body (32MiB)",
             ),
             (
                 RawLimits {

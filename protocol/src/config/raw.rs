@@ -86,6 +86,8 @@ pub(super) struct RawSandbox {
     pub(super) max_concurrent: Option<u32>,
     /// Largest request body accepted.
     pub(super) max_body: Option<ByteSize>,
+    /// Request-body bytes this sandbox's requests may hold at once (default 4 × max_body).
+    pub(super) max_body_buffer: Option<ByteSize>,
     /// With max_concurrent: wait this long for a free slot before answering 429.
     pub(super) queue_timeout: Option<HumanDuration>,
     /// Token bucket: a burst of N requests, refilled at N per minute; more get 429.

@@ -115,7 +115,7 @@ fn bad_values_are_refused() {
 fn limit_keys_parse_and_their_errors_have_lines() {
     let base = "[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\n";
     let c = Config::parse(
-        &format!("{base}max_concurrent=2\nqueue_timeout=\"5s\"\nrequests_per_minute=30\nmax_headers=50\nmax_header_bytes=\"16KiB\"\nmax_connections=64\nkeepalive_timeout=\"10s\"\nrequest_header_timeout=\"2s\"\n"),
+        &format!("{base}max_concurrent=2\nqueue_timeout=\"5s\"\nrequests_per_minute=30\nmax_headers=50\nmax_header_bytes=\"16KiB\"\nmax_connections=64\nkeepalive_timeout=\"10s\"\nrequest_header_timeout=\"2s\"\nmax_body=\"1MiB\"\nmax_body_buffer=\"3MiB\"\n"),
         &env(),
     )
     .unwrap();
@@ -124,6 +124,7 @@ fn limit_keys_parse_and_their_errors_have_lines() {
     assert_eq!(l.requests_per_minute, Some(30));
     assert_eq!((l.max_headers, l.max_header_bytes), (50, 16 << 10));
     assert_eq!(l.max_connections, 64);
+    assert_eq!(l.max_body_buffer, 3 << 20);
     assert_eq!(l.keepalive_timeout, Duration::from_secs(10));
     assert_eq!(l.request_header_timeout, Duration::from_secs(2));
     for (extra, want) in [
@@ -140,6 +141,10 @@ fn limit_keys_parse_and_their_errors_have_lines() {
             "max_header_bytes must be between",
         ),
         ("request_header_timeout=\"1x\"\n", "invalid duration"),
+        (
+            "max_body=\"2MiB\"\nmax_body_buffer=\"1MiB\"\n",
+            "max_body_buffer (1MiB) must be at least max_body (2MiB)",
+        ),
     ] {
         let e = Config::parse(&format!("{base}{extra}"), &env()).unwrap_err();
         assert!(e.to_string().contains(want), "{extra}: {e}");

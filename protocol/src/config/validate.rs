@@ -145,6 +145,8 @@ impl Config {
                 max_headers: s.max_headers,
                 max_header_bytes: s.max_header_bytes.map(|b| b.0),
                 max_connections: s.max_connections,
+                max_body: Some(max_body),
+                max_body_buffer: s.max_body_buffer.map(|b| b.0),
                 keepalive_timeout: s.keepalive_timeout.map(|d| d.0),
                 request_header_timeout: s.request_header_timeout.map(|d| d.0),
             }
