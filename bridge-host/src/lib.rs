@@ -7,6 +7,7 @@ pub mod audit;
 pub mod audit_cli;
 pub mod audit_follow;
 pub mod body;
+pub mod budget;
 pub mod cli;
 pub mod conn;
 pub mod deadline;

@@ -1,5 +1,6 @@
 //! The per-sandbox request limiters: `max_concurrent` slots with the optional bounded
-//! wait `queue_timeout`, and the `requests_per_minute` token bucket. Every sandbox has
+//! wait `queue_timeout`, the `requests_per_minute` token bucket and the `max_body_buffer`
+//! budget (crate::budget). Every sandbox has
 //! its own, so one sandbox at its limits never takes from another. A reload keeps a
 //! limiter whose setting did not change (requests in flight still count against it) and
 //! starts a changed one fresh.
@@ -13,6 +14,7 @@ use protocol::error::{BridgeError, Reason};
 use protocol::limits::{retry_after_secs, TokenBucket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::budget::BodyBudget;
 use crate::hangup::Hangup;
 
 /// `max_concurrent` slots and the number of requests waiting for one.
@@ -30,10 +32,12 @@ pub struct Rate {
 }
 
 /// A sandbox's limiters (none when the sandbox sets no such limit).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Limiters {
     pub slots: Option<Arc<Slots>>,
     pub rate: Option<Arc<Rate>>,
+    /// The request-body bytes held at once (`max_body_buffer`, always set).
+    pub bodies: Arc<BodyBudget>,
     /// Connections open on the listener (real connections: kept across every reload).
     pub connections: Arc<AtomicUsize>,
 }
@@ -58,6 +62,7 @@ impl Limiters {
         Limiters {
             slots,
             rate,
+            bodies: BodyBudget::new(sb.limits.max_body_buffer),
             connections: Arc::default(),
         }
     }
@@ -71,6 +76,9 @@ impl Limiters {
         }
         if self.rate.as_ref().map(|r| r.per_minute) == next.limits.requests_per_minute {
             fresh.rate = self.rate.clone();
+        }
+        if self.bodies.max() == next.limits.max_body_buffer {
+            fresh.bodies = self.bodies.clone();
         }
         fresh
     }
@@ -192,6 +200,8 @@ mod tests {
     fn a_reload_keeps_unchanged_limiters_and_restarts_changed_ones() {
         let one = sandbox("max_concurrent = 2\nrequests_per_minute = 1");
         let l = Limiters::new(&one);
+        let mut body = l.bodies.share();
+        body.cover(1 << 20).unwrap();
         l.check_rate(&one).unwrap();
         let e = l.check_rate(&one).unwrap_err();
         assert_eq!((e.status, e.reason), (429, Reason::RateLimited));
@@ -208,6 +218,7 @@ mod tests {
         ));
         assert!(same.check_rate(&one).is_err());
         assert_eq!(same.open_connections(), 3);
+        assert_eq!(same.bodies.held(), 1 << 20, "bodies in flight still count");
 
         // Changed: fresh slots and a full bucket.
         let two = sandbox("max_concurrent = 3\nrequests_per_minute = 2");
@@ -218,6 +229,10 @@ mod tests {
         ));
         changed.check_rate(&two).unwrap();
         assert_eq!(changed.open_connections(), 3);
+        let smaller = l.successor(&sandbox("max_body_buffer = \"64MiB\""));
+        assert_eq!((smaller.bodies.max(), smaller.bodies.held()), (64 << 20, 0));
+        drop(body);
+        assert_eq!(same.bodies.held(), 0);
 
         // Removed: no limiter at all.
         let none = l.successor(&sandbox(""));

@@ -71,7 +71,7 @@ pub(crate) async fn forward(
     tracing::debug!(request_id = %rec.request_id, native = path, num_ctx = ?n.sent, "openai_via_native");
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
     let up = &ctx.upstream;
-    let resp = match up
+    let sent = up
         .send(
             Method::POST,
             path,
@@ -79,8 +79,10 @@ pub(crate) async fn forward(
             Some("application/json"),
             bytes,
         )
-        .await
-    {
+        .await;
+    // The body has gone upstream (or never will): free it and give back its budget share.
+    drop((native, c.body, c.budget));
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => return refuse(ctx, e, ErrorFormat::OpenAi, rec, start).await,
     };

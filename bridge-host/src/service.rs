@@ -22,6 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::audit::{AuditLog, ACK_WAIT};
 use crate::body::{Relay, RespBody, StreamKind};
+use crate::budget::Held;
 use crate::hangup::Hangup;
 use crate::limit::Limiters;
 use crate::record::{finisher, head_only, start_record, Owed};
@@ -134,6 +135,10 @@ pub(crate) struct Checked {
     pub(crate) body: Option<Map<String, Value>>,
     pub(crate) raw: Bytes,
     pub(crate) permit: Option<OwnedSemaphorePermit>,
+    /// The body's share of `max_body_buffer`: given back with the body, once the answer's
+    /// head has arrived (or the send failed). The bytes handed to the upstream client are
+    /// gone by then; holding until the head is a small over-approximation.
+    pub(crate) budget: Held,
 }
 
 /// Serves one request on a sandbox's listener.
@@ -242,6 +247,7 @@ async fn check(
         return Err(too_large());
     }
     let kind = route.body_kind(parts.method.as_str());
+    let mut budget = ctx.limits.bodies.share();
     let has_body = declared.is_some_and(|n| n > 0) || h.contains_key(header::TRANSFER_ENCODING);
     let raw = match kind {
         BodyKind::None if has_body => {
@@ -257,11 +263,25 @@ async fn check(
             max,
             declared,
             ctx.sandbox.limits.request_header_timeout,
+            &mut budget,
         )
         .await
         {
             Ok(b) => b,
             Err(ReadError::TooLarge { .. }) => return Err(too_large()),
+            Err(ReadError::Budget(x)) => {
+                return Err(BridgeError::new(
+                    429,
+                    Reason::RateLimited,
+                    format!(
+                        "sandbox \"{}\" is already holding {} of request bodies (max_body_buffer = {}); retry shortly",
+                        ctx.sandbox.name,
+                        protocol::units::ByteSize(x.held),
+                        protocol::units::ByteSize(x.max)
+                    ),
+                )
+                .with_retry_after(1))
+            }
             Err(e @ ReadError::Stalled(_)) => {
                 return Err(BridgeError::new(
                     408,
@@ -313,6 +333,7 @@ async fn check(
         body: obj,
         raw,
         permit: permit_slot,
+        budget,
     })
 }
 
@@ -338,10 +359,12 @@ async fn forward(
         rec.prompt = c.body.clone().map(Value::Object);
     }
     let up = &ctx.upstream;
-    let resp = match up
+    let sent = up
         .send(c.method.clone(), &c.path, &c.headers, content_type, body)
-        .await
-    {
+        .await;
+    // The body has gone upstream (or never will): free it and give back its budget share.
+    drop((c.body, c.raw, c.budget));
+    let resp = match sent {
         Ok(r) => r,
         Err(e) => return refuse(ctx, e, format, rec, start).await,
     };

@@ -50,6 +50,7 @@ fn limits_json(sb: &protocol::Sandbox) -> Value {
         "queue_timeout": l.queue_timeout.map(dur),
         "requests_per_minute": l.requests_per_minute,
         "max_body": sb.max_body,
+        "max_body_buffer": l.max_body_buffer,
         "max_headers": l.max_headers,
         "max_header_bytes": l.max_header_bytes,
         "max_connections": l.max_connections,
@@ -154,6 +155,8 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         "limits": limits_json(sb),
         "queued": ctx.limits.queued(),
         "connections": ctx.limits.open_connections(),
+        // Request-body bytes held right now against max_body_buffer (whole KiB per request).
+        "body_buffer_held": ctx.limits.bodies.held(),
         // Not counting this status request itself.
         "in_flight": (ctx.shared.metrics.in_flight(sb.name.as_str()) - 1).max(0),
         "upstream": upstream,
