@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use protocol::error::{BridgeError, Reason};
+use protocol::units::ByteSize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Bytes per permit.
@@ -28,6 +30,22 @@ pub struct Exhausted {
     pub held: u64,
     /// The configured `max_body_buffer`.
     pub max: u64,
+}
+
+impl Exhausted {
+    /// The answer: 429 `rate_limited`, `Retry-After: 1` (freed shares come back soon).
+    pub fn to_error(self, sandbox: &str) -> BridgeError {
+        BridgeError::new(
+            429,
+            Reason::RateLimited,
+            format!(
+                "sandbox \"{sandbox}\" is already holding {} of request bodies (max_body_buffer = {}); retry shortly",
+                ByteSize(self.held),
+                ByteSize(self.max)
+            ),
+        )
+        .with_retry_after(1)
+    }
 }
 
 /// Permits in `bytes`, rounded up (and at most what a semaphore call can take).

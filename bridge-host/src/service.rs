@@ -269,19 +269,7 @@ async fn check(
         {
             Ok(b) => b,
             Err(ReadError::TooLarge { .. }) => return Err(too_large()),
-            Err(ReadError::Budget(x)) => {
-                return Err(BridgeError::new(
-                    429,
-                    Reason::RateLimited,
-                    format!(
-                        "sandbox \"{}\" is already holding {} of request bodies (max_body_buffer = {}); retry shortly",
-                        ctx.sandbox.name,
-                        protocol::units::ByteSize(x.held),
-                        protocol::units::ByteSize(x.max)
-                    ),
-                )
-                .with_retry_after(1))
-            }
+            Err(ReadError::Budget(x)) => return Err(x.to_error(ctx.sandbox.name.as_str())),
             Err(e @ ReadError::Stalled(_)) => {
                 return Err(BridgeError::new(
                     408,
