@@ -201,16 +201,33 @@ fn bind_unix(
     Ok(listener)
 }
 
-/// Sets a socket's mode and (optionally) owner.
+/// Sets a socket's mode and (optionally) owner, never through a symlink: the socket's
+/// directory may belong to the sandbox (`socket_owner`), which could swap the socket for
+/// a link to a host file between the bind and here. A link makes this fail; a swap that
+/// races the check still cannot reach the link's target (`AT_SYMLINK_NOFOLLOW`, `lchown`).
 pub fn apply_perms(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), ListenError> {
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
-        ListenError::Perms {
-            path: path.to_owned(),
-            source,
+    let perms_err = |source: io::Error| ListenError::Perms {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {}
+        Ok(_) => {
+            return Err(ListenError::NotASocket {
+                path: path.to_owned(),
+            })
         }
-    })?;
+        Err(source) => return Err(perms_err(source)),
+    }
+    nix::sys::stat::fchmodat(
+        None,
+        path,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+        nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+    )
+    .map_err(|e| perms_err(io::Error::from(e)))?;
     if let Some((uid, gid)) = owner {
-        chown(path, uid, gid)?;
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(perms_err)?;
     }
     Ok(())
 }
@@ -226,6 +243,28 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), ListenError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn perms_never_follow_a_link_that_replaced_the_socket() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("host-file");
+        std::fs::write(&target, "secret").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let link = t.path().join("ollama.sock");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = apply_perms(&link, 0o666, None).unwrap_err();
+        assert!(matches!(e, ListenError::NotASocket { .. }), "{e:?}");
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
+        // The calls themselves refuse a link too (a swap racing the check).
+        let raced = nix::sys::stat::fchmodat(
+            None,
+            &link,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
+        );
+        assert!(raced.is_err());
+        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
+    }
 
     #[tokio::test]
     async fn creates_dir_and_socket_with_modes() {
