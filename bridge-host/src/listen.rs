@@ -151,9 +151,10 @@ fn bind_unix(
     mode: u32,
     owner: Option<(u32, u32)>,
 ) -> Result<UnixListener, ListenError> {
-    // A directory created here is chowned to `owner` only once the socket is in it: a
-    // daemon without root (systemd's CAP_CHOWN only) could not bind in it after that.
-    let mut created = None;
+    // A directory created (or taken back) here is chowned to `owner` only once the
+    // socket is in it: a daemon without root (systemd's CAP_CHOWN only) could not bind in
+    // it after that.
+    let mut hand_over = None;
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir).map_err(|source| ListenError::Dir {
@@ -166,9 +167,29 @@ fn bind_unix(
                     source,
                 },
             )?;
-            created = Some(dir);
+            hand_over = Some(dir);
+        } else if owner.is_some() {
+            hand_over = reclaim_dir(dir);
         }
     }
+    let bound = replace_and_bind(path, mode, owner);
+    if let (Some(dir), Some((uid, gid))) = (hand_over, owner) {
+        // Also when the bind failed: a directory taken back goes back to its owner.
+        let handed = chown(dir, uid, gid);
+        if bound.is_ok() {
+            handed?;
+        }
+    }
+    bound
+}
+
+/// Replaces a stale socket (never a live one, never another kind of file), binds, and
+/// sets the socket's mode and owner.
+fn replace_and_bind(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<UnixListener, ListenError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             match std::os::unix::net::UnixStream::connect(path) {
@@ -195,10 +216,28 @@ fn bind_unix(
         source,
     })?;
     apply_perms(path, mode, owner)?;
-    if let (Some(dir), Some((uid, gid))) = (created, owner) {
-        chown(dir, uid, gid)?;
-    }
     Ok(listener)
+}
+
+/// A daemon restarted without root (systemd: `User=` with `CAP_CHOWN`) finds its
+/// socket's directory handed to `socket_owner` by the previous run, mode 0750: it could
+/// neither remove the stale socket nor bind there. With `CAP_CHOWN` it takes the
+/// directory back for the bind (the sandbox, no longer its owner, cannot write in it
+/// meanwhile) and returns it to `socket_owner` afterwards. Root needs none of this.
+fn reclaim_dir(dir: &Path) -> Option<&Path> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid();
+    let meta = std::fs::symlink_metadata(dir).ok()?;
+    if me.is_root() || !meta.is_dir() || meta.uid() == me.as_raw() {
+        return None;
+    }
+    match std::os::unix::fs::lchown(dir, Some(me.as_raw()), None) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::debug!(dir = %dir.display(), error = %e, "cannot take the socket directory back for the bind");
+            None
+        }
+    }
 }
 
 /// Sets a socket's mode and (optionally) owner, never through a symlink: the socket's

@@ -322,6 +322,27 @@ socket_owner = \"4242:4243\""
         collect(send_unix(&sock, req("GET", "/api/tags", "")).await.unwrap()).await;
     assert_eq!(status, 200);
     assert_eq!(host.audit_records().len(), 1);
+
+    // A restart (systemd's Restart= or `systemctl restart`): the directory now belongs to
+    // 4242, mode 0750, and the stale socket is still in it. The new daemon takes the
+    // directory back with CAP_CHOWN, replaces the socket, and hands the directory over.
+    let mut host = host;
+    host.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(host.child.wait().await.unwrap().success());
+    assert!(
+        sock.exists(),
+        "the unprivileged daemon could not remove its socket"
+    );
+    let host = Host::start_wrapped(host.dir, &text, &wrapper, &[]).await;
+    for p in [sock.as_path(), sock.parent().unwrap()] {
+        let m = std::fs::metadata(p).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((m.uid(), m.gid()), (4242, 4243), "{}", p.display());
+    }
+    let (status, _, _) =
+        collect(send_unix(&sock, req("GET", "/api/tags", "")).await.unwrap()).await;
+    assert_eq!(status, 200);
+    drop(host);
 }
 
 #[tokio::test]
