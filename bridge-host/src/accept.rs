@@ -171,9 +171,13 @@ impl Drop for OpenGuard {
 }
 
 /// Answers a connection over `max_connections` with a 503 and closes it. Not a parsed
-/// request, so no audit record; a warning at most every [`WARN_EVERY`].
+/// request, so no audit record: counted in `connections_refused`, and a warning at most
+/// every [`WARN_EVERY`].
 fn refuse(mut io: Conn, ctx: &SandboxCtx, open: usize, r: &mut Refusals) {
     let max = ctx.sandbox.limits.max_connections;
+    ctx.shared
+        .metrics
+        .connection_refused(ctx.sandbox.name.as_str());
     r.since_warn += 1;
     if r.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
         tracing::warn!(sandbox = %ctx.sandbox.name, open, max_connections = max, refused = r.since_warn, "connection limit reached: answering new connections with 503");

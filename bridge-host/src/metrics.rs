@@ -77,6 +77,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     in_flight: Family<SandboxLabels, Gauge>,
     upstream_errors: Family<ReasonLabels, Counter>,
+    connections_refused: Family<SandboxLabels, Counter>,
     audit_dropped: Gauge,
 }
 
@@ -99,6 +100,7 @@ impl Metrics {
         let tokens = Family::<TokenLabels, Counter>::default();
         let in_flight = Family::<SandboxLabels, Gauge>::default();
         let upstream_errors = Family::<ReasonLabels, Counter>::default();
+        let connections_refused = Family::<SandboxLabels, Counter>::default();
         let audit_dropped = Gauge::default();
         registry.register(
             "requests",
@@ -126,6 +128,11 @@ impl Metrics {
             upstream_errors.clone(),
         );
         registry.register(
+            "connections_refused",
+            "Connections answered 503 and closed at max_connections (not requests: no audit record)",
+            connections_refused.clone(),
+        );
+        registry.register(
             "audit_records_dropped",
             "Audit records that could not be written",
             audit_dropped.clone(),
@@ -137,6 +144,7 @@ impl Metrics {
             tokens,
             in_flight,
             upstream_errors,
+            connections_refused,
             audit_dropped,
         }
     }
@@ -160,6 +168,15 @@ impl Metrics {
                 sandbox: sandbox.to_owned(),
             })
             .get()
+    }
+
+    /// A connection over `max_connections` was refused.
+    pub fn connection_refused(&self, sandbox: &str) {
+        self.connections_refused
+            .get_or_create(&SandboxLabels {
+                sandbox: sandbox.to_owned(),
+            })
+            .inc();
     }
 
     /// A request ended: counts it from its audit record.
