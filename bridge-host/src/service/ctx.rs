@@ -1,0 +1,107 @@
+//! The shared state every listener holds and one sandbox's context (policy, limits,
+//! configuration, upstream) that each request runs under.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use protocol::audit::AuditRecord;
+use protocol::config::{Config, Sandbox};
+
+use crate::audit::AuditLog;
+use crate::limit::Limiters;
+use crate::upstream::Upstream;
+
+/// What every listener shares.
+pub struct Shared {
+    pub audit: AuditLog,
+    pub metrics: crate::metrics::Metrics,
+    /// Set once shutdown began: requests cut off from now on are `shutting_down`.
+    pub draining: AtomicBool,
+    next_id: AtomicU64,
+    id_prefix: String,
+}
+
+impl Shared {
+    pub fn new(audit: AuditLog) -> Shared {
+        let boot = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        Shared {
+            audit,
+            metrics: crate::metrics::Metrics::new(),
+            draining: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),
+        }
+    }
+
+    /// Ends a request: counts it and queues its audit record (the one place both happen).
+    pub fn record(
+        &self,
+        rec: &AuditRecord,
+        ack: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.metrics.observe(rec);
+        self.audit.submit(rec, ack)
+    }
+
+    /// Writes a fallback record if the request still owes one (and counts it then).
+    pub fn record_owed(&self, rec: &AuditRecord) {
+        if self.audit.submit_owed(rec) {
+            self.metrics.observe(rec);
+        }
+    }
+
+    /// A new audit record id, unique within this daemon's run.
+    pub fn request_id(&self) -> String {
+        format!(
+            "{}-{:06x}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+}
+
+/// One listener's context under one configuration: its sandbox's policy and limits, the
+/// configuration it came from and the upstream client. A reload swaps in a successor;
+/// requests already running keep the context they started with.
+pub struct SandboxCtx {
+    pub sandbox: Sandbox,
+    pub limits: Limiters,
+    pub shared: Arc<Shared>,
+    pub config: Arc<Config>,
+    pub upstream: Arc<Upstream>,
+}
+
+impl SandboxCtx {
+    pub fn new(
+        sandbox: Sandbox,
+        shared: Arc<Shared>,
+        config: Arc<Config>,
+        upstream: Arc<Upstream>,
+    ) -> SandboxCtx {
+        SandboxCtx {
+            limits: Limiters::new(&sandbox),
+            sandbox,
+            shared,
+            config,
+            upstream,
+        }
+    }
+
+    /// The context after a reload: the same limiters where the limit is unchanged, so
+    /// requests in flight across the reload still count against them.
+    pub fn successor(
+        &self,
+        sandbox: Sandbox,
+        config: Arc<Config>,
+        upstream: Arc<Upstream>,
+    ) -> SandboxCtx {
+        let limits = self.limits.successor(&sandbox);
+        let mut next = SandboxCtx::new(sandbox, self.shared.clone(), config, upstream);
+        next.limits = limits;
+        next
+    }
+}
