@@ -111,6 +111,18 @@ impl RawResponse {
     }
 }
 
+/// `GET /_bridge/status` of the listener at `sock`, which must answer 200 with JSON.
+pub async fn bridge_status(sock: &Path) -> serde_json::Value {
+    let (s, _, b) = collect(
+        send_unix(sock, req("GET", "/_bridge/status", ""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    serde_json::from_slice(&b).unwrap()
+}
+
 /// Writes raw bytes on a new unix connection and reads one response (or the close).
 pub async fn raw_unix(path: &Path, bytes: &[u8]) -> std::io::Result<Option<RawResponse>> {
     let mut s = UnixStream::connect(path).await?;

@@ -8,7 +8,8 @@
 use bridge_tests::double::{Double, DoubleConfig, Script};
 use bridge_tests::harness::{config, socket, Host};
 use bridge_tests::http::{
-    collect, next_data, post, raw_unix, raw_unix_until_close, read_response, req, send_unix, GUARD,
+    bridge_status, collect, next_data, post, raw_unix, raw_unix_until_close, read_response,
+    send_unix, GUARD,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -150,21 +151,10 @@ async fn held_stream(sock: &std::path::Path) -> hyper::body::Incoming {
     body
 }
 
-async fn status(sock: &std::path::Path) -> Value {
-    let (s, _, b) = collect(
-        send_unix(sock, req("GET", "/_bridge/status", ""))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200);
-    serde_json::from_slice(&b).unwrap()
-}
-
 /// Waits until `/_bridge/status` shows `n` requests waiting for a slot.
 async fn wait_queued(sock: &std::path::Path, n: u64) {
     tokio::time::timeout(GUARD, async {
-        while status(sock).await["queued"] != n {
+        while bridge_status(sock).await["queued"] != n {
             tokio::task::yield_now().await;
         }
     })
@@ -227,7 +217,7 @@ async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
         async move { collect(send_unix(&q, chat(false)).await.unwrap()).await }
     });
     wait_queued(&q, 1).await;
-    assert_eq!(status(&q).await["limits"]["queue_timeout"], "600s");
+    assert_eq!(bridge_status(&q).await["limits"]["queue_timeout"], "600s");
     // A second waiter whose client leaves is taken out of the queue at once.
     let mut leaver = UnixStream::connect(&q).await.unwrap();
     let body = br#"{"model":"qwen2.5:7b","stream":false,"messages":[]}"#;
@@ -292,7 +282,7 @@ async fn requests_per_minute_limits_one_sandbox_with_an_honest_retry_after() {
     let recs = records_with(&host, "rate_limited");
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["sandbox"], "metered");
-    let st = status(&metered).await;
+    let st = bridge_status(&metered).await;
     assert_eq!(st["limits"]["requests_per_minute"], 2);
 }
 
@@ -331,7 +321,7 @@ async fn too_many_or_too_large_headers_get_431_and_a_record() {
     assert!(recs
         .iter()
         .all(|r| r["status"] == 431 && r["path"] == "/api/tags"));
-    let st = status(&sock).await;
+    let st = bridge_status(&sock).await;
     assert_eq!(st["limits"]["max_headers"], 10);
     assert_eq!(st["limits"]["max_header_bytes"], 8192);
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use bridge_tests::double::{Double, DoubleConfig};
 use bridge_tests::harness::{config, socket, Host};
-use bridge_tests::http::{collect, read_response, req, send_unix, RawResponse, GUARD};
+use bridge_tests::http::{bridge_status, read_response, RawResponse, GUARD};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -34,21 +34,10 @@ fn request(path: &str, body: &[u8]) -> Vec<u8> {
     r
 }
 
-async fn status(sock: &Path) -> Value {
-    let (s, _, b) = collect(
-        send_unix(sock, req("GET", "/_bridge/status", ""))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200);
-    serde_json::from_slice(&b).unwrap()
-}
-
 /// Waits until `/_bridge/status` shows `n` bytes of request bodies held.
 async fn wait_held(sock: &Path, n: u64) {
     tokio::time::timeout(GUARD, async {
-        while status(sock).await["body_buffer_held"] != n {
+        while bridge_status(sock).await["body_buffer_held"] != n {
             tokio::task::yield_now().await;
         }
     })
@@ -88,7 +77,7 @@ async fn bodies_beyond_max_body_buffer_get_429_until_the_budget_is_given_back() 
     ))
     .await;
     let sock = socket(&host, "b");
-    let st = status(&sock).await;
+    let st = bridge_status(&sock).await;
     assert_eq!(st["limits"]["max_body_buffer"], MIB as u64);
     assert_eq!(st["body_buffer_held"], 0);
 
@@ -130,9 +119,9 @@ async fn bodies_beyond_max_body_buffer_get_429_until_the_budget_is_given_back() 
         .unwrap()
         .expect("an answer");
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(status(&sock).await["body_buffer_held"], 0);
+    assert_eq!(bridge_status(&sock).await["body_buffer_held"], 0);
     assert_eq!(send(&sock, "/api/chat", 600 << 10).await.status, 200);
-    assert_eq!(status(&sock).await["body_buffer_held"], 0);
+    assert_eq!(bridge_status(&sock).await["body_buffer_held"], 0);
 
     let recs = host.audit_records();
     let refused: Vec<&Value> = recs

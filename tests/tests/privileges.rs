@@ -78,6 +78,15 @@ fn user(name: &str) -> User {
     User::from_name(name).unwrap().expect("user exists")
 }
 
+/// `setpriv`'s `--reuid=` and `--regid=` arguments for `u` and its primary group.
+fn setpriv_ids(u: &User) -> (String, String) {
+    let group = Group::from_gid(u.gid).unwrap().expect("the user's group");
+    (
+        format!("--reuid={}", u.name),
+        format!("--regid={}", group.name),
+    )
+}
+
 #[tokio::test]
 async fn a_daemon_started_as_root_drops_to_the_configured_user_and_still_serves() {
     if !is_root() {
@@ -277,13 +286,7 @@ async fn started_unprivileged_with_cap_chown_it_chowns_then_sheds_it_in_every_th
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let nobody = user("nobody");
-    let group = Group::from_gid(nobody.gid)
-        .unwrap()
-        .expect("nobody's group");
-    let (reuid, regid) = (
-        format!("--reuid={}", nobody.name),
-        format!("--regid={}", group.name),
-    );
+    let (reuid, regid) = setpriv_ids(&nobody);
     let text = config(
         &double.url(),
         &[(
@@ -355,9 +358,6 @@ async fn the_guest_relays_as_an_unprivileged_user() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let nobody = user("nobody");
-    let group = Group::from_gid(nobody.gid)
-        .unwrap()
-        .expect("nobody's group");
     let owner = format!("socket_owner = \"{}:{}\"\n", nobody.uid, nobody.gid);
     let host = Host::start_in(
         dir,
@@ -370,10 +370,7 @@ async fn the_guest_relays_as_an_unprivileged_user() {
     )
     .await;
     let sock = socket(&host, "agent");
-    let (reuid, regid) = (
-        format!("--reuid={}", nobody.name),
-        format!("--regid={}", group.name),
-    );
+    let (reuid, regid) = setpriv_ids(&nobody);
     let connect = format!("unix:{}", sock.display());
     let mut guest = Guest::start_wrapped(
         &[
