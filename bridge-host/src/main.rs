@@ -2,5 +2,5 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    bridge_host::cli::main()
+    bridge_host::main()
 }

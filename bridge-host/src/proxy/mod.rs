@@ -2,6 +2,14 @@
 //! Everything the sandbox sends is untrusted; what goes upstream is the re-serialised
 //! JSON the policy decided on, never the original bytes.
 
+pub mod listing;
+pub mod openai;
+pub mod record;
+pub mod relay;
+pub mod reqbody;
+pub mod status;
+pub mod upstream;
+
 mod check;
 mod ctx;
 
@@ -18,9 +26,9 @@ use protocol::error::BridgeError;
 use protocol::route::{ErrorFormat, Route};
 use serde_json::Value;
 
-use crate::audit::ACK_WAIT;
-use crate::body::{Relay, RespBody, StreamKind};
-use crate::record::{finisher, head_only, start_record, Owed};
+use crate::observe::audit_log::ACK_WAIT;
+use crate::proxy::relay::{Relay, RespBody, StreamKind};
+use crate::proxy::record::{finisher, head_only, start_record, Owed};
 use check::check;
 pub(crate) use check::Checked;
 pub use ctx::{SandboxCtx, Shared};
@@ -41,8 +49,8 @@ pub async fn handle(
         .shared
         .metrics
         .in_flight_guard(ctx.sandbox.name.as_str());
-    if rec.path == crate::status::PATH {
-        return Ok(crate::status::serve(&ctx, req, rec, start).await);
+    if rec.path == crate::proxy::status::PATH {
+        return Ok(crate::proxy::status::serve(&ctx, req, rec, start).await);
     }
     let format = Route::error_format_for_path(req.uri().path());
     let mut owed = Owed::new(&ctx.shared, rec, start);
@@ -65,7 +73,7 @@ async fn forward(
     start: Instant,
 ) -> Response<RespBody> {
     if ctx.sandbox.openai_via_native && matches!(c.route, Route::OaiChat | Route::OaiEmbeddings) {
-        return crate::openai::forward(ctx, c, rec, start).await;
+        return crate::proxy::openai::forward(ctx, c, rec, start).await;
     }
     let format = Route::error_format_for_path(&c.path);
     let (content_type, body) = match &c.body {
@@ -92,7 +100,7 @@ async fn forward(
         return head_only(ctx, resp, rec, start).await;
     }
     if resp.status().is_success() && matches!(c.route, Route::Tags | Route::Ps | Route::OaiModels) {
-        return crate::listing::filtered(ctx, resp, c.route, rec, start).await;
+        return crate::proxy::listing::filtered(ctx, resp, c.route, rec, start).await;
     }
     let (mut parts, inner) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -175,7 +183,7 @@ pub(crate) async fn refuse(
 /// A complete body as the response body type.
 pub fn full(b: Bytes) -> RespBody {
     Full::new(b)
-        .map_err(|n: Infallible| -> crate::body::BoxError { match n {} })
+        .map_err(|n: Infallible| -> crate::proxy::relay::BoxError { match n {} })
         .boxed_unsync()
 }
 

@@ -18,7 +18,7 @@ use protocol::tokens::{TokenScanner, Tokens};
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
-use crate::audit::ACK_WAIT;
+use crate::observe::audit_log::ACK_WAIT;
 
 /// Errors inside response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
 
-use crate::hangup::Hangup;
+use crate::net::hangup::Hangup;
 
 /// A connection's byte stream, whatever the transport.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}

@@ -24,9 +24,9 @@ use protocol::route::{ErrorFormat, Route};
 use protocol::ModelName;
 use serde_json::Value;
 
-use crate::body::{Relay, RespBody, StreamKind, Transform};
-use crate::record::finisher;
-use crate::service::{refuse, set_request_id, Checked, SandboxCtx};
+use crate::proxy::relay::{Relay, RespBody, StreamKind, Transform};
+use crate::proxy::record::finisher;
+use crate::proxy::{refuse, set_request_id, Checked, SandboxCtx};
 
 /// Longest NDJSON line accepted from Ollama.
 const MAX_LINE: usize = 16 << 20;

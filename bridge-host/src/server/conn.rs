@@ -18,7 +18,7 @@ use protocol::route::Route;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
-use crate::service::SandboxCtx;
+use crate::proxy::SandboxCtx;
 
 /// Bytes of a connection's start kept to name the rejected request's method and path.
 const PREFIX: usize = 512;
@@ -38,7 +38,7 @@ pub struct Seen {
 pub struct Observed<T> {
     inner: Option<T>,
     seen: Seen,
-    clock: Arc<crate::deadline::Clock>,
+    clock: Arc<crate::server::deadline::Clock>,
     back: Option<oneshot::Sender<(T, Seen)>>,
 }
 
@@ -47,7 +47,7 @@ impl<T> Observed<T> {
     /// Every read with bytes is told to `clock`.
     pub fn new(
         inner: T,
-        clock: Arc<crate::deadline::Clock>,
+        clock: Arc<crate::server::deadline::Clock>,
     ) -> (Self, oneshot::Receiver<(T, Seen)>) {
         let (tx, rx) = oneshot::channel();
         let o = Observed {

@@ -12,9 +12,9 @@ use hyper::body::Incoming;
 use protocol::audit::{rfc3339_millis, AuditRecord, Decision, Peer};
 use protocol::error::Reason;
 
-use crate::audit::ACK_WAIT;
-use crate::body::{Finisher, Outcome, RespBody};
-use crate::service::{full, set_request_id, strip_hop_by_hop, SandboxCtx, Shared};
+use crate::observe::audit_log::ACK_WAIT;
+use crate::proxy::relay::{Finisher, Outcome, RespBody};
+use crate::proxy::{full, set_request_id, strip_hop_by_hop, SandboxCtx, Shared};
 
 /// The record of a request whose head just arrived.
 pub fn start_record<B>(ctx: &SandboxCtx, peer: Option<Peer>, req: &Request<B>) -> AuditRecord {

@@ -16,8 +16,8 @@ use protocol::route::ErrorFormat;
 use protocol::ModelName;
 use serde_json::{json, Value};
 
-use crate::body::RespBody;
-use crate::service::{full, refuse, set_request_id, SandboxCtx};
+use crate::proxy::relay::RespBody;
+use crate::proxy::{full, refuse, set_request_id, SandboxCtx};
 
 /// The path of the status endpoint.
 pub const PATH: &str = "/_bridge/status";

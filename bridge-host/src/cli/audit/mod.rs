@@ -2,6 +2,8 @@
 //! `-`), filters, prints records or a summary per sandbox × model, or follows a live
 //! log across rotation. Damaged lines are skipped and reported by line, never fatal.
 
+pub mod follow;
+
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -181,7 +183,7 @@ pub fn run(args: AuditArgs) -> ExitCode {
             eprintln!("bridge-host audit: --follow reads exactly one file (or -)");
             return ExitCode::from(crate::cli::EXIT_CONFIG);
         };
-        return crate::audit_follow::run(file, &args);
+        return crate::cli::audit::follow::run(file, &args);
     }
     let mut records = Vec::new();
     let mut skipped = 0;

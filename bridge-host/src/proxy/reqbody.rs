@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use crate::budget::{Exhausted, Held};
+use crate::limits::budget::{Exhausted, Held};
 
 /// A chunked body's share of the budget grows in steps of this many bytes.
 pub const STEP: u64 = 64 << 10;
@@ -196,7 +196,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_covers_the_bytes_before_they_are_read() {
-        let budget = crate::budget::BodyBudget::new(128 << 10);
+        let budget = crate::limits::budget::BodyBudget::new(128 << 10);
         let max = 1 << 20;
         // Declared: all of it up front, refused before a byte is read.
         let mut share = budget.share();

@@ -63,7 +63,7 @@ impl AuditLog {
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
-                crate::privileges::confine_thread();
+                crate::os::privileges::confine_thread();
                 writer(rx, file, &p, &c)
             })?;
         Ok(AuditLog {
@@ -280,7 +280,7 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, counters: &Counters) {
                 }
                 Err(e) => {
                     let dir = path.parent().unwrap_or(Path::new("."));
-                    let hint = crate::privileges::hint(&format!(
+                    let hint = crate::os::privileges::hint(&format!(
                         "{} must be writable by that user to reopen the audit log",
                         dir.display()
                     ));

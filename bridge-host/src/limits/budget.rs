@@ -94,12 +94,14 @@ pub struct Held {
 }
 
 impl Held {
-    /// A share that counts nothing (tests, and code paths without a budget).
+    /// A share that counts nothing (tests).
+    #[cfg(test)]
     pub fn unbounded() -> Held {
         Held::default()
     }
 
     /// Bytes this share covers (in whole KiB).
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         u64::from(self.units) * UNIT
     }

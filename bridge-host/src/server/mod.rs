@@ -4,6 +4,10 @@
 //! requests in flight finish under the context they started with. Shutdown stops
 //! accepting, then lets in-flight requests finish within a grace period.
 
+pub mod accept;
+pub mod conn;
+pub mod deadline;
+
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,11 +17,11 @@ use protocol::config::Config;
 use protocol::ListenAddr;
 use tokio::sync::{mpsc, watch};
 
-use crate::audit::AuditLog;
-use crate::listen::{ListenError, Listener};
-use crate::metrics::{metrics_loop, MetricsListener};
-use crate::service::{SandboxCtx, Shared};
-use crate::upstream::Upstream;
+use crate::observe::audit_log::AuditLog;
+use crate::net::listen::{ListenError, Listener};
+use crate::observe::metrics::{metrics_loop, MetricsListener};
+use crate::proxy::{SandboxCtx, Shared};
+use crate::proxy::upstream::Upstream;
 
 /// Time a client of the metrics listener has to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,7 +102,7 @@ impl Server {
             .metrics
             .take()
             .map(|m| tokio::spawn(metrics_loop(m, self.shared.clone(), stop_rx)));
-        crate::notify::notify("READY=1");
+        crate::os::notify::notify("READY=1");
         loop {
             let next = async {
                 match shutdown.reloads.as_mut() {
@@ -111,7 +115,7 @@ impl Server {
                 Some(cfg) = next => self.reload(cfg, &mut running, &graceful).await,
             }
         }
-        crate::notify::notify("STOPPING=1");
+        crate::os::notify::notify("STOPPING=1");
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         self.shared
             .draining
@@ -190,9 +194,9 @@ impl Server {
                 {
                     if let Some(p) = sb.listen.unix_path() {
                         if let Err(e) =
-                            crate::listen::apply_perms(p, sb.socket_mode, sb.socket_owner)
+                            crate::net::listen::apply_perms(p, sb.socket_mode, sb.socket_owner)
                         {
-                            let hint = crate::privileges::hint(
+                            let hint = crate::os::privileges::hint(
                                 "changing a socket's owner needs root: restart the daemon to apply it",
                             );
                             tracing::error!(sandbox = %name, error = %e, "cannot apply the new socket mode/owner{hint}");
@@ -216,7 +220,7 @@ impl Server {
                     added.push(name);
                 }
                 Err(e) => {
-                    let hint = crate::privileges::hint("make the socket's directory writable by that user, or restart the daemon to open the listener with its start-up privileges");
+                    let hint = crate::os::privileges::hint("make the socket's directory writable by that user, or restart the daemon to open the listener with its start-up privileges");
                     tracing::error!(sandbox = %name, error = %e, "cannot open the new listener; it stays closed{hint}");
                 }
             }
@@ -244,7 +248,7 @@ fn start(listener: Listener, ctx: Arc<SandboxCtx>, graceful: Arc<GracefulShutdow
     let listen = ctx.sandbox.listen.clone();
     let cell: CtxCell = Arc::new(RwLock::new(ctx));
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(crate::accept::accept_loop(
+    let task = tokio::spawn(crate::server::accept::accept_loop(
         listener,
         cell.clone(),
         graceful,

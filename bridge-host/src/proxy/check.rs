@@ -13,9 +13,9 @@ use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::SandboxCtx;
-use crate::budget::Held;
-use crate::hangup::Hangup;
-use crate::reqbody::{read_limited, ReadError};
+use crate::limits::budget::Held;
+use crate::net::hangup::Hangup;
+use crate::proxy::reqbody::{read_limited, ReadError};
 
 /// A request that passed every check, ready to go upstream.
 pub(crate) struct Checked {

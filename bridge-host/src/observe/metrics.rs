@@ -23,9 +23,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::watch;
 
-use crate::body::RespBody;
+use crate::proxy::relay::RespBody;
 use crate::server::HEADER_READ_TIMEOUT;
-use crate::service::Shared;
+use crate::proxy::Shared;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -256,7 +256,7 @@ pub async fn serve(
             "GET /metrics\n".to_owned(),
         ),
     };
-    let mut resp = Response::new(crate::service::full(Bytes::from(body)));
+    let mut resp = Response::new(crate::proxy::full(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
@@ -266,7 +266,7 @@ pub async fn serve(
 /// The opt-in Prometheus listener (host-only).
 pub enum MetricsListener {
     Tcp(tokio::net::TcpListener),
-    Unix(crate::listen::Listener),
+    Unix(crate::net::listen::Listener),
 }
 
 impl MetricsListener {
@@ -280,7 +280,7 @@ impl MetricsListener {
                 MetricsListener::Tcp(tokio::net::TcpListener::from_std(std)?)
             }
             protocol::config::MetricsListen::Unix(p) => {
-                let l = crate::listen::Listener::bind(
+                let l = crate::net::listen::Listener::bind(
                     &protocol::ListenAddr::Unix(p.clone()),
                     0o600,
                     None,
@@ -304,18 +304,18 @@ pub async fn metrics_loop(
             println!("metrics on {addr}");
             tracing::info!(listen = %addr, "metrics");
         }
-        MetricsListener::Unix(crate::listen::Listener::Unix { path, .. }) => {
+        MetricsListener::Unix(crate::net::listen::Listener::Unix { path, .. }) => {
             println!("metrics on unix:{}", path.display());
             tracing::info!(listen = %path.display(), "metrics");
         }
         MetricsListener::Unix(_) => {}
     }
     loop {
-        let io: crate::listen::Conn = tokio::select! {
+        let io: crate::net::listen::Conn = tokio::select! {
             _ = stop.changed() => break,
             a = async {
                 match &listener {
-                    MetricsListener::Tcp(l) => l.accept().await.map(|(s, _)| Box::new(s) as crate::listen::Conn),
+                    MetricsListener::Tcp(l) => l.accept().await.map(|(s, _)| Box::new(s) as crate::net::listen::Conn),
                     MetricsListener::Unix(l) => l.accept().await.map(|(s, _)| s),
                 }
             } => match a {
@@ -329,7 +329,7 @@ pub async fn metrics_loop(
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| crate::metrics::serve(shared.clone(), req));
+            let svc = service_fn(move |req| crate::observe::metrics::serve(shared.clone(), req));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)

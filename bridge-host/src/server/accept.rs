@@ -18,13 +18,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use crate::audit::ACK_WAIT;
-use crate::conn::{Observed, Seen, Served};
-use crate::deadline::{expired, Clock, Expiry, Tracked};
-use crate::hangup::Hangup;
-use crate::listen::{Conn, Listener};
+use crate::observe::audit_log::ACK_WAIT;
+use crate::server::conn::{Observed, Seen, Served};
+use crate::server::deadline::{expired, Clock, Expiry, Tracked};
+use crate::net::hangup::Hangup;
+use crate::net::listen::{Conn, Listener};
 use crate::server::{current, CtxCell};
-use crate::service::{handle, SandboxCtx};
+use crate::proxy::{handle, SandboxCtx};
 
 /// Refused connections being answered at once, per listener; beyond this, excess
 /// connections are closed without the 503.
@@ -227,7 +227,7 @@ async fn record_rejection(
     served: u64,
 ) {
     let empty = Seen::default();
-    let Some((status, reason)) = crate::conn::rejection(e, seen.unwrap_or(&empty), served) else {
+    let Some((status, reason)) = crate::server::conn::rejection(e, seen.unwrap_or(&empty), served) else {
         tracing::debug!(error = %e, "connection closed with error");
         return;
     };
@@ -244,7 +244,7 @@ async fn write_record(
     e: Option<&hyper::Error>,
 ) {
     let empty = Seen::default();
-    let rec = crate::conn::record(ctx, peer, seen.unwrap_or(&empty), served, status, reason);
+    let rec = crate::server::conn::record(ctx, peer, seen.unwrap_or(&empty), served, status, reason);
     let error = e.map(ToString::to_string);
     tracing::info!(sandbox = %rec.sandbox, request_id = %rec.request_id, method = %rec.method, path = %rec.path, status, reason = reason.as_str(), error = ?error, "rejected before the request was parsed");
     if let Some(ack) = ctx.shared.record(&rec, true) {

@@ -16,9 +16,9 @@ use protocol::route::Route;
 use protocol::ModelName;
 use serde_json::Value;
 
-use crate::body::{Relay, RespBody, StreamKind};
-use crate::record::finisher;
-use crate::service::{refuse, set_request_id, strip_hop_by_hop, SandboxCtx};
+use crate::proxy::relay::{Relay, RespBody, StreamKind};
+use crate::proxy::record::finisher;
+use crate::proxy::{refuse, set_request_id, strip_hop_by_hop, SandboxCtx};
 
 /// Largest listing (tags, ps, models) the bridge reads to filter.
 const MAX_LISTING: usize = 16 << 20;

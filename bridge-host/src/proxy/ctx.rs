@@ -8,14 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use protocol::audit::AuditRecord;
 use protocol::config::{Config, Sandbox};
 
-use crate::audit::AuditLog;
-use crate::limit::Limiters;
-use crate::upstream::Upstream;
+use crate::observe::audit_log::AuditLog;
+use crate::limits::Limiters;
+use crate::proxy::upstream::Upstream;
 
 /// What every listener shares.
 pub struct Shared {
     pub audit: AuditLog,
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::observe::metrics::Metrics,
     /// Set once shutdown began: requests cut off from now on are `shutting_down`.
     pub draining: AtomicBool,
     next_id: AtomicU64,
@@ -30,7 +30,7 @@ impl Shared {
             .as_millis() as u64;
         Shared {
             audit,
-            metrics: crate::metrics::Metrics::new(),
+            metrics: crate::observe::metrics::Metrics::new(),
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::audit_cli::{parse_line, write_record, AuditArgs, Filter, Line};
+use crate::cli::audit::{parse_line, write_record, AuditArgs, Filter, Line};
 
 /// How often the file is looked at when there is nothing new.
 const POLL: Duration = Duration::from_millis(200);

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use crate::body::{BoxError, RespBody};
+use crate::proxy::relay::{BoxError, RespBody};
 
 /// Why the watchdog ended a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! limiter whose setting did not change (requests in flight still count against it) and
 //! starts a changed one fresh.
 
+pub mod budget;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,8 +16,8 @@ use protocol::error::{BridgeError, Reason};
 use protocol::limits::{retry_after_secs, TokenBucket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::budget::BodyBudget;
-use crate::hangup::Hangup;
+use crate::limits::budget::BodyBudget;
+use crate::net::hangup::Hangup;
 
 /// `max_concurrent` slots and the number of requests waiting for one.
 pub struct Slots {

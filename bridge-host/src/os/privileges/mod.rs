@@ -192,6 +192,7 @@ impl Plan {
                 return Ok(());
             }
             Plan::Drop(t) => {
+                tracing::debug!(user = %t.user, uid = t.uid.as_raw(), gid = t.gid.as_raw(), "switching user");
                 for p in created.dir.iter().chain(&created.file) {
                     std::os::unix::fs::chown(p, Some(t.uid.as_raw()), Some(t.gid.as_raw()))
                         .map_err(|source| PrivError::Chown {

@@ -1,5 +1,8 @@
 //! The command line (CONTRACT.md): `serve`, `check-config`, `audit`.
 
+pub mod audit;
+pub mod status;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,9 +43,9 @@ pub enum Cmd {
         config: PathBuf,
     },
     /// Read the audit log.
-    Audit(crate::audit_cli::AuditArgs),
+    Audit(crate::cli::audit::AuditArgs),
     /// Ask the running daemon's listeners how they are: served, in flight, Ollama reachable.
-    Status(crate::status_cli::StatusArgs),
+    Status(crate::cli::status::StatusArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -79,8 +82,8 @@ pub fn main() -> ExitCode {
     match cli.cmd {
         Cmd::CheckConfig { config } => check_config(&config),
         Cmd::Serve(args) => serve(args),
-        Cmd::Audit(args) => crate::audit_cli::run(args),
-        Cmd::Status(args) => crate::status_cli::run(args),
+        Cmd::Audit(args) => crate::cli::audit::run(args),
+        Cmd::Status(args) => crate::cli::status::run(args),
     }
 }
 
@@ -125,7 +128,7 @@ fn check_config(path: &Path) -> ExitCode {
     match load_config(path) {
         Ok(c) => {
             // The user and group `serve` switches to when started as root must exist.
-            if let Err(e) = crate::privileges::resolve(&c.privileges, true) {
+            if let Err(e) = crate::os::privileges::resolve(&c.privileges, true) {
                 eprintln!("{}: {e}", path.display());
                 return ExitCode::from(EXIT_CONFIG);
             }
@@ -255,7 +258,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     // Whom to run as is settled before any thread starts: what `prepare` sets is
     // inherited by every thread created afterwards.
     let is_root = nix::unistd::geteuid().is_root();
-    let plan = match crate::privileges::resolve(&config.privileges, is_root) {
+    let plan = match crate::os::privileges::resolve(&config.privileges, is_root) {
         Ok(p) => p,
         Err(e) if e.is_config() => {
             eprintln!("{source}: {e}");
@@ -270,11 +273,11 @@ fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("bridge-host: {e}");
         return ExitCode::FAILURE;
     }
-    let created = crate::privileges::Created::before_opening(&config.audit.path);
+    let created = crate::os::privileges::Created::before_opening(&config.audit.path);
     raise_fd_limit(&config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_start(crate::privileges::confine_thread)
+        .on_thread_start(crate::os::privileges::confine_thread)
         .build()
     {
         Ok(rt) => rt,
@@ -303,7 +306,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
         };
         // Everything that needs root is open: drop privileges before announcing readiness.
-        crate::notify::connect();
+        crate::os::notify::connect();
         if let Err(e) = plan.apply(&created) {
             eprintln!("bridge-host: {e}");
             return (ExitCode::FAILURE, None);

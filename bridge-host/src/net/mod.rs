@@ -1,0 +1,4 @@
+//! Sockets: the listeners sandboxes connect to, and the hang-up watch on a connection.
+
+pub mod hangup;
+pub mod listen;

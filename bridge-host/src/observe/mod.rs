@@ -1,0 +1,4 @@
+//! What the daemon tells operators: the audit log writer and the metrics registry.
+
+pub mod audit_log;
+pub mod metrics;

@@ -1,0 +1,4 @@
+//! The operating system: the privilege drop and systemd's notification socket.
+
+pub mod notify;
+pub mod privileges;
