@@ -88,7 +88,6 @@ async fn answer_unreachable(
         .and_then(|p| std::str::from_utf8(p).ok())
         .unwrap_or("/");
     let e = BridgeError::new(
-        502,
         Reason::UpstreamUnreachable,
         format!("cannot reach bridge-host at {to}: {err}"),
     );

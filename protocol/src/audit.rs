@@ -1,7 +1,10 @@
 //! The audit record (CONTRACT.md): one JSON object per line, one line per request.
 //! This type is the schema; a round-trip test pins its field names.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Reason;
+use crate::route::EndpointClass;
 
 /// Who is on the other end of a listener, as the host sees it (never as the sandbox says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,12 +40,12 @@ pub struct AuditRecord {
     pub method: String,
     pub path: String,
     /// Endpoint class, or null when the route is unknown.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Endpoint>,
     /// Canonical model name (shortest form, e.g. `qwen2.5:7b`), or null.
     pub model: Option<String>,
     pub decision: Decision,
     /// Null, or a snake_case code such as `model_not_allowed`.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     pub num_ctx_requested: Option<u64>,
     pub num_ctx_sent: Option<u64>,
     /// The status actually sent to the client.
@@ -62,6 +65,93 @@ pub struct AuditRecord {
     /// Only with `log_prompts = true`: the output was longer than what was recorded.
     #[serde(default, skip_serializing_if = "is_false")]
     pub output_truncated: bool,
+}
+
+impl AuditRecord {
+    /// The record of a request that arrived at `unix_ms`: nothing decided yet (a denial
+    /// until the policy allows it), nothing measured.
+    pub fn new(
+        unix_ms: u64,
+        request_id: String,
+        sandbox: String,
+        peer: Option<Peer>,
+        method: String,
+        path: String,
+    ) -> AuditRecord {
+        AuditRecord {
+            ts: rfc3339_millis(unix_ms),
+            request_id,
+            sandbox,
+            peer,
+            method,
+            path,
+            endpoint: None,
+            model: None,
+            decision: Decision::Deny,
+            reason: None,
+            num_ctx_requested: None,
+            num_ctx_sent: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0,
+            prompt_tokens: None,
+            completion_tokens: None,
+            prompt: None,
+            output: None,
+            output_truncated: false,
+        }
+    }
+}
+
+/// A record's `endpoint`: a class of the endpoint table, or `bridge` for the bridge's own
+/// status endpoint. Written as the class's config name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Class(EndpointClass),
+    /// `/_bridge/status`, answered by the bridge itself.
+    Bridge,
+}
+
+impl Endpoint {
+    /// The name as written in the audit log and the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Class(c) => c.as_str(),
+            Endpoint::Bridge => "bridge",
+        }
+    }
+
+    /// The endpoint with this name.
+    pub fn parse(s: &str) -> Option<Endpoint> {
+        if s == "bridge" {
+            return Some(Endpoint::Bridge);
+        }
+        EndpointClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .map(Endpoint::Class)
+    }
+}
+
+impl From<EndpointClass> for Endpoint {
+    fn from(c: EndpointClass) -> Endpoint {
+        Endpoint::Class(c)
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Endpoint, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Endpoint::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown endpoint class {s:?}")))
+    }
 }
 
 /// Most bytes of assistant output recorded with `log_prompts = true`.
@@ -202,5 +292,26 @@ mod tests {
             r#""completion_tokens":290,"prompt":{"model":"qwen2.5:7b"},"output":"hi","output_truncated":true}"#
         ));
         assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), p);
+    }
+
+    #[test]
+    fn endpoints_and_reasons_are_written_by_name() {
+        let mut r = AuditRecord::new(0, "r".into(), "s".into(), None, "GET".into(), "/".into());
+        r.endpoint = Some(Endpoint::Bridge);
+        r.reason = Some(Reason::UpstreamUnreachable);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""endpoint":"bridge""#), "{text}");
+        assert!(
+            text.contains(r#""reason":"upstream_unreachable""#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), r);
+        for c in EndpointClass::ALL {
+            let e = Endpoint::from(c);
+            let j = serde_json::to_string(&e).unwrap();
+            assert_eq!(j, format!("\"{}\"", c.as_str()));
+            assert_eq!(serde_json::from_str::<Endpoint>(&j).unwrap(), e);
+        }
+        assert!(serde_json::from_str::<Endpoint>(r#""nope""#).is_err());
     }
 }

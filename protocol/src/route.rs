@@ -7,6 +7,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// The bridge's own status endpoint on every listener (never forwarded).
+pub const STATUS_PATH: &str = "/_bridge/status";
+
 /// The endpoint classes an operator allows per sandbox (`endpoints = [...]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -35,9 +35,7 @@ pub struct Exhausted {
 impl Exhausted {
     /// The answer: 429 `rate_limited`, `Retry-After: 1` (freed shares come back soon).
     pub fn to_error(self, sandbox: &str) -> BridgeError {
-        BridgeError::new(
-            429,
-            Reason::RateLimited,
+        BridgeError::new(Reason::RateLimited,
             format!(
                 "sandbox \"{sandbox}\" is already holding {} of request bodies (max_body_buffer = {}); retry shortly",
                 ByteSize(self.held),

@@ -110,9 +110,7 @@ impl Limiters {
             .take(now);
         taken.map_err(|wait| {
             let secs = retry_after_secs(wait);
-            BridgeError::new(
-                429,
-                Reason::RateLimited,
+            BridgeError::new(Reason::RateLimited,
                 format!(
                     "sandbox \"{}\" is over its rate limit of {} requests per minute (requests_per_minute); retry in {secs} s",
                     sb.name, rate.per_minute
@@ -141,9 +139,7 @@ impl Limiters {
                 Some(w) => format!(" and no slot freed within {w:?} (queue_timeout)"),
                 None => String::new(),
             };
-            BridgeError::new(
-                429,
-                Reason::RateLimited,
+            BridgeError::new(Reason::RateLimited,
                 format!(
                     "sandbox \"{}\" already has {} requests in flight (max_concurrent){tail}; retry shortly",
                     sb.name, slots.max
@@ -167,9 +163,7 @@ impl Limiters {
                 Ok(Ok(p)) => Ok(Some(p)),
                 _ => Err(busy(Some(wait))),
             },
-            () = gone => Err(BridgeError::new(
-                0,
-                Reason::ClientClosed,
+            () = gone => Err(BridgeError::new(Reason::ClientClosed,
                 format!("the client closed its connection while waiting for a slot of sandbox \"{}\" (queue_timeout)", sb.name),
             )),
         }
@@ -206,7 +200,7 @@ mod tests {
         body.cover(1 << 20).unwrap();
         l.check_rate(&one).unwrap();
         let e = l.check_rate(&one).unwrap_err();
-        assert_eq!((e.status, e.reason), (429, Reason::RateLimited));
+        assert_eq!((e.status(), e.reason), (429, Reason::RateLimited));
         assert!((1..=60).contains(&e.retry_after.unwrap()), "{e:?}");
         l.connections.fetch_add(3, Ordering::Relaxed);
 

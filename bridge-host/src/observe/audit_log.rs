@@ -4,14 +4,13 @@
 //! concurrent writers never interleave. A record that cannot be queued or written is
 //! counted and logged, never dropped silently; the count is kept for metrics.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::audit::AuditRecord;
@@ -49,7 +48,6 @@ pub struct AuditLog {
     tx: SyncSender<Msg>,
     counters: Arc<Counters>,
     path: Arc<PathBuf>,
-    owed: Arc<Mutex<HashSet<String>>>,
 }
 
 impl AuditLog {
@@ -66,21 +64,13 @@ impl AuditLog {
                 crate::os::privileges::confine_thread();
                 writer(rx, file, &p, &c)
             })?;
-        Ok(AuditLog {
-            tx,
-            counters,
-            path,
-            owed: Arc::default(),
-        })
+        Ok(AuditLog { tx, counters, path })
     }
 
     /// Queues a record. With `ack`, the returned receiver fires once the line is written
-    /// (or its write failed); `None` when the record was dropped.
+    /// (or its write failed); `None` when the record was dropped. Only the request's
+    /// `Exchange` (crate::proxy) calls this, once per request.
     pub fn submit(&self, rec: &AuditRecord, ack: bool) -> Option<oneshot::Receiver<()>> {
-        self.owed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&rec.request_id);
         let mut line = match serde_json::to_vec(rec) {
             Ok(l) => l,
             Err(e) => {
@@ -122,38 +112,6 @@ impl AuditLog {
             why,
             "audit record DROPPED: the audit writer is not keeping up (slow or full disk?)"
         );
-    }
-
-    /// Notes that a record is owed for `request_id`: until [`submit`](Self::submit) sees
-    /// that id (or [`forget`](Self::forget) is called), [`submit_owed`](Self::submit_owed)
-    /// will write a fallback record for it.
-    pub fn owe(&self, request_id: &str) {
-        self.owed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(request_id.to_owned());
-    }
-
-    /// Someone else (e.g. a response body's finisher) now owns writing that record.
-    pub fn forget(&self, request_id: &str) {
-        self.owed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(request_id);
-    }
-
-    /// Writes `rec` only if its record is still owed (no other record was submitted).
-    /// Returns whether it was (owed and so) submitted.
-    pub fn submit_owed(&self, rec: &AuditRecord) -> bool {
-        let owed = self
-            .owed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&rec.request_id);
-        if owed {
-            self.submit(rec, false);
-        }
-        owed
     }
 
     /// Asks the writer to reopen the file (after logrotate moved it). Never lost: the
@@ -327,7 +285,7 @@ mod tests {
             }),
             method: "POST".into(),
             path: "/api/chat".into(),
-            endpoint: Some("chat".into()),
+            endpoint: Some(protocol::route::EndpointClass::Chat.into()),
             model: Some("qwen2.5:7b".into()),
             decision: Decision::Allow,
             reason: None,
@@ -399,7 +357,8 @@ mod tests {
         }
         let got = lines(&path);
         assert_eq!(got.len(), 2 * 3 * 300);
-        let ids: HashSet<String> = got.into_iter().map(|r| r.request_id).collect();
+        let ids: std::collections::HashSet<String> =
+            got.into_iter().map(|r| r.request_id).collect();
         assert_eq!(ids.len(), 2 * 3 * 300);
     }
 
@@ -436,24 +395,5 @@ mod tests {
             |p: &Path| -> Vec<String> { lines(p).into_iter().map(|r| r.request_id).collect() };
         assert_eq!(ids(&rotated), ["before", "late"]);
         assert_eq!(ids(&path), ["after"]);
-    }
-
-    #[test]
-    fn owed_records_are_written_once() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
-        log.owe("a");
-        log.owe("b");
-        log.owe("c");
-        log.submit(&rec("a"), false); // the normal record...
-        log.submit_owed(&rec("a")); // ...so no fallback
-        log.submit_owed(&rec("b")); // nobody wrote it: the fallback is written
-        log.submit_owed(&rec("b")); // once
-        log.forget("c"); // handed to a finisher
-        log.submit_owed(&rec("c"));
-        log.close(Duration::from_secs(10));
-        let ids: Vec<String> = lines(&path).into_iter().map(|r| r.request_id).collect();
-        assert_eq!(ids, ["a", "b"]);
     }
 }

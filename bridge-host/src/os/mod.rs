@@ -1,4 +1,5 @@
-//! The operating system: the privilege drop and systemd's notification socket.
+//! The operating system: the privilege drop, systemd's notification socket, the clock.
 
+pub mod clock;
 pub mod notify;
 pub mod privileges;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request};
 use hyper::body::Incoming;
-use protocol::audit::AuditRecord;
+use protocol::audit::{AuditRecord, Endpoint};
 use protocol::error::{BridgeError, Reason};
 use protocol::json::parse_strict_object;
 use protocol::policy::{apply_num_ctx, decide};
@@ -42,11 +42,10 @@ pub(super) async fn check(
     // Every request takes a token, before anything is read or decided.
     ctx.limits.check_rate(&ctx.sandbox)?;
     let (parts, body) = req.into_parts();
-    let bad = |m: String| BridgeError::new(400, Reason::BadRequest, m);
+    let bad = |m: String| BridgeError::new(Reason::BadRequest, m);
     let h = &parts.headers;
     if h.contains_key(header::CONTENT_ENCODING) {
         return Err(BridgeError::new(
-            415,
             Reason::UnsupportedMediaType,
             "Content-Encoding is not accepted; send the body uncompressed",
         ));
@@ -73,13 +72,13 @@ pub(super) async fn check(
 
     let route = Route::classify(parts.method.as_str(), parts.uri.path(), parts.uri.query())
         .map_err(|e| match e {
-            RouteError::NotFound { .. } => BridgeError::new(404, Reason::NotFound, e.to_string()),
+            RouteError::NotFound { .. } => BridgeError::new(Reason::NotFound, e.to_string()),
             RouteError::MethodNotAllowed { .. } => {
-                BridgeError::new(405, Reason::MethodNotAllowed, e.to_string())
+                BridgeError::new(Reason::MethodNotAllowed, e.to_string())
             }
             _ => bad(e.to_string()),
         })?;
-    rec.endpoint = Some(route.class().as_str().to_owned());
+    rec.endpoint = Some(Endpoint::Class(route.class()));
 
     // Endpoint class first: a denied class is refused before its body is read.
     protocol::policy::endpoint_allowed(&ctx.sandbox, route.class()).map_err(|d| d.to_error())?;
@@ -96,7 +95,6 @@ pub(super) async fn check(
         .transpose()?;
     let too_large = || {
         BridgeError::new(
-            413,
             Reason::TooLarge,
             format!(
                 "request body is larger than max_body ({}) of sandbox \"{}\"",
@@ -134,7 +132,6 @@ pub(super) async fn check(
             Err(ReadError::Budget(x)) => return Err(x.to_error(ctx.sandbox.name.as_str())),
             Err(e @ ReadError::Stalled(_)) => {
                 return Err(BridgeError::new(
-                    408,
                     Reason::RequestTimeout,
                     format!("the request body stopped arriving: {e} (request_header_timeout)"),
                 ))

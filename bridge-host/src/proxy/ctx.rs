@@ -2,20 +2,28 @@
 //! configuration, upstream) that each request runs under.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
 
-use protocol::audit::AuditRecord;
 use protocol::config::{Config, Sandbox};
 
-use crate::observe::audit_log::AuditLog;
+use super::upstream::Upstream;
 use crate::limits::Limiters;
-use crate::proxy::upstream::Upstream;
+use crate::observe::audit_log::AuditLog;
+use crate::observe::metrics::Metrics;
+use crate::os::clock::unix_ms;
+
+/// A listener's current context, swapped by reloads.
+pub type CtxCell = Arc<RwLock<Arc<SandboxCtx>>>;
+
+/// The context a new request on the listener runs under.
+pub fn current(cell: &CtxCell) -> Arc<SandboxCtx> {
+    cell.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
 
 /// What every listener shares.
 pub struct Shared {
     pub audit: AuditLog,
-    pub metrics: crate::observe::metrics::Metrics,
+    pub metrics: Metrics,
     /// Set once shutdown began: requests cut off from now on are `shutting_down`.
     pub draining: AtomicBool,
     next_id: AtomicU64,
@@ -24,33 +32,13 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(audit: AuditLog) -> Shared {
-        let boot = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+        let boot = unix_ms();
         Shared {
             audit,
-            metrics: crate::observe::metrics::Metrics::new(),
+            metrics: Metrics::new(),
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),
-        }
-    }
-
-    /// Ends a request: counts it and queues its audit record (the one place both happen).
-    pub fn record(
-        &self,
-        rec: &AuditRecord,
-        ack: bool,
-    ) -> Option<tokio::sync::oneshot::Receiver<()>> {
-        self.metrics.observe(rec);
-        self.audit.submit(rec, ack)
-    }
-
-    /// Writes a fallback record if the request still owes one (and counts it then).
-    pub fn record_owed(&self, rec: &AuditRecord) {
-        if self.audit.submit_owed(rec) {
-            self.metrics.observe(rec);
         }
     }
 

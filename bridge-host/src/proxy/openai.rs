@@ -6,13 +6,12 @@
 //! gathered answers of non-streamed requests.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use protocol::audit::AuditRecord;
 use protocol::error::{BridgeError, Reason};
 use protocol::openai::response::CollectError;
 use protocol::openai::{
@@ -22,73 +21,93 @@ use protocol::openai::{
 use protocol::policy::apply_num_ctx;
 use protocol::route::{ErrorFormat, Route};
 use protocol::ModelName;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::proxy::relay::{Relay, RespBody, StreamKind, Transform};
-use crate::proxy::record::finisher;
-use crate::proxy::{refuse, set_request_id, Checked, SandboxCtx};
+use super::check::Checked;
+use super::ctx::SandboxCtx;
+use super::record::Exchange;
+use super::relay::{RespBody, StreamKind, Transform};
+use super::respond::{complete, refuse, set_request_id};
+use crate::os::clock::unix_secs;
 
 /// Longest NDJSON line accepted from Ollama.
 const MAX_LINE: usize = 16 << 20;
 /// Largest answer gathered for a non-streamed request or an error body.
 const MAX_GATHER: usize = 64 << 20;
 
-/// Serves a checked `/v1/chat/completions` or `/v1/embeddings` request natively.
-pub(crate) async fn forward(
-    ctx: &Arc<SandboxCtx>,
-    c: Checked,
-    mut rec: AuditRecord,
-    start: Instant,
-) -> Response<RespBody> {
-    let Some(body) = c.body.as_ref() else {
-        let e = BridgeError::new(400, Reason::BadRequest, "missing request body");
-        return refuse(ctx, e, ErrorFormat::OpenAi, rec, start).await;
+/// Serves a checked `/v1/chat/completions` or `/v1/embeddings` request natively:
+/// translate, send, then answer in OpenAI's format.
+pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Response<RespBody> {
+    let (native, target) = match translate(ctx, &c, &mut ex) {
+        Ok(t) => t,
+        Err(e) => return refuse(ex, e, ErrorFormat::OpenAi).await,
     };
-    if ctx.config.audit.log_prompts {
-        rec.prompt = Some(Value::Object(body.clone()));
+    let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
+    let sent = send(ctx, &c.headers, native, target.path()).await;
+    // The body has gone upstream (or never will): free it and give back its budget share.
+    drop((c.body, c.budget));
+    match sent {
+        Ok(resp) => respond(ctx, resp, target, ex, hold).await,
+        Err(e) => refuse(ex, e, ErrorFormat::OpenAi).await,
     }
-    let translated = match c.route {
+}
+
+/// The OpenAI request as Ollama's native one, with the model's num_ctx policy applied.
+fn translate(
+    ctx: &SandboxCtx,
+    c: &Checked,
+    ex: &mut Exchange,
+) -> Result<(Map<String, Value>, Target), BridgeError> {
+    let body = c
+        .body
+        .as_ref()
+        .ok_or_else(|| BridgeError::new(Reason::BadRequest, "missing request body"))?;
+    if ctx.config.audit.log_prompts {
+        ex.rec.prompt = Some(Value::Object(body.clone()));
+    }
+    let (mut native, target) = match c.route {
         Route::OaiChat => chat_request(body).map(|r| (r.native.clone(), Target::Chat(r))),
         _ => embed_request(body).map(|r| (r.native.clone(), Target::Embed(r))),
-    };
-    let (mut native, target) = match translated {
-        Ok(t) => t,
-        Err(e) => return refuse(ctx, e.to_error(), ErrorFormat::OpenAi, rec, start).await,
-    };
-    let policy = rec
+    }
+    .map_err(|e| e.to_error())?;
+    let policy = ex
+        .rec
         .model
         .as_deref()
         .and_then(|m| ModelName::parse(m).ok())
         .and_then(|m| ctx.config.num_ctx_policy(&m));
     let n = apply_num_ctx(&mut native, policy);
-    rec.num_ctx_requested = n.requested;
-    rec.num_ctx_sent = n.sent;
+    ex.rec.num_ctx_requested = n.requested;
+    ex.rec.num_ctx_sent = n.sent;
+    tracing::debug!(request_id = %ex.id(), native = target.path(), num_ctx = ?n.sent, "openai_via_native");
+    Ok((native, target))
+}
 
-    let path = match target {
-        Target::Chat(_) => "/api/chat",
-        Target::Embed(_) => "/api/embed",
-    };
-    tracing::debug!(request_id = %rec.request_id, native = path, num_ctx = ?n.sent, "openai_via_native");
+/// Sends the native request.
+async fn send(
+    ctx: &SandboxCtx,
+    headers: &http::HeaderMap,
+    native: Map<String, Value>,
+    path: &str,
+) -> Result<Response<Incoming>, BridgeError> {
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
-    let up = &ctx.upstream;
-    let sent = up
-        .send(
-            Method::POST,
-            path,
-            &c.headers,
-            Some("application/json"),
-            bytes,
-        )
-        .await;
-    // The body has gone upstream (or never will): free it and give back its budget share.
-    drop((native, c.body, c.budget));
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) => return refuse(ctx, e, ErrorFormat::OpenAi, rec, start).await,
-    };
-    let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
+    drop(native);
+    let json = Some("application/json");
+    ctx.upstream
+        .send(Method::POST, path, headers, json, bytes)
+        .await
+}
+
+/// Answers from Ollama's native answer: an SSE stream, or a gathered OpenAI object.
+async fn respond(
+    ctx: &SandboxCtx,
+    resp: Response<Incoming>,
+    target: Target,
+    mut ex: Exchange,
+    hold: Option<Box<dyn Send>>,
+) -> Response<RespBody> {
     let status = resp.status();
-    let idle = up.cfg.idle_timeout;
+    let idle = ctx.upstream.cfg.idle_timeout;
     if !status.is_success() {
         // Ollama refused (unknown model, bad input): its message, in OpenAI's shape.
         let msg = match gather(resp.into_body(), idle).await {
@@ -99,20 +118,17 @@ pub(crate) async fn forward(
             Err(e) => e.full_message(),
         };
         let body = upstream_error_body(status.as_u16(), &msg);
-        return reply(ctx, status, "application/json", body, rec, start, hold);
+        return complete(ex, status, "application/json", body, hold);
     }
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let created = unix_secs();
     match target {
         Target::Chat(r) if r.stream => {
-            let meta = Meta::new(&rec.request_id, created, &r.model);
+            let meta = Meta::new(ex.id(), created, &r.model);
             let t = SseTransform {
                 lines: LineSplitter::new(MAX_LINE),
                 stream: ChatStream::new(meta, r.include_usage),
             };
-            rec.status = 200;
+            ex.rec.status = 200;
             let mut out = Response::new(());
             let h = out.headers_mut();
             h.insert(
@@ -120,36 +136,26 @@ pub(crate) async fn forward(
                 HeaderValue::from_static("text/event-stream"),
             );
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            set_request_id(h, &rec.request_id);
-            let idle_message = format!(
-                "Ollama sent nothing for {idle:?} mid-answer (idle_timeout); the answer is incomplete"
-            );
-            let relay = Relay::new(
-                resp.into_body(),
-                StreamKind::Sse,
-                idle,
-                idle_message,
-                finisher(ctx, rec, start),
-                hold,
-            )
-            .with_transform(Box::new(t));
+            set_request_id(h, ex.id());
+            let relay = super::relay::Relay::new(resp.into_body(), StreamKind::Sse, idle, ex, hold)
+                .with_transform(Box::new(t));
             out.map(|()| relay.boxed_unsync())
         }
         Target::Chat(r) => {
-            let meta = Meta::new(&rec.request_id, created, &r.model);
+            let meta = Meta::new(ex.id(), created, &r.model);
             let answer = match gather(resp.into_body(), idle).await {
                 Ok(b) => collect_chat(meta, &b),
                 Err(e) => Err(Failure::Bridge(e)),
             };
             match answer {
-                Ok(v) => json_reply(ctx, StatusCode::OK, &v, rec, start, hold),
+                Ok(v) => json(ex, &v, hold),
                 Err(Failure::Ollama(msg)) => {
-                    rec.reason = Some(Reason::UpstreamError.as_str().to_owned());
+                    ex.rec.reason = Some(Reason::UpstreamError);
                     let body = upstream_error_body(500, &msg);
                     let status = StatusCode::INTERNAL_SERVER_ERROR;
-                    reply(ctx, status, "application/json", body, rec, start, hold)
+                    complete(ex, status, "application/json", body, hold)
                 }
-                Err(Failure::Bridge(e)) => refuse(ctx, e, ErrorFormat::OpenAi, rec, start).await,
+                Err(Failure::Bridge(e)) => refuse(ex, e, ErrorFormat::OpenAi).await,
             }
         }
         Target::Embed(r) => {
@@ -159,15 +165,14 @@ pub(crate) async fn forward(
                     .and_then(|v| embed_response(&r, &v))
                     .ok_or_else(|| {
                         BridgeError::new(
-                            502,
                             Reason::UpstreamError,
                             "Ollama's /api/embed answer has no embeddings",
                         )
                     })
             });
             match answer {
-                Ok(v) => json_reply(ctx, StatusCode::OK, &v, rec, start, hold),
-                Err(e) => refuse(ctx, e, ErrorFormat::OpenAi, rec, start).await,
+                Ok(v) => json(ex, &v, hold),
+                Err(e) => refuse(ex, e, ErrorFormat::OpenAi).await,
             }
         }
     }
@@ -177,6 +182,16 @@ pub(crate) async fn forward(
 enum Target {
     Chat(protocol::openai::ChatRequest),
     Embed(protocol::openai::EmbedRequest),
+}
+
+impl Target {
+    /// Ollama's native route for it.
+    fn path(&self) -> &'static str {
+        match self {
+            Target::Chat(_) => "/api/chat",
+            Target::Embed(_) => "/api/embed",
+        }
+    }
 }
 
 /// Why a gathered answer could not be given.
@@ -194,7 +209,6 @@ async fn gather(mut body: Incoming, idle: Duration) -> Result<Bytes, BridgeError
         let frame = match tokio::time::timeout(idle, body.frame()).await {
             Err(_) => {
                 return Err(BridgeError::new(
-                    504,
                     Reason::UpstreamTimeout,
                     format!("Ollama sent nothing for {idle:?} mid-answer (idle_timeout)"),
                 ))
@@ -202,7 +216,6 @@ async fn gather(mut body: Incoming, idle: Duration) -> Result<Bytes, BridgeError
             Ok(None) => return Ok(Bytes::from(buf)),
             Ok(Some(Err(e))) => {
                 return Err(BridgeError::new(
-                    502,
                     Reason::UpstreamError,
                     format!("Ollama's answer broke off: {e}"),
                 ))
@@ -212,7 +225,6 @@ async fn gather(mut body: Incoming, idle: Duration) -> Result<Bytes, BridgeError
         if let Some(d) = frame.data_ref() {
             if buf.len() + d.len() > MAX_GATHER {
                 return Err(BridgeError::new(
-                    502,
                     Reason::UpstreamError,
                     format!("Ollama's answer is larger than {MAX_GATHER} bytes"),
                 ));
@@ -230,47 +242,14 @@ fn collect_chat(meta: Meta, body: &[u8]) -> Result<Value, Failure> {
     }
     c.finish().map_err(|e| match e {
         CollectError::Ollama(m) => Failure::Ollama(m),
-        e => Failure::Bridge(BridgeError::new(502, Reason::UpstreamError, e.to_string())),
+        e => Failure::Bridge(BridgeError::new(Reason::UpstreamError, e.to_string())),
     })
 }
 
-fn json_reply(
-    ctx: &SandboxCtx,
-    status: StatusCode,
-    v: &Value,
-    rec: AuditRecord,
-    start: Instant,
-    hold: Option<Box<dyn Send>>,
-) -> Response<RespBody> {
+/// A gathered OpenAI object as the answer.
+fn json(ex: Exchange, v: &Value, hold: Option<Box<dyn Send>>) -> Response<RespBody> {
     let body = serde_json::to_vec(v).expect("a JSON value serialises");
-    reply(ctx, status, "application/json", body, rec, start, hold)
-}
-
-/// A complete answer; its audit record is written before the client sees its end.
-fn reply(
-    ctx: &SandboxCtx,
-    status: StatusCode,
-    content_type: &'static str,
-    body: Vec<u8>,
-    mut rec: AuditRecord,
-    start: Instant,
-    hold: Option<Box<dyn Send>>,
-) -> Response<RespBody> {
-    rec.status = status.as_u16();
-    let mut out = Response::new(());
-    *out.status_mut() = status;
-    let h = out.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    set_request_id(h, &rec.request_id);
-    let relay = Relay::new(
-        Full::new(Bytes::from(body)),
-        StreamKind::Opaque,
-        ctx.upstream.cfg.idle_timeout,
-        String::new(),
-        finisher(ctx, rec, start),
-        hold,
-    );
-    out.map(|()| relay.boxed_unsync())
+    complete(ex, StatusCode::OK, "application/json", body, hold)
 }
 
 /// Ollama's NDJSON chat stream rewritten as OpenAI SSE, frame by frame.
@@ -287,7 +266,7 @@ impl Transform for SseTransform {
         let mut out = Vec::new();
         let stream = &mut self.stream;
         if let Err(e) = self.lines.feed(data, |l| out.extend(stream.line(l))) {
-            let err = BridgeError::new(502, Reason::UpstreamError, e.to_string());
+            let err = BridgeError::new(Reason::UpstreamError, e.to_string());
             out.extend(stream.fail(&err));
         }
         Bytes::from(out)

@@ -1,149 +1,203 @@
-//! A request's audit record over its life: started when the head arrives, owed while
-//! the request is handled (a fallback is written if the request is cut off), finished
-//! by the response body's finisher once the answer has passed, or written before a
-//! HEAD answer leaves.
+//! One owner for each request's audit record: an [`Exchange`] is created when the request
+//! arrives (or when the HTTP parser rejected it), carried through check → forward →
+//! relay, and finished exactly once. Finishing writes the record and counts it in the
+//! metrics; the answer completes only after the record is written (or [`ACK_WAIT`]
+//! passed). If nobody finishes it — the client went away, the grace period of a shutdown
+//! ended, a task panicked — its `Drop` writes the record of what happened.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
-use bytes::Bytes;
-use http::{header, Request, Response};
-use hyper::body::Incoming;
-use protocol::audit::{rfc3339_millis, AuditRecord, Decision, Peer};
+use protocol::audit::{AuditRecord, Decision, Peer};
 use protocol::error::Reason;
+use protocol::tokens::Tokens;
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
+use super::ctx::{SandboxCtx, Shared};
 use crate::observe::audit_log::ACK_WAIT;
-use crate::proxy::relay::{Finisher, Outcome, RespBody};
-use crate::proxy::{full, set_request_id, strip_hop_by_hop, SandboxCtx, Shared};
+use crate::observe::metrics::InFlight;
+use crate::os::clock::unix_ms;
 
-/// The record of a request whose head just arrived.
-pub fn start_record<B>(ctx: &SandboxCtx, peer: Option<Peer>, req: &Request<B>) -> AuditRecord {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    AuditRecord {
-        ts: rfc3339_millis(now_ms),
-        request_id: ctx.shared.request_id(),
-        sandbox: ctx.sandbox.name.to_string(),
-        peer,
-        method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
-        endpoint: None,
-        model: None,
-        decision: Decision::Deny,
-        reason: None,
-        num_ctx_requested: None,
-        num_ctx_sent: None,
-        status: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        duration_ms: 0,
-        prompt_tokens: None,
-        completion_tokens: None,
-        prompt: None,
-        output: None,
-        output_truncated: false,
-    }
+/// What a streamed answer did, told to [`Exchange::finish_stream`] at its end.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub bytes_out: u64,
+    pub tokens: Tokens,
+    /// Set when the stream did not end cleanly.
+    pub failure: Option<Reason>,
+    /// True when the client went away before the end.
+    pub client_closed: bool,
+    /// True when Ollama wrote an `{"error":...}` line into the stream.
+    pub upstream_error: bool,
+    /// With output capture: the assistant text and whether it was cut.
+    pub output: Option<(String, bool)>,
 }
 
-/// The record a request owes until it is written or handed to the response body: if
-/// the request's future is dropped first (the client's connection failed, or shutdown's
-/// grace period ended), a record saying so is written instead. Never two records: the
-/// audit log writes this one only if no other was submitted for the id.
-pub struct Owed<'a> {
-    shared: &'a Shared,
+/// A request and its audit record, from arrival to the one write of the record.
+pub struct Exchange {
+    shared: Arc<Shared>,
+    /// The record, filled in as facts become known.
     pub rec: AuditRecord,
     start: Instant,
-    armed: bool,
+    /// Counts the request in flight until the record is written.
+    flight: Option<InFlight>,
+    written: bool,
 }
 
-impl<'a> Owed<'a> {
-    pub fn new(shared: &'a Shared, rec: AuditRecord, start: Instant) -> Self {
-        shared.audit.owe(&rec.request_id);
-        Owed {
-            shared,
+impl Exchange {
+    /// A request whose head just arrived on `ctx`'s listener.
+    pub fn begin(ctx: &SandboxCtx, peer: Option<Peer>, method: &str, path: &str) -> Exchange {
+        let rec = AuditRecord::new(
+            unix_ms(),
+            ctx.shared.request_id(),
+            ctx.sandbox.name.to_string(),
+            peer,
+            method.to_owned(),
+            path.to_owned(),
+        );
+        let flight = ctx
+            .shared
+            .metrics
+            .in_flight_guard(ctx.sandbox.name.as_str());
+        Exchange {
+            shared: ctx.shared.clone(),
             rec,
-            start,
-            armed: true,
+            start: Instant::now(),
+            flight: Some(flight),
+            written: false,
         }
     }
 
-    /// The request answered: its record is written, or the response body's finisher
-    /// will write it.
-    pub fn disarm(&mut self) {
-        self.armed = false;
-        self.shared.audit.forget(&self.rec.request_id);
-    }
-}
-
-impl Drop for Owed<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
+    /// A request the HTTP parser rejected before the service saw it: `rec` is complete
+    /// (its time and duration measured from the connection's bytes); it is never in flight.
+    pub fn rejected(ctx: &SandboxCtx, rec: AuditRecord) -> Exchange {
+        Exchange {
+            shared: ctx.shared.clone(),
+            rec,
+            start: Instant::now(),
+            flight: None,
+            written: false,
         }
-        let reason = if self.shared.draining.load(Ordering::Relaxed) {
-            Reason::ShuttingDown
-        } else {
-            Reason::ClientClosed
-        };
-        self.rec.status = 0;
-        self.rec.reason = Some(reason.as_str().to_owned());
-        self.rec.duration_ms = self.start.elapsed().as_millis() as u64;
-        self.shared.record_owed(&self.rec);
     }
-}
 
-/// Builds the finisher that completes and writes the audit record at the stream's end.
-pub fn finisher(ctx: &SandboxCtx, mut rec: AuditRecord, start: Instant) -> Finisher {
-    let shared = ctx.shared.clone();
-    // The request stays in flight until the finisher runs (or is dropped).
-    let flight = shared.metrics.in_flight_guard(ctx.sandbox.name.as_str());
-    Box::new(move |o: Outcome| {
-        let _flight = flight;
-        rec.bytes_out = o.bytes_out;
-        rec.prompt_tokens = o.tokens.prompt;
-        rec.completion_tokens = o.tokens.completion;
-        rec.duration_ms = start.elapsed().as_millis() as u64;
+    /// A new record id from the daemon's counter (for records built before `begin`).
+    pub fn request_id(ctx: &SandboxCtx) -> String {
+        ctx.shared.request_id()
+    }
+
+    /// The record's id (also sent to the client as a response header).
+    pub fn id(&self) -> &str {
+        &self.rec.request_id
+    }
+
+    /// The policy allowed the request.
+    pub fn allow(&mut self) {
+        self.rec.decision = Decision::Allow;
+    }
+
+    /// Ends the exchange with a complete answer of `status` (the body's length is
+    /// `bytes_out`): writes the record and waits until it is in the file.
+    pub async fn finish(mut self, status: u16, reason: Option<Reason>, bytes_out: u64) {
+        self.rec.status = status;
+        self.rec.reason = reason;
+        self.rec.bytes_out = bytes_out;
+        if reason.is_some_and(Reason::is_denial) {
+            self.rec.decision = Decision::Deny;
+        }
+        if self.flight.is_some() {
+            self.rec.duration_ms = self.start.elapsed().as_millis() as u64;
+        }
+        self.write().await;
+    }
+
+    /// Ends the exchange of a streamed answer with what the stream did. The returned
+    /// [`Written`] resolves once the record is in the file; the stream completes after it.
+    pub fn finish_stream(mut self, o: Outcome) -> Written {
         let reason = if let Some(r) = o.failure {
             Some(r)
-        } else if o.client_closed && shared.draining.load(Ordering::Relaxed) {
-            Some(Reason::ShuttingDown)
         } else if o.client_closed {
-            Some(Reason::ClientClosed)
+            Some(self.cut_off())
         } else if o.upstream_error {
             // Ollama's own `{"error":...}` line after a 200: the answer failed.
             Some(Reason::UpstreamError)
         } else {
             None
         };
-        rec.reason = reason.map(|r| r.as_str().to_owned());
+        let rec = &mut self.rec;
+        rec.reason = reason;
+        rec.bytes_out = o.bytes_out;
+        rec.prompt_tokens = o.tokens.prompt;
+        rec.completion_tokens = o.tokens.completion;
+        rec.duration_ms = self.start.elapsed().as_millis() as u64;
         if let Some((text, cut)) = o.output {
             rec.output = Some(text);
             rec.output_truncated = cut;
         }
         tracing::debug!(request_id = %rec.request_id, status = rec.status, bytes_out = rec.bytes_out, "request done");
-        shared.record(&rec, true)
-    })
+        self.write()
+    }
+
+    /// Why a request nobody finished ended.
+    fn cut_off(&self) -> Reason {
+        if self.shared.draining.load(Ordering::Relaxed) {
+            Reason::ShuttingDown
+        } else {
+            Reason::ClientClosed
+        }
+    }
+
+    /// The one place a record is written: counted in the metrics, queued for the audit
+    /// writer; the request leaves the in-flight count.
+    fn write(&mut self) -> Written {
+        self.written = true;
+        self.shared.metrics.observe(&self.rec);
+        let ack = self.shared.audit.submit(&self.rec, true);
+        self.flight.take();
+        Written {
+            ack,
+            deadline: Box::pin(tokio::time::sleep(ACK_WAIT)),
+        }
+    }
 }
 
-/// Answers a HEAD request: hyper sends no body (and never polls one), so the record
-/// is written here, before the headers leave.
-pub async fn head_only(
-    ctx: &SandboxCtx,
-    resp: Response<Incoming>,
-    mut rec: AuditRecord,
-    start: Instant,
-) -> Response<RespBody> {
-    let (mut parts, _body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    // A listing's length would be the unfiltered one.
-    parts.headers.remove(header::CONTENT_LENGTH);
-    set_request_id(&mut parts.headers, &rec.request_id);
-    rec.status = parts.status.as_u16();
-    rec.duration_ms = start.elapsed().as_millis() as u64;
-    if let Some(ack) = ctx.shared.record(&rec, true) {
-        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.written {
+            return;
+        }
+        // Nobody finished it: the request's future was dropped (the client's connection
+        // failed, or shutdown's grace period ended) or a task panicked.
+        self.rec.status = 0;
+        self.rec.reason = Some(self.cut_off());
+        self.rec.duration_ms = self.start.elapsed().as_millis() as u64;
+        drop(self.write());
     }
-    Response::from_parts(parts, full(Bytes::new()))
+}
+
+/// Resolves once a record is written (or could not be queued), or after [`ACK_WAIT`]:
+/// the durability guarantee, bounded so a stuck disk never holds an answer forever.
+pub struct Written {
+    ack: Option<oneshot::Receiver<()>>,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl Future for Written {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(ack) = this.ack.as_mut() else {
+            return Poll::Ready(());
+        };
+        if Pin::new(ack).poll(cx).is_ready() || this.deadline.as_mut().poll(cx).is_ready() {
+            this.ack = None;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }

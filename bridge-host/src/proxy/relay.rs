@@ -1,10 +1,12 @@
 //! The response body on its way back: frames pass through one by one as they arrive,
 //! counted and scanned for token counts; silence longer than `idle_timeout` or a broken
 //! upstream ends the stream with an error line in the stream's own format; at the end
-//! the audit record is written *before* the client sees the stream complete. A
-//! [`Transform`] may rewrite the stream on the way (Ollama's NDJSON into OpenAI SSE);
-//! token counts are then still read from what Ollama sent.
+//! the request's [`Exchange`] is finished and its record written *before* the client
+//! sees the stream complete. A [`Transform`] may rewrite the stream on the way (Ollama's
+//! NDJSON into OpenAI SSE); token counts are then still read from what Ollama sent.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -12,18 +14,31 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
 use protocol::error::{BridgeError, Reason};
 use protocol::output::OutputCollector;
-use protocol::tokens::{TokenScanner, Tokens};
-use tokio::sync::oneshot;
+use protocol::tokens::TokenScanner;
 use tokio::time::Sleep;
 
-use crate::observe::audit_log::ACK_WAIT;
+use super::record::{Exchange, Outcome, Written};
 
 /// Errors inside response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type of every answer.
 pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A complete body as the response body type (no record attached: for answers whose
+/// record is already written, and for the metrics listener).
+pub fn full(b: Bytes) -> RespBody {
+    Full::new(b)
+        .map_err(|n: Infallible| -> BoxError { match n {} })
+        .boxed_unsync()
+}
+
+/// What a client is told when Ollama goes silent mid-answer.
+pub fn idle_message(idle: Duration) -> String {
+    format!("Ollama sent nothing for {idle:?} mid-answer (idle_timeout); the answer is incomplete")
+}
 
 /// How a failure after the headers is told to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +53,10 @@ pub enum StreamKind {
 
 impl StreamKind {
     /// Picks the kind from the response's content type.
-    pub fn from_content_type(ct: Option<&str>) -> StreamKind {
+    pub fn from_headers(h: &http::HeaderMap) -> StreamKind {
+        let ct = h
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         match ct.unwrap_or("") {
             c if c.starts_with("application/x-ndjson") => StreamKind::Ndjson,
             c if c.starts_with("text/event-stream") => StreamKind::Sse,
@@ -63,24 +81,6 @@ impl StreamKind {
     }
 }
 
-/// What the stream did, handed to the finisher at its end.
-#[derive(Debug, Clone, Default)]
-pub struct Outcome {
-    pub bytes_out: u64,
-    pub tokens: Tokens,
-    /// Set when the stream did not end cleanly.
-    pub failure: Option<Reason>,
-    /// True when the client went away before the end.
-    pub client_closed: bool,
-    /// True when Ollama wrote an `{"error":...}` line into the stream.
-    pub upstream_error: bool,
-    /// With output capture: the assistant text and whether it was cut.
-    pub output: Option<(String, bool)>,
-}
-
-/// Called once with the outcome; may return an ack to wait for before completing.
-pub type Finisher = Box<dyn FnOnce(Outcome) -> Option<oneshot::Receiver<()>> + Send>;
-
 /// Rewrites a stream on its way through, frame by frame.
 pub trait Transform: Send {
     /// The client's bytes for the next upstream bytes (empty: nothing to send yet).
@@ -98,8 +98,10 @@ pub trait Transform: Send {
 
 enum State {
     Streaming,
+    /// The last bytes to send before the end.
     Tail(Bytes),
-    Acking(oneshot::Receiver<()>, Pin<Box<Sleep>>),
+    /// The record is being written; the stream ends after it.
+    Acking(Written),
     Done,
 }
 
@@ -111,9 +113,8 @@ pub struct Relay<B> {
     idle_timer: Pin<Box<Sleep>>,
     scanner: TokenScanner,
     outcome: Outcome,
-    finisher: Option<Finisher>,
+    exchange: Option<Exchange>,
     state: State,
-    idle_message: String,
     hold: Option<Box<dyn Send>>,
     transform: Option<Box<dyn Transform>>,
     output: Option<OutputCollector>,
@@ -124,13 +125,13 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
 {
-    /// Wraps `inner`. `hold` lives as long as the body (e.g. a concurrency permit).
+    /// Wraps `inner`; finishes `exchange` at the end. `hold` lives until then (e.g. a
+    /// concurrency permit).
     pub fn new(
         inner: B,
         kind: StreamKind,
         idle: Duration,
-        idle_message: String,
-        finisher: Finisher,
+        exchange: Exchange,
         hold: Option<Box<dyn Send>>,
     ) -> Self {
         Relay {
@@ -140,9 +141,8 @@ where
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             scanner: TokenScanner::new(),
             outcome: Outcome::default(),
-            finisher: Some(finisher),
+            exchange: Some(exchange),
             state: State::Streaming,
-            idle_message,
             hold,
             transform: None,
             output: None,
@@ -160,13 +160,6 @@ where
     pub fn capture_output(mut self, limit: usize) -> Self {
         self.output = Some(OutputCollector::new(limit));
         self
-    }
-
-    fn finish(&mut self) -> Option<oneshot::Receiver<()>> {
-        self.hold.take();
-        let f = self.finisher.take()?;
-        self.settle();
-        f(std::mem::take(&mut self.outcome))
     }
 
     fn fail(&mut self, err: BridgeError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -191,8 +184,8 @@ where
 
     fn complete(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.finish() {
-            Some(rx) => {
-                self.state = State::Acking(rx, Box::pin(tokio::time::sleep(ACK_WAIT)));
+            Some(w) => {
+                self.state = State::Acking(w);
                 self.poll_ack(cx)
             }
             None => {
@@ -203,9 +196,8 @@ where
     }
 
     fn poll_ack(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let State::Acking(rx, deadline) = &mut self.state {
-            let done = Pin::new(rx).poll(cx).is_ready() || deadline.as_mut().poll(cx).is_ready();
-            if !done {
+        if let State::Acking(w) = &mut self.state {
+            if Pin::new(w).poll(cx).is_pending() {
                 return Poll::Pending;
             }
         }
@@ -213,8 +205,6 @@ where
         Poll::Ready(None)
     }
 }
-
-use std::future::Future;
 
 impl<B> Body for Relay<B>
 where
@@ -238,9 +228,8 @@ where
                     this.outcome.bytes_out += tail.len() as u64;
                     this.state = State::Streaming;
                     // Complete after this frame: mark by finishing now, then Done on next poll.
-                    let ack = this.finish();
-                    this.state = match ack {
-                        Some(rx) => State::Acking(rx, Box::pin(tokio::time::sleep(ACK_WAIT))),
+                    this.state = match this.finish() {
+                        Some(w) => State::Acking(w),
                         None => State::Done,
                     };
                     if tail.is_empty() {
@@ -274,7 +263,6 @@ where
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let err = BridgeError::new(
-                        502,
                         Reason::UpstreamError,
                         format!("Ollama's answer broke off mid-stream: {e}"),
                     );
@@ -296,11 +284,8 @@ where
                 }
                 Poll::Pending => {
                     if this.idle_timer.as_mut().poll(cx).is_ready() {
-                        let err = BridgeError::new(
-                            504,
-                            Reason::UpstreamTimeout,
-                            this.idle_message.clone(),
-                        );
+                        let err =
+                            BridgeError::new(Reason::UpstreamTimeout, idle_message(this.idle));
                         match this.fail(err) {
                             Poll::Pending => continue,
                             p => return p,
@@ -324,6 +309,14 @@ where
 }
 
 impl<B> Relay<B> {
+    /// Finishes the exchange (once): the record of what the stream did.
+    fn finish(&mut self) -> Option<Written> {
+        self.hold.take();
+        let ex = self.exchange.take()?;
+        self.settle();
+        Some(ex.finish_stream(std::mem::take(&mut self.outcome)))
+    }
+
     /// Moves what the scanners saw into the outcome.
     fn settle(&mut self) {
         self.outcome.tokens = self.scanner.finish();
@@ -334,10 +327,10 @@ impl<B> Relay<B> {
 
 impl<B> Drop for Relay<B> {
     fn drop(&mut self) {
-        if let Some(f) = self.finisher.take() {
+        if self.exchange.is_some() {
+            // Dropped before the end: the client went away (or the connection broke).
             self.outcome.client_closed = true;
-            self.settle();
-            f(std::mem::take(&mut self.outcome));
+            drop(self.finish());
         }
     }
 }

@@ -3,24 +3,23 @@
 //! `bridge-guest doctor` and `bridge-host status` to say which hop is broken. Nothing
 //! secret: no upstream address, no other sandbox, no prompts.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use protocol::audit::{AuditRecord, Decision};
+use protocol::audit::Endpoint;
 use protocol::config::NumCtxPolicy;
 use protocol::error::{BridgeError, Reason};
-use protocol::route::ErrorFormat;
+use protocol::route::{ErrorFormat, STATUS_PATH};
 use protocol::ModelName;
 use serde_json::{json, Value};
 
-use crate::proxy::relay::RespBody;
-use crate::proxy::{full, refuse, set_request_id, SandboxCtx};
-
-/// The path of the status endpoint.
-pub const PATH: &str = "/_bridge/status";
+use super::ctx::SandboxCtx;
+use super::record::Exchange;
+use super::relay::RespBody;
+use super::respond::{answer, refuse};
 
 /// How long the status check waits for Ollama beyond the connect timeout.
 const PROBE_EXTRA: Duration = Duration::from_secs(2);
@@ -70,18 +69,17 @@ async fn probe(ctx: &SandboxCtx) -> (Value, Vec<String>) {
         let status = resp.status();
         let body = tokio::time::timeout(limit, resp.into_body().collect())
             .await
-            .map_err(|_| BridgeError::new(504, Reason::UpstreamTimeout, "no answer in time"))?
-            .map_err(|e| BridgeError::new(502, Reason::UpstreamError, e.to_string()))?
+            .map_err(|_| BridgeError::new(Reason::UpstreamTimeout, "no answer in time"))?
+            .map_err(|e| BridgeError::new(Reason::UpstreamError, e.to_string()))?
             .to_bytes();
         if !status.is_success() {
             return Err(BridgeError::new(
-                502,
                 Reason::UpstreamError,
                 format!("HTTP {status}"),
             ));
         }
         serde_json::from_slice::<Value>(&body)
-            .map_err(|e| BridgeError::new(502, Reason::UpstreamError, format!("not JSON: {e}")))
+            .map_err(|e| BridgeError::new(Reason::UpstreamError, format!("not JSON: {e}")))
     };
     let version = match tokio::time::timeout(limit, get("/api/version")).await {
         Ok(Ok(v)) => v,
@@ -163,41 +161,22 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
     })
 }
 
-/// Answers the status endpoint and writes its audit record.
+/// Answers the status endpoint; its record is written before the answer leaves.
 pub async fn serve(
     ctx: &SandboxCtx,
     req: Request<Incoming>,
-    mut rec: AuditRecord,
-    start: Instant,
+    mut ex: Exchange,
 ) -> Response<RespBody> {
-    rec.endpoint = Some("bridge".into());
-    if let Err(d) = protocol::policy::peer_allowed(&ctx.sandbox, rec.peer.as_ref()) {
-        return refuse(ctx, d.to_error(), ErrorFormat::Ollama, rec, start).await;
+    ex.rec.endpoint = Some(Endpoint::Bridge);
+    if let Err(d) = protocol::policy::peer_allowed(&ctx.sandbox, ex.rec.peer.as_ref()) {
+        return refuse(ex, d.to_error(), ErrorFormat::Ollama).await;
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let e = BridgeError::new(
-            405,
-            Reason::MethodNotAllowed,
-            format!("{PATH} answers GET and HEAD"),
-        );
-        return refuse(ctx, e, ErrorFormat::Ollama, rec, start).await;
+        let msg = format!("{STATUS_PATH} answers GET and HEAD");
+        let e = BridgeError::new(Reason::MethodNotAllowed, msg);
+        return refuse(ex, e, ErrorFormat::Ollama).await;
     }
     let body = serde_json::to_vec(&document(ctx).await).expect("a JSON value serialises");
-    rec.decision = Decision::Allow;
-    rec.status = 200;
-    rec.bytes_out = body.len() as u64;
-    rec.duration_ms = start.elapsed().as_millis() as u64;
-    if let Some(ack) = ctx.shared.record(&rec, true) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), ack).await;
-    }
-    let mut resp = Response::new(full(Bytes::from(body)));
-    *resp.status_mut() = StatusCode::OK;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    set_request_id(h, &rec.request_id);
-    resp
+    let no_store = [(header::CACHE_CONTROL, "no-store")];
+    answer(ex, StatusCode::OK, "application/json", &no_store, body).await
 }

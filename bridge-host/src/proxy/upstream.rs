@@ -62,14 +62,12 @@ impl Upstream {
         }
         let req = req.body(Full::new(body)).map_err(|e| {
             BridgeError::new(
-                500,
                 Reason::Internal,
                 format!("building the upstream request: {e}"),
             )
         })?;
         match tokio::time::timeout(self.cfg.header_timeout, self.client.request(req)).await {
             Err(_) => Err(BridgeError::new(
-                504,
                 Reason::UpstreamTimeout,
                 format!(
                     "Ollama at {} sent no answer within {:?} (header_timeout)",
@@ -78,7 +76,6 @@ impl Upstream {
             )),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(BridgeError::new(
-                502,
                 Reason::UpstreamUnreachable,
                 format!(
                     "cannot reach Ollama at {}: {} (is it running? connect_timeout {:?})",
@@ -88,7 +85,6 @@ impl Upstream {
                 ),
             )),
             Ok(Err(e)) => Err(BridgeError::new(
-                502,
                 Reason::UpstreamError,
                 format!("Ollama at {} failed: {}", self.cfg.base, root_cause(&e)),
             )),

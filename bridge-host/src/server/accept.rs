@@ -13,18 +13,17 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use protocol::audit::Peer;
-use protocol::error::Reason;
+use protocol::error::{BridgeError, Reason};
+use protocol::route::ErrorFormat;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use crate::observe::audit_log::ACK_WAIT;
-use crate::server::conn::{Observed, Seen, Served};
-use crate::server::deadline::{expired, Clock, Expiry, Tracked};
+use super::conn::{Observed, Seen, Served};
+use super::deadline::{expired, Clock, Expiry, Tracked};
 use crate::net::hangup::Hangup;
 use crate::net::listen::{Conn, Listener};
-use crate::server::{current, CtxCell};
-use crate::proxy::{handle, SandboxCtx};
+use crate::proxy::{current, handle, CtxCell, SandboxCtx};
 
 /// Refused connections being answered at once, per listener; beyond this, excess
 /// connections are closed without the 503.
@@ -187,17 +186,11 @@ fn refuse(mut io: Conn, ctx: &SandboxCtx, open: usize, r: &mut Refusals) {
     let Ok(slot) = r.slots.clone().try_acquire_owned() else {
         return; // already answering many: close this one at once
     };
-    let body = serde_json::to_vec(&serde_json::json!({ "error": format!(
-        "ollama-bridge: sandbox \"{}\" has {open} open connections (max_connections); close idle connections or raise max_connections",
+    let msg = format!(
+        "sandbox \"{}\" has {open} open connections (max_connections); close idle connections or raise max_connections",
         ctx.sandbox.name
-    )}))
-    .expect("a JSON value serialises");
-    let mut resp = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    resp.extend(body);
+    );
+    let resp = BridgeError::new(Reason::ConnectionLimit, msg).raw_http(ErrorFormat::Ollama);
     tokio::spawn(async move {
         let _slot = slot;
         let _ = tokio::time::timeout(REFUSE_WAIT, async {
@@ -227,7 +220,7 @@ async fn record_rejection(
     served: u64,
 ) {
     let empty = Seen::default();
-    let Some((status, reason)) = crate::server::conn::rejection(e, seen.unwrap_or(&empty), served) else {
+    let Some((status, reason)) = super::conn::rejection(e, seen.unwrap_or(&empty), served) else {
         tracing::debug!(error = %e, "connection closed with error");
         return;
     };
@@ -244,10 +237,9 @@ async fn write_record(
     e: Option<&hyper::Error>,
 ) {
     let empty = Seen::default();
-    let rec = crate::server::conn::record(ctx, peer, seen.unwrap_or(&empty), served, status, reason);
+    let ex = super::conn::rejected(ctx, peer, seen.unwrap_or(&empty), served);
     let error = e.map(ToString::to_string);
+    let rec = &ex.rec;
     tracing::info!(sandbox = %rec.sandbox, request_id = %rec.request_id, method = %rec.method, path = %rec.path, status, reason = reason.as_str(), error = ?error, "rejected before the request was parsed");
-    if let Some(ack) = ctx.shared.record(&rec, true) {
-        let _ = tokio::time::timeout(ACK_WAIT, ack).await;
-    }
+    ex.finish(status, Some(reason), 0).await;
 }

@@ -10,15 +10,17 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use protocol::audit::{rfc3339_millis, AuditRecord, Decision, Peer, UNKNOWN};
+use protocol::audit::{AuditRecord, Endpoint, Peer, UNKNOWN};
 use protocol::error::Reason;
 use protocol::route::Route;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
-use crate::proxy::SandboxCtx;
+use super::deadline::Clock;
+use crate::os::clock::unix_ms;
+use crate::proxy::{Exchange, SandboxCtx};
 
 /// Bytes of a connection's start kept to name the rejected request's method and path.
 const PREFIX: usize = 512;
@@ -38,17 +40,14 @@ pub struct Seen {
 pub struct Observed<T> {
     inner: Option<T>,
     seen: Seen,
-    clock: Arc<crate::server::deadline::Clock>,
+    clock: Arc<Clock>,
     back: Option<oneshot::Sender<(T, Seen)>>,
 }
 
 impl<T> Observed<T> {
     /// The wrapper, and where the stream comes back when hyper is done with it.
     /// Every read with bytes is told to `clock`.
-    pub fn new(
-        inner: T,
-        clock: Arc<crate::server::deadline::Clock>,
-    ) -> (Self, oneshot::Receiver<(T, Seen)>) {
+    pub fn new(inner: T, clock: Arc<Clock>) -> (Self, oneshot::Receiver<(T, Seen)>) {
         let (tx, rx) = oneshot::channel();
         let o = Observed {
             inner: Some(inner),
@@ -87,7 +86,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Observed<T> {
             this.clock.on_read();
             let s = &mut this.seen;
             if s.first.is_none() {
-                s.first = Some((now_ms(), Instant::now()));
+                s.first = Some((unix_ms(), Instant::now()));
             }
             s.read += new.len() as u64;
             let room = PREFIX.saturating_sub(s.prefix.len()).min(new.len());
@@ -125,13 +124,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Observed<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(self.get_mut().io()).poll_shutdown(cx)
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// Counts the requests a connection handed to the service.
@@ -175,18 +167,11 @@ pub fn rejection(e: &hyper::Error, seen: &Seen, served: u64) -> Option<(u16, Rea
     None
 }
 
-/// The record of a request hyper rejected. Method and path come from the request line
-/// when it is the connection's first request and its line is well formed, else `-`;
-/// `bytes_in` is what arrived on the connection (0 after earlier requests, where the
-/// rejected request's share is not known).
-pub fn record(
-    ctx: &SandboxCtx,
-    peer: Option<Peer>,
-    seen: &Seen,
-    served: u64,
-    status: u16,
-    reason: Reason,
-) -> AuditRecord {
+/// The exchange of a request hyper rejected, ready to be finished with the status hyper
+/// sent. Method and path come from the request line when it is the connection's first
+/// request and its line is well formed, else `-`; `bytes_in` is what arrived on the
+/// connection (0 after earlier requests, where the rejected request's share is not known).
+pub fn rejected(ctx: &SandboxCtx, peer: Option<Peer>, seen: &Seen, served: u64) -> Exchange {
     let first = served == 0;
     let (method, path, query) = if first {
         request_line(&seen.prefix)
@@ -194,37 +179,25 @@ pub fn record(
         None
     }
     .unwrap_or((UNKNOWN, UNKNOWN, None));
-    let endpoint = (method != UNKNOWN)
-        .then(|| Route::classify(method, path, query).ok())
-        .flatten()
-        .map(|r| r.class().as_str().to_owned());
     let (ts, duration_ms) = match (first, seen.first) {
         (true, Some((ms, at))) => (ms, at.elapsed().as_millis() as u64),
-        _ => (now_ms(), 0),
+        _ => (unix_ms(), 0),
     };
-    AuditRecord {
-        ts: rfc3339_millis(ts),
-        request_id: ctx.shared.request_id(),
-        sandbox: ctx.sandbox.name.to_string(),
+    let mut rec = AuditRecord::new(
+        ts,
+        Exchange::request_id(ctx),
+        ctx.sandbox.name.to_string(),
         peer,
-        method: method.to_owned(),
-        path: path.to_owned(),
-        endpoint,
-        model: None,
-        decision: Decision::Deny,
-        reason: Some(reason.as_str().to_owned()),
-        num_ctx_requested: None,
-        num_ctx_sent: None,
-        status,
-        bytes_in: if first { seen.read } else { 0 },
-        bytes_out: 0,
-        duration_ms,
-        prompt_tokens: None,
-        completion_tokens: None,
-        prompt: None,
-        output: None,
-        output_truncated: false,
-    }
+        method.to_owned(),
+        path.to_owned(),
+    );
+    rec.endpoint = (method != UNKNOWN)
+        .then(|| Route::classify(method, path, query).ok())
+        .flatten()
+        .map(|r| Endpoint::Class(r.class()));
+    rec.bytes_in = if first { seen.read } else { 0 };
+    rec.duration_ms = duration_ms;
+    Exchange::rejected(ctx, rec)
 }
 
 /// `METHOD SP TARGET SP HTTP/x.y` from the start of the bytes, strictly: a token method,

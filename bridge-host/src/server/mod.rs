@@ -4,9 +4,10 @@
 //! requests in flight finish under the context they started with. Shutdown stops
 //! accepting, then lets in-flight requests finish within a grace period.
 
-pub mod accept;
-pub mod conn;
-pub mod deadline;
+mod accept;
+mod admin;
+mod conn;
+mod deadline;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -17,17 +18,11 @@ use protocol::config::Config;
 use protocol::ListenAddr;
 use tokio::sync::{mpsc, watch};
 
-use crate::observe::audit_log::AuditLog;
 use crate::net::listen::{ListenError, Listener};
-use crate::observe::metrics::{metrics_loop, MetricsListener};
-use crate::proxy::{SandboxCtx, Shared};
-use crate::proxy::upstream::Upstream;
-
-/// Time a client of the metrics listener has to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A listener's current context, swapped by reloads.
-pub type CtxCell = Arc<RwLock<Arc<SandboxCtx>>>;
+use crate::observe::audit_log::AuditLog;
+use crate::proxy::Upstream;
+use crate::proxy::{CtxCell, SandboxCtx, Shared};
+use admin::{metrics_loop, MetricsListener};
 
 /// A bound daemon, not yet serving.
 pub struct Server {
@@ -260,8 +255,4 @@ fn start(listener: Listener, ctx: Arc<SandboxCtx>, graceful: Arc<GracefulShutdow
         stop,
         task,
     }
-}
-
-pub(crate) fn current(cell: &CtxCell) -> Arc<SandboxCtx> {
-    cell.read().unwrap_or_else(|p| p.into_inner()).clone()
 }

@@ -36,7 +36,7 @@ pub enum TranslateError {
 impl TranslateError {
     /// The bridge's 400 answer for this error.
     pub fn to_error(&self) -> BridgeError {
-        BridgeError::new(400, Reason::BadRequest, self.to_string())
+        BridgeError::new(Reason::BadRequest, self.to_string())
     }
 }
 

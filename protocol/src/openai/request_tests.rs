@@ -247,7 +247,7 @@ fn bad_requests_are_refused_with_the_field() {
         let e = translate(&body).expect_err(&body.to_string());
         assert!(e.to_string().contains(want), "{body}: {e}");
         let b = e.to_error();
-        assert_eq!(b.status, 400);
+        assert_eq!(b.status(), 400);
         assert_eq!(b.reason, crate::error::Reason::BadRequest);
     }
 }

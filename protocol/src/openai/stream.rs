@@ -113,7 +113,6 @@ impl ChatStream {
         match serde_json::from_slice::<Value>(line) {
             Ok(v) => self.chunk(&v),
             Err(e) => self.fail(&BridgeError::new(
-                502,
                 Reason::UpstreamError,
                 format!("Ollama sent a line that is not JSON ({e}); the answer is incomplete"),
             )),
@@ -177,7 +176,6 @@ impl ChatStream {
             return Vec::new();
         }
         self.fail(&BridgeError::new(
-            502,
             Reason::UpstreamError,
             "Ollama's answer ended before its final chunk; the answer is incomplete",
         ))

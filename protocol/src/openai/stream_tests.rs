@@ -256,7 +256,7 @@ fn errors_end_the_stream_with_one_event() {
 
 #[test]
 fn bridge_failures_after_the_end_are_silent() {
-    let idle = BridgeError::new(504, Reason::UpstreamTimeout, "Ollama sent nothing for 1s");
+    let idle = BridgeError::new(Reason::UpstreamTimeout, "Ollama sent nothing for 1s");
     let mut s = ChatStream::new(meta(), false);
     s.line(text("Hi").as_bytes());
     let e = events(&s.fail(&idle));

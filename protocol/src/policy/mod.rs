@@ -71,48 +71,36 @@ impl Denied {
     /// The answer to send.
     pub fn to_error(&self) -> BridgeError {
         match self {
-            Denied::EndpointNotAllowed { class, sandbox, allowed } => BridgeError::new(
-                403,
-                Reason::EndpointNotAllowed,
+            Denied::EndpointNotAllowed { class, sandbox, allowed } => BridgeError::new(Reason::EndpointNotAllowed,
                 format!(
                     "endpoint class \"{class}\" is not allowed for sandbox \"{sandbox}\" (allowed: {})",
                     join(allowed.iter().map(|c| c.as_str()))
                 ),
             ),
-            Denied::ModelNotAllowed { model, sandbox, allowed } => BridgeError::new(
-                403,
-                Reason::ModelNotAllowed,
+            Denied::ModelNotAllowed { model, sandbox, allowed } => BridgeError::new(Reason::ModelNotAllowed,
                 format!(
                     "model \"{model}\" is not allowed for sandbox \"{sandbox}\" (allowed: {})",
                     join(allowed.iter().map(String::as_str))
                 ),
             ),
-            Denied::CloudModel { model, sandbox } => BridgeError::new(
-                403,
-                Reason::CloudModelNotAllowed,
+            Denied::CloudModel { model, sandbox } => BridgeError::new(Reason::CloudModelNotAllowed,
                 format!(
                     "model \"{model}\" is a cloud model (it would send data to ollama.com); cloud models are not allowed for sandbox \"{sandbox}\""
                 ),
             ),
-            Denied::ModelRequired { field } => BridgeError::new(
-                400,
-                Reason::ModelRequired,
+            Denied::ModelRequired { field } => BridgeError::new(Reason::ModelRequired,
                 format!("model is required (field \"{field}\")"),
             ),
             Denied::BadModel { field, error } => {
-                BridgeError::new(400, Reason::BadModelName, format!("field \"{field}\": {error}"))
+                BridgeError::new(Reason::BadModelName, format!("field \"{field}\": {error}"))
             }
-            Denied::PeerNotAllowed { sandbox, cid, want } => BridgeError::new(
-                403,
-                Reason::PeerNotAllowed,
+            Denied::PeerNotAllowed { sandbox, cid, want } => BridgeError::new(Reason::PeerNotAllowed,
                 match cid {
                     Some(c) => format!("peer CID {c} is not allowed for sandbox \"{sandbox}\" (vsock_cid = {want})"),
                     None => format!("peer has no vsock CID; sandbox \"{sandbox}\" admits only CID {want}"),
                 },
             ),
-            Denied::FieldNotString { field } => BridgeError::new(
-                400,
-                Reason::BadRequest,
+            Denied::FieldNotString { field } => BridgeError::new(Reason::BadRequest,
                 format!("field \"{field}\" must be a string"),
             ),
         }

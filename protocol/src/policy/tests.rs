@@ -197,7 +197,7 @@ fn vsock_cid_binds_a_sandbox_to_one_vm() {
     let e = peer_allowed(&s, Some(&Peer::Vsock { cid: 4 }))
         .unwrap_err()
         .to_error();
-    assert_eq!((e.status, e.reason), (403, Reason::PeerNotAllowed));
+    assert_eq!((e.status(), e.reason), (403, Reason::PeerNotAllowed));
     assert!(
         e.message
             .contains("peer CID 4 is not allowed for sandbox \"vm\""),
@@ -250,7 +250,7 @@ fn denial_message_says_who_and_what() {
     let e = run(&s, "POST", "/api/chat", r#"{"model":"llama3.3:70b"}"#)
         .unwrap_err()
         .to_error();
-    assert_eq!(e.status, 403);
+    assert_eq!(e.status(), 403);
     assert_eq!(
         e.full_message(),
         "ollama-bridge: model \"llama3.3:70b\" is not allowed for sandbox \"automation\" (allowed: qwen2.5:7b, llama3.2:3b)"

@@ -84,7 +84,7 @@ impl Filter<'_> {
         }
         if a.reason
             .as_deref()
-            .is_some_and(|c| Some(c) != r.reason.as_deref())
+            .is_some_and(|c| Some(c) != r.reason.map(|x| x.as_str()))
         {
             return false;
         }
@@ -251,8 +251,7 @@ pub fn write_record(out: &mut impl Write, r: &AuditRecord, json: bool) -> io::Re
         r.status,
         r.duration_ms,
         r.reason
-            .as_deref()
-            .map(|x| format!(" {x}"))
+            .map(|x| format!(" {}", x.as_str()))
             .unwrap_or_default(),
     )
 }
