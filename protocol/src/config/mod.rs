@@ -19,6 +19,7 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod values;
 
 pub use crate::limits::DEFAULT_MAX_BODY;
 pub use defaults::{DefaultsEnv, DEFAULT_UPSTREAM};
