@@ -3,14 +3,10 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
-use protocol::listen::ConnectAddr;
+use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
-/// Default address served inside the sandbox.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:11434";
-/// Default socket of bridge-host as mounted into the sandbox.
-pub const DEFAULT_CONNECT: &str = "unix:/run/ollama-bridge/ollama.sock";
+pub use crate::addrs::{Addrs, DEFAULT_CONNECT, DEFAULT_LISTEN};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,16 +20,6 @@ pub struct Cli {
     pub addrs: Addrs,
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct Addrs {
-    /// Address to serve inside the sandbox.
-    #[arg(long, global = true, env = "OLLAMA_BRIDGE_LISTEN", default_value = DEFAULT_LISTEN, value_name = "IP:PORT")]
-    pub listen: SocketAddr,
-    /// bridge-host's socket: unix:PATH or vsock:CID:PORT (CID 2 is the host).
-    #[arg(long, global = true, env = "OLLAMA_BRIDGE_CONNECT", default_value = DEFAULT_CONNECT, value_name = "ADDR")]
-    pub connect: ConnectAddr,
 }
 
 #[derive(Debug, Subcommand)]

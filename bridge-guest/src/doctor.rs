@@ -13,7 +13,7 @@ use protocol::{ModelName, ModelPattern};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::cli::Addrs;
+use crate::addrs::Addrs;
 
 /// The host's status endpoint.
 pub const STATUS_PATH: &str = "/_bridge/status";
@@ -87,7 +87,7 @@ fn describe_access(path: &std::path::Path) -> String {
 }
 
 /// Hop 1: the listen address is free, or served by a bridge-guest.
-async fn check_listen(addrs: &Addrs) -> Result<(), ExitCode> {
+async fn check_listen(addrs: &Addrs) -> Hop<()> {
     match tokio::net::TcpListener::bind(addrs.listen).await {
         Ok(_) => {
             ok(&format!(
@@ -132,79 +132,126 @@ async fn check_listen(addrs: &Addrs) -> Result<(), ExitCode> {
     }
 }
 
+/// The outcome of one hop: `Err` carries the exit code of the first broken hop.
+type Hop<T> = Result<T, ExitCode>;
+
 /// Runs the checks; exits non-zero at the first failure.
 pub async fn run(addrs: &Addrs, model: Option<&str>) -> ExitCode {
-    if let Err(code) = check_listen(addrs).await {
-        return code;
+    match run_hops(addrs, model).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
     }
-    if let ConnectAddr::Unix(p) = &addrs.connect {
-        match std::fs::metadata(p) {
-            Ok(_) => ok(&format!("socket {} exists", p.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                return fail(3, &format!("socket {}: {e} ({})", p.display(), describe_access(p)),
-                    "set socket_owner (uid:gid of this sandbox's user) or socket_mode for this sandbox in bridge-host's config");
-            }
-            Err(e) => {
-                return fail(2, &format!("socket {}: {e}", p.display()),
-                    "bind-mount bridge-host's socket DIRECTORY for this sandbox into the sandbox (not the socket file), and check --connect");
-            }
+}
+
+/// Every hop, in order, stopping at the first broken one.
+async fn run_hops(addrs: &Addrs, model: Option<&str>) -> Hop<()> {
+    check_listen(addrs).await?;
+    check_socket(&addrs.connect)?;
+    let status = connect_bridge(&addrs.connect).await?;
+    let doc = check_bridge_status(&addrs.connect, status)?;
+    check_ollama(&doc)?;
+    let Some(m) = model else {
+        return Ok(());
+    };
+    let name = check_model_allowed(&doc, m)?;
+    check_model_loads(&addrs.connect, &name).await
+}
+
+/// The sandbox bridge-host says this socket belongs to.
+fn sandbox_of(doc: &Value) -> &str {
+    doc["sandbox"].as_str().unwrap_or("?")
+}
+
+/// Hop 2: the unix socket exists and may be looked at (vsock has nothing to look at).
+fn check_socket(connect: &ConnectAddr) -> Hop<()> {
+    let ConnectAddr::Unix(p) = connect else {
+        return Ok(());
+    };
+    match std::fs::metadata(p) {
+        Ok(_) => {
+            ok(&format!("socket {} exists", p.display()));
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(fail(3, &format!("socket {}: {e} ({})", p.display(), describe_access(p)),
+                "set socket_owner (uid:gid of this sandbox's user) or socket_mode for this sandbox in bridge-host's config"))
+        }
+        Err(e) => {
+            Err(fail(2, &format!("socket {}: {e}", p.display()),
+                "bind-mount bridge-host's socket DIRECTORY for this sandbox into the sandbox (not the socket file), and check --connect"))
         }
     }
-    let status = match request(&addrs.connect, "GET", STATUS_PATH, None).await {
-        Ok(r) => r,
+}
+
+/// Hop 3: bridge-host accepts a connection; returns its answer to the status request.
+async fn connect_bridge(connect: &ConnectAddr) -> Hop<(u16, String)> {
+    match request(connect, "GET", STATUS_PATH, None).await {
+        Ok(r) => Ok(r),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            let who = match &addrs.connect {
+            let who = match connect {
                 ConnectAddr::Unix(p) => describe_access(p),
                 ConnectAddr::Vsock { .. } => String::new(),
             };
-            return fail(3, &format!("connect to {}: {e} ({who})", addrs.connect),
-                "set socket_owner (uid:gid of this sandbox's user) or socket_mode for this sandbox in bridge-host's config");
+            Err(fail(3, &format!("connect to {connect}: {e} ({who})"),
+                "set socket_owner (uid:gid of this sandbox's user) or socket_mode for this sandbox in bridge-host's config"))
         }
         Err(e) => {
-            return fail(4, &format!("connect to bridge-host at {}: {e}", addrs.connect),
-                "start bridge-host on the host (systemctl start bridge-host, or bridge-host serve) with a listener for this sandbox");
+            Err(fail(4, &format!("connect to bridge-host at {connect}: {e}"),
+                "start bridge-host on the host (systemctl start bridge-host, or bridge-host serve) with a listener for this sandbox"))
         }
-    };
+    }
+}
+
+/// Hop 4: the answer is bridge-host's status document; returns it.
+fn check_bridge_status(connect: &ConnectAddr, status: (u16, String)) -> Hop<Value> {
     let doc: Value = match status {
         (200, body) => match serde_json::from_str::<Value>(&body) {
             Ok(v) if v["bridge"] == "ollama-bridge" => v,
             _ => {
-                return fail(
+                return Err(fail(
                     5,
                     &format!(
                         "{} did not answer with the bridge's status: {}",
-                        addrs.connect,
+                        connect,
                         body.trim()
                     ),
                     "is this socket really bridge-host's? check --connect",
-                )
+                ))
             }
         },
         (s, body) => {
-            return fail(
+            return Err(fail(
                 5,
                 &format!("bridge-host answered HTTP {s}: {}", body.trim()),
                 "check bridge-host's log (journalctl -u bridge-host)",
-            )
+            ))
         }
     };
-    let sandbox = doc["sandbox"].as_str().unwrap_or("?").to_owned();
     ok(&format!(
-        "bridge-host {} answers at {} (sandbox \"{sandbox}\")",
+        "bridge-host {} answers at {} (sandbox \"{}\")",
         doc["version"].as_str().unwrap_or("?"),
-        addrs.connect
+        connect,
+        sandbox_of(&doc)
     ));
+    Ok(doc)
+}
+
+/// Hop 5: bridge-host reaches Ollama.
+fn check_ollama(doc: &Value) -> Hop<()> {
     if doc["upstream"]["reachable"] != true {
-        return fail(6, &format!("Ollama is not reachable from bridge-host: {}", doc["upstream"]["error"].as_str().unwrap_or("unknown error")),
-            "start Ollama on the host (systemctl start ollama), or fix [upstream] url in bridge-host's config");
+        return Err(fail(6, &format!("Ollama is not reachable from bridge-host: {}", doc["upstream"]["error"].as_str().unwrap_or("unknown error")),
+            "start Ollama on the host (systemctl start ollama), or fix [upstream] url in bridge-host's config"));
     }
     ok(&format!(
         "Ollama {} is reachable through bridge-host",
         doc["upstream"]["ollama_version"].as_str().unwrap_or("?")
     ));
-    let Some(m) = model else {
-        return ExitCode::SUCCESS;
-    };
+    Ok(())
+}
+
+/// Hop 6 (with `--model`): the model is allowed for this sandbox; returns its name.
+fn check_model_allowed(doc: &Value, m: &str) -> Hop<ModelName> {
+    let sandbox = sandbox_of(doc);
     let allowed: Vec<String> = doc["models"]
         .as_array()
         .map(|a| {
@@ -216,11 +263,11 @@ pub async fn run(addrs: &Addrs, model: Option<&str>) -> ExitCode {
     let name = match ModelName::parse(m) {
         Ok(n) => n,
         Err(e) => {
-            return fail(
+            return Err(fail(
                 7,
                 &format!("model {m:?}: {e}"),
                 "use a model name as `ollama list` shows it",
-            )
+            ))
         }
     };
     let permitted = allowed
@@ -229,37 +276,42 @@ pub async fn run(addrs: &Addrs, model: Option<&str>) -> ExitCode {
         .any(|p| p.matches(&name))
         && !name.is_cloud();
     if !permitted {
-        return fail(
+        return Err(fail(
             7,
             &format!(
                 "model {name} is not allowed for sandbox \"{sandbox}\" (allowed: {})",
                 allowed.join(", ")
             ),
             "add it to this sandbox's `models` in bridge-host's config, or use an allowed model",
-        );
+        ));
     }
     ok(&format!(
         "model {name} is allowed for sandbox \"{sandbox}\""
     ));
+    Ok(name)
+}
+
+/// Hop 7 (with `--model`): the model loads.
+async fn check_model_loads(connect: &ConnectAddr, name: &ModelName) -> Hop<()> {
     // An empty generate loads the model without producing text (done_reason "load").
     let body = format!(
         "{{\"model\":{},\"prompt\":\"\",\"stream\":false}}",
         serde_json::to_string(&name.to_string()).unwrap_or_default()
     );
-    match request(&addrs.connect, "POST", "/api/generate", Some(&body)).await {
+    match request(connect, "POST", "/api/generate", Some(&body)).await {
         Ok((200, _)) => {
             ok(&format!("model {name} loads"));
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Ok((s, b)) => fail(
+        Ok((s, b)) => Err(fail(
             8,
             &format!("model {name} does not load: HTTP {s}: {}", b.trim()),
             &format!("on the host: `ollama pull {name}`, and check Ollama's log"),
-        ),
-        Err(e) => fail(
+        )),
+        Err(e) => Err(fail(
             8,
             &format!("model {name}: {e}"),
             "retry; check bridge-host's and Ollama's logs",
-        ),
+        )),
     }
 }

@@ -3,6 +3,7 @@
 //! sandbox can reach the socket directly, so every check lives on the host.
 #![forbid(unsafe_code)]
 
+pub mod addrs;
 pub mod cli;
 pub mod doctor;
 pub mod relay;

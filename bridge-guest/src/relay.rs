@@ -6,6 +6,7 @@
 use std::io;
 use std::time::Duration;
 
+use protocol::backoff::Backoff;
 use protocol::error::{BridgeError, Reason};
 use protocol::listen::ConnectAddr;
 use protocol::route::Route;
@@ -32,17 +33,16 @@ pub async fn connect(addr: &ConnectAddr) -> io::Result<Box<dyn Stream>> {
 /// Accepts and relays until the task is dropped.
 pub async fn serve(listener: TcpListener, to: ConnectAddr) {
     let to = std::sync::Arc::new(to);
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::new();
     loop {
         let (client, _) = match listener.accept().await {
             Ok(c) => {
-                backoff = Duration::from_millis(5);
+                backoff.succeeded();
                 c
             }
             Err(e) => {
                 eprintln!("bridge-guest: accept failed: {e}; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.failed()).await;
                 continue;
             }
         };

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod backoff;
 pub mod chunked;
 pub mod config;
 pub mod error;

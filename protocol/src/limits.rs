@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use crate::units::ByteSize;
 
+/// Default `max_body` of a sandbox (also re-exported as `config::DEFAULT_MAX_BODY`).
+pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
 /// Default `max_headers` (hyper's own default).
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 /// Smallest and largest `max_headers`.
@@ -57,7 +59,7 @@ impl Default for Limits {
             max_headers: DEFAULT_MAX_HEADERS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_body_buffer: DEFAULT_BODY_BUFFER_FACTOR * crate::config::DEFAULT_MAX_BODY,
+            max_body_buffer: DEFAULT_BODY_BUFFER_FACTOR * DEFAULT_MAX_BODY,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             request_header_timeout: DEFAULT_REQUEST_HEADER_TIMEOUT,
         }
@@ -117,7 +119,7 @@ impl RawLimits {
         if self.max_connections == Some(0) {
             errs.push("max_connections must be at least 1".into());
         }
-        let max_body = self.max_body.unwrap_or(crate::config::DEFAULT_MAX_BODY);
+        let max_body = self.max_body.unwrap_or(DEFAULT_MAX_BODY);
         let max_body_buffer = self
             .max_body_buffer
             .unwrap_or(max_body.saturating_mul(DEFAULT_BODY_BUFFER_FACTOR));

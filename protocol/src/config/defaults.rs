@@ -9,7 +9,7 @@ use crate::listen::ListenAddr;
 use crate::model::ModelPattern;
 use crate::route::EndpointClass;
 
-use super::validate::parse_upstream;
+use super::values::parse_upstream;
 use super::{
     AuditSettings, Config, ConfigError, ConfigErrors, Privileges, Sandbox, SandboxName, Upstream,
     DEFAULT_MAX_BODY,

@@ -19,12 +19,12 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod values;
 
+pub use crate::limits::DEFAULT_MAX_BODY;
 pub use defaults::{DefaultsEnv, DEFAULT_UPSTREAM};
 pub use privileges::{check_name, Privileges, DEFAULT_USER, FALLBACK_USER};
 
-/// Default `max_body` of a sandbox.
-pub const DEFAULT_MAX_BODY: u64 = 32 << 20;
 /// Largest context length a policy may set.
 pub const MAX_NUM_CTX: u64 = 1 << 24;
 

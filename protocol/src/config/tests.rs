@@ -1,7 +1,7 @@
 //! Unit tests of the configuration: the CONTRACT.md example, errors with lines, limits,
 //! metrics, context policies and the built-in defaults.
 
-use super::validate::parse_upstream;
+use super::values::parse_upstream;
 use super::*;
 
 fn env() -> DefaultsEnv {
