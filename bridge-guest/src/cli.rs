@@ -1,4 +1,4 @@
-//! The command line (CONTRACT.md): relay, `run -- COMMAND`, `doctor`.
+//! The command line (the README's reference): relay, `run -- COMMAND`, `doctor`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

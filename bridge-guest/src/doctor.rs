@@ -9,14 +9,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use protocol::listen::ConnectAddr;
+use protocol::route::STATUS_PATH;
 use protocol::{ModelName, ModelPattern};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::addrs::Addrs;
-
-/// The host's status endpoint.
-pub const STATUS_PATH: &str = "/_bridge/status";
 
 fn ok(what: &str) {
     println!("ok    {what}");

@@ -91,13 +91,8 @@ async fn answer_unreachable(
         Reason::UpstreamUnreachable,
         format!("cannot reach bridge-host at {to}: {err}"),
     );
-    let body = e.body(Route::error_format_for_path(path));
-    let resp = format!(
-        "HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    client.write_all(resp.as_bytes()).await?;
-    client.write_all(&body).await?;
+    let resp = e.raw_http(Route::error_format_for_path(path));
+    client.write_all(&resp).await?;
     client.shutdown().await?;
     // Drain what the client still sends (its body) so closing does not reset the answer.
     let drain = async {

@@ -1,4 +1,4 @@
-//! The bridge-guest command line (CONTRACT.md).
+//! The bridge-guest command line (the README's reference).
 
 use std::process::Command;
 

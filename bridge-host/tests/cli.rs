@@ -1,4 +1,4 @@
-//! The bridge-host command line as operators use it (CONTRACT.md).
+//! The bridge-host command line as operators use it (the README's reference).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

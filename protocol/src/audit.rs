@@ -1,4 +1,4 @@
-//! The audit record (CONTRACT.md): one JSON object per line, one line per request.
+//! The audit record (the README's reference): one JSON object per line, one line per request.
 //! This type is the schema; a round-trip test pins its field names.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

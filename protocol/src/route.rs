@@ -1,4 +1,4 @@
-//! Ollama's endpoint table (DESIGN.md): every route the bridge knows, its endpoint class,
+//! Ollama's endpoint table (the README's table): every route the bridge knows, its endpoint class,
 //! the fields Ollama reads a model name from, and the error format its clients expect.
 //! Paths are matched exactly as received: nothing is decoded or normalised first.
 

@@ -7,9 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use protocol::route::STATUS_PATH;
 use protocol::ListenAddr;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::config::{defaults_env, load_config, DEFAULT_CONFIG, EXIT_CONFIG};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -26,11 +29,11 @@ async fn fetch(path: &std::path::Path) -> Result<Value, String> {
         let mut s = tokio::net::UnixStream::connect(path)
             .await
             .map_err(|e| e.to_string())?;
-        s.write_all(
-            b"GET /_bridge/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let req =
+            format!("GET {STATUS_PATH} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out).into_owned();
@@ -48,17 +51,17 @@ async fn fetch(path: &std::path::Path) -> Result<Value, String> {
 /// Runs the subcommand: exit 0 when every probed listener answers and Ollama is reachable.
 pub fn run(args: StatusArgs) -> ExitCode {
     let config = match &args.config {
-        Some(p) => crate::cli::load_config(p),
-        None if std::path::Path::new(crate::cli::DEFAULT_CONFIG).exists() => {
-            crate::cli::load_config(std::path::Path::new(crate::cli::DEFAULT_CONFIG))
+        Some(p) => load_config(p),
+        None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+            load_config(std::path::Path::new(DEFAULT_CONFIG))
         }
-        None => Ok(protocol::Config::builtin(&crate::cli::defaults_env())),
+        None => Ok(protocol::Config::builtin(&defaults_env())),
     };
     let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("bridge-host status: {e}");
-            return ExitCode::from(crate::cli::EXIT_CONFIG);
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,6 @@
 //! The per-sandbox request limiters: `max_concurrent` slots with the optional bounded
 //! wait `queue_timeout`, the `requests_per_minute` token bucket and the `max_body_buffer`
-//! budget (crate::budget). Every sandbox has
+//! budget ([`budget`]). Every sandbox has
 //! its own, so one sandbox at its limits never takes from another. A reload keeps a
 //! limiter whose setting did not change (requests in flight still count against it) and
 //! starts a changed one fresh.

@@ -1,6 +1,6 @@
-//! Listeners: one per sandbox. The transport (unix socket today; vsock and vsock-uds
-//! behind the same interface) ends here: everything above sees a byte stream and the
-//! peer identity the kernel reports.
+//! Listeners: one per sandbox, on a unix socket, an AF_VSOCK port or a vsock-uds socket
+//! (Firecracker's convention), behind one interface. The transport ends here: everything
+//! above sees a byte stream and the peer identity the kernel reports.
 
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

@@ -69,7 +69,7 @@ impl AuditLog {
 
     /// Queues a record. With `ack`, the returned receiver fires once the line is written
     /// (or its write failed); `None` when the record was dropped. Only the request's
-    /// `Exchange` (crate::proxy) calls this, once per request.
+    /// `Exchange` (in the proxy layer) calls this, once per request.
     pub fn submit(&self, rec: &AuditRecord, ack: bool) -> Option<oneshot::Receiver<()>> {
         let mut line = match serde_json::to_vec(rec) {
             Ok(l) => l,

@@ -1,6 +1,6 @@
 //! Prometheus metrics, derived from the audit records as they are written (so metrics and
 //! the audit log can never disagree about what happened), plus requests in flight.
-//! Served by `crate::server::admin` on an opt-in, host-only listener (`[metrics] listen`).
+//! Served by the server layer's admin listener on an opt-in, host-only listener (`[metrics] listen`).
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;

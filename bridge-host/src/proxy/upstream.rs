@@ -1,7 +1,6 @@
 //! The one pooled HTTP/1.1 client to Ollama, with the connect and header timeouts of
 //! `[upstream]` mapped to the bridge's error contract (502 unreachable, 504 no answer).
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -104,11 +103,4 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     } else {
         format!("{top}: {root}")
     }
-}
-
-#[allow(dead_code)]
-fn _assert_error_trait(
-    e: &hyper_util::client::legacy::Error,
-) -> Option<&(dyn std::error::Error + 'static)> {
-    e.source()
 }

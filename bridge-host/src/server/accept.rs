@@ -1,6 +1,6 @@
 //! A sandbox listener's accept loop and its connections: `max_connections` (over it, a
 //! short 503 and a close, never a client left in the backlog), hyper's head limits
-//! (`max_headers`, `max_header_bytes`), the client timeouts of [`crate::deadline`], and
+//! (`max_headers`, `max_header_bytes`), the client timeouts of [`super::deadline`], and
 //! the records of requests rejected before the service saw them. The loop backs off on
 //! accept errors and never dies of one.
 
@@ -13,6 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use protocol::audit::Peer;
+use protocol::backoff::Backoff;
 use protocol::error::{BridgeError, Reason};
 use protocol::route::ErrorFormat;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,7 +47,7 @@ pub(crate) async fn accept_loop(
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(5);
+    let mut backoff = Backoff::new();
     let mut refusals = Refusals {
         slots: Arc::new(Semaphore::new(REFUSING)),
         since_warn: 0,
@@ -62,13 +63,12 @@ pub(crate) async fn accept_loop(
         let ctx = current(&cell);
         let (io, peer, hangup) = match accepted {
             Ok(c) => {
-                backoff = Duration::from_millis(5);
+                backoff.succeeded();
                 c
             }
             Err(e) => {
                 tracing::warn!(sandbox = %ctx.sandbox.name, error = %e, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                tokio::time::sleep(backoff.failed()).await;
                 continue;
             }
         };
@@ -114,7 +114,7 @@ fn serve(
     let (io, back) = Observed::new(io, clock.clone());
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
-        .header_read_timeout(None) // crate::deadline keeps both client timeouts
+        .header_read_timeout(None) // super::deadline keeps both client timeouts
         .keep_alive(!limits.keepalive_timeout.is_zero())
         .half_close(true)
         .max_buf_size(limits.max_header_bytes)

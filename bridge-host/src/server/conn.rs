@@ -161,7 +161,7 @@ pub fn rejection(e: &hyper::Error, seen: &Seen, served: u64) -> Option<(u16, Rea
         return Some((0, Reason::ClientClosed));
     }
     if e.is_timeout() && served == 0 && seen.read > 0 {
-        // (hyper's header timer is off on sandbox listeners: crate::deadline keeps it.)
+        // (hyper's header timer is off on sandbox listeners: server::deadline keeps it.)
         return Some((0, Reason::RequestTimeout));
     }
     None

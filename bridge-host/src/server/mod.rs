@@ -243,7 +243,7 @@ fn start(listener: Listener, ctx: Arc<SandboxCtx>, graceful: Arc<GracefulShutdow
     let listen = ctx.sandbox.listen.clone();
     let cell: CtxCell = Arc::new(RwLock::new(ctx));
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(crate::server::accept::accept_loop(
+    let task = tokio::spawn(accept::accept_loop(
         listener,
         cell.clone(),
         graceful,

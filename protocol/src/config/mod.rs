@@ -1,4 +1,4 @@
-//! The configuration file (CONTRACT.md): TOML, unknown keys refused, parsed into raw
+//! The configuration file (the README's reference): TOML, unknown keys refused, parsed into raw
 //! serde types and then validated into the checked [`Config`] the daemon runs on.
 
 use std::collections::BTreeSet;

@@ -77,7 +77,7 @@ pub(super) struct RawSandbox {
     pub(super) socket_owner: Option<String>,
     /// Globs over canonical model names; `"*"` = every local model.
     pub(super) models: Option<Vec<String>>,
-    /// Endpoint classes from DESIGN.md's table.
+    /// Endpoint classes from the README's endpoint table.
     pub(super) endpoints: Option<Vec<EndpointClass>>,
     /// Serve /v1/chat/completions and /v1/embeddings through the native API.
     #[serde(default)]

@@ -1,4 +1,4 @@
-//! Unit tests of the configuration: the CONTRACT.md example, errors with lines, limits,
+//! Unit tests of the configuration: the README's example, errors with lines, limits,
 //! metrics, context policies and the built-in defaults.
 
 use super::values::parse_upstream;

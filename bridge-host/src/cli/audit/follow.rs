@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::cli::audit::{parse_line, write_record, AuditArgs, Filter, Line};
+use super::args::{AuditArgs, Filter};
+use super::records::{parse_line, write_record, Line};
 
 /// How often the file is looked at when there is nothing new.
 const POLL: Duration = Duration::from_millis(200);

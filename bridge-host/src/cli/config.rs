@@ -1,0 +1,73 @@
+//! Configuration as the command line finds it: the built-in defaults' environment, loading
+//! and validating a file, printing its errors, `check-config`, and the exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use protocol::config::{Config, ConfigErrors, DefaultsEnv};
+
+/// Exit status for a bad configuration or bad usage (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+/// The config file read when no flag names one.
+pub const DEFAULT_CONFIG: &str = "/etc/ollama-bridge/bridge.toml";
+
+/// Reads the process environment for the built-in defaults.
+pub fn defaults_env() -> DefaultsEnv {
+    let uid = nix::unistd::geteuid();
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    DefaultsEnv {
+        is_root: uid.is_root(),
+        xdg_runtime_dir: var("XDG_RUNTIME_DIR"),
+        xdg_state_home: var("XDG_STATE_HOME"),
+        home: var("HOME"),
+        uid: uid.as_raw(),
+    }
+}
+
+/// Loads and validates a configuration file.
+pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![protocol::ConfigError {
+            line: None,
+            message: format!("cannot read {}: {e}", path.display()),
+        }])
+    })?;
+    Config::parse(&text, &defaults_env())
+}
+
+pub fn print_errors(path: &str, errs: &ConfigErrors) {
+    for e in &errs.0 {
+        match e.line {
+            Some(l) => eprintln!("{path}:{l}: {}", e.message),
+            None => eprintln!("{path}: {}", e.message),
+        }
+    }
+}
+
+pub fn check_config(path: &Path) -> ExitCode {
+    match load_config(path) {
+        Ok(c) => {
+            // The user and group `serve` switches to when started as root must exist.
+            if let Err(e) = crate::os::privileges::resolve(&c.privileges, true) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            println!(
+                "{}: ok ({} sandbox{}, upstream {})",
+                path.display(),
+                c.sandboxes.len(),
+                if c.sandboxes.len() == 1 { "" } else { "es" },
+                c.upstream.base
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            print_errors(&path.display().to_string(), &errs);
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
