@@ -12,28 +12,29 @@ use protocol::route::{BodyKind, Route, RouteError};
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::SandboxCtx;
+use super::ctx::SandboxCtx;
+use super::reqbody::{read_limited, ReadError};
 use crate::limits::budget::Held;
 use crate::net::hangup::Hangup;
-use crate::proxy::reqbody::{read_limited, ReadError};
 
 /// A request that passed every check, ready to go upstream.
-pub(crate) struct Checked {
-    pub(crate) method: Method,
-    pub(crate) route: Route,
-    pub(crate) path: String,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Option<Map<String, Value>>,
-    pub(crate) raw: Bytes,
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
+pub struct Checked {
+    pub method: Method,
+    pub route: Route,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Option<Map<String, Value>>,
+    pub raw: Bytes,
+    pub permit: Option<OwnedSemaphorePermit>,
     /// The body's share of `max_body_buffer`: given back with the body, once the answer's
     /// head has arrived (or the send failed). The bytes handed to the upstream client are
     /// gone by then; holding until the head is a small over-approximation.
-    pub(crate) budget: Held,
+    pub budget: Held,
 }
 
-/// Parse, decide and rewrite. Fills the audit record as facts become known.
-pub(super) async fn check(
+/// The gate, phase by phase: framing, route, body, decision. Fills the audit record as
+/// facts become known; nothing has gone upstream when it refuses.
+pub async fn check(
     ctx: &SandboxCtx,
     req: Request<Incoming>,
     rec: &mut AuditRecord,
@@ -42,47 +43,82 @@ pub(super) async fn check(
     // Every request takes a token, before anything is read or decided.
     ctx.limits.check_rate(&ctx.sandbox)?;
     let (parts, body) = req.into_parts();
-    let bad = |m: String| BridgeError::new(Reason::BadRequest, m);
-    let h = &parts.headers;
+    framing(&parts.headers)?;
+    let route = route(&parts.method, &parts.uri)?;
+    rec.endpoint = Some(Endpoint::Class(route.class()));
+    // Endpoint class first: a denied class is refused before its body is read.
+    protocol::policy::endpoint_allowed(&ctx.sandbox, route.class()).map_err(|d| d.to_error())?;
+    let mut budget = ctx.limits.bodies.share();
+    let kind = route.body_kind(parts.method.as_str());
+    let raw = read_body(ctx, &parts, body, kind, &mut budget).await?;
+    rec.bytes_in = raw.len() as u64;
+    let obj = decide_body(ctx, &route, kind, &raw, rec)?;
+    let permit = ctx
+        .limits
+        .acquire(&ctx.sandbox, parts.extensions.get::<Hangup>())
+        .await?;
+    Ok(Checked {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        route,
+        headers: parts.headers,
+        body: obj,
+        raw,
+        permit,
+        budget,
+    })
+}
+
+fn bad(m: impl Into<String>) -> BridgeError {
+    BridgeError::new(Reason::BadRequest, m)
+}
+
+/// How the body is framed and encoded: one length, or chunked, never compressed.
+/// (Header count and size are enforced by the parser: max_headers, max_header_bytes.)
+fn framing(h: &HeaderMap) -> Result<(), BridgeError> {
     if h.contains_key(header::CONTENT_ENCODING) {
         return Err(BridgeError::new(
             Reason::UnsupportedMediaType,
             "Content-Encoding is not accepted; send the body uncompressed",
         ));
     }
-    // Header count and size are enforced by the parser (max_headers, max_header_bytes).
     let cl_count = h.get_all(header::CONTENT_LENGTH).iter().count();
     if cl_count > 1 {
-        return Err(bad("repeated Content-Length header".into()));
+        return Err(bad("repeated Content-Length header"));
     }
     if let Some(te) = h.get(header::TRANSFER_ENCODING) {
         if cl_count > 0 {
-            return Err(bad(
-                "both Content-Length and Transfer-Encoding are set".into()
-            ));
+            return Err(bad("both Content-Length and Transfer-Encoding are set"));
         }
         if h.get_all(header::TRANSFER_ENCODING).iter().count() > 1
             || !te.as_bytes().eq_ignore_ascii_case(b"chunked")
         {
-            return Err(bad(
-                "Transfer-Encoding other than chunked is not accepted".into()
-            ));
+            return Err(bad("Transfer-Encoding other than chunked is not accepted"));
         }
     }
+    Ok(())
+}
 
-    let route = Route::classify(parts.method.as_str(), parts.uri.path(), parts.uri.query())
-        .map_err(|e| match e {
-            RouteError::NotFound { .. } => BridgeError::new(Reason::NotFound, e.to_string()),
-            RouteError::MethodNotAllowed { .. } => {
-                BridgeError::new(Reason::MethodNotAllowed, e.to_string())
-            }
-            _ => bad(e.to_string()),
-        })?;
-    rec.endpoint = Some(Endpoint::Class(route.class()));
+/// The route in Ollama's endpoint table.
+fn route(method: &Method, uri: &http::Uri) -> Result<Route, BridgeError> {
+    Route::classify(method.as_str(), uri.path(), uri.query()).map_err(|e| match e {
+        RouteError::NotFound { .. } => BridgeError::new(Reason::NotFound, e.to_string()),
+        RouteError::MethodNotAllowed { .. } => {
+            BridgeError::new(Reason::MethodNotAllowed, e.to_string())
+        }
+        _ => bad(e.to_string()),
+    })
+}
 
-    // Endpoint class first: a denied class is refused before its body is read.
-    protocol::policy::endpoint_allowed(&ctx.sandbox, route.class()).map_err(|d| d.to_error())?;
-
+/// Reads the body within `max_body`, the body budget and the body timeout.
+async fn read_body(
+    ctx: &SandboxCtx,
+    parts: &http::request::Parts,
+    body: Incoming,
+    kind: BodyKind,
+    budget: &mut Held,
+) -> Result<Bytes, BridgeError> {
+    let h = &parts.headers;
     let max = ctx.sandbox.max_body;
     let declared = h
         .get(header::CONTENT_LENGTH)
@@ -90,7 +126,7 @@ pub(super) async fn check(
             v.to_str()
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| bad("invalid Content-Length".into()))
+                .ok_or_else(|| bad("invalid Content-Length"))
         })
         .transpose()?;
     let too_large = || {
@@ -106,56 +142,49 @@ pub(super) async fn check(
     if declared.is_some_and(|n| n > max) {
         return Err(too_large());
     }
-    let kind = route.body_kind(parts.method.as_str());
-    let mut budget = ctx.limits.bodies.share();
     let has_body = declared.is_some_and(|n| n > 0) || h.contains_key(header::TRANSFER_ENCODING);
-    let raw = match kind {
-        BodyKind::None if has_body => {
-            return Err(bad(format!(
-                "{} {} takes no body",
-                parts.method,
-                parts.uri.path()
-            )))
+    match kind {
+        BodyKind::None if has_body => Err(bad(format!(
+            "{} {} takes no body",
+            parts.method,
+            parts.uri.path()
+        ))),
+        BodyKind::None => Ok(Bytes::new()),
+        BodyKind::Json | BodyKind::Opaque => {
+            let timeout = ctx.sandbox.limits.request_header_timeout;
+            read_limited(body, max, declared, timeout, budget)
+                .await
+                .map_err(|e| match e {
+                    ReadError::TooLarge { .. } => too_large(),
+                    ReadError::Budget(x) => x.to_error(ctx.sandbox.name.as_str()),
+                    e @ ReadError::Stalled(_) => BridgeError::new(
+                        Reason::RequestTimeout,
+                        format!("the request body stopped arriving: {e} (request_header_timeout)"),
+                    ),
+                    e => bad(format!("reading the request body failed: {e}")),
+                })
         }
-        BodyKind::None => Bytes::new(),
-        BodyKind::Json | BodyKind::Opaque => match read_limited(
-            body,
-            max,
-            declared,
-            ctx.sandbox.limits.request_header_timeout,
-            &mut budget,
-        )
-        .await
-        {
-            Ok(b) => b,
-            Err(ReadError::TooLarge { .. }) => return Err(too_large()),
-            Err(ReadError::Budget(x)) => return Err(x.to_error(ctx.sandbox.name.as_str())),
-            Err(e @ ReadError::Stalled(_)) => {
-                return Err(BridgeError::new(
-                    Reason::RequestTimeout,
-                    format!("the request body stopped arriving: {e} (request_header_timeout)"),
-                ))
-            }
-            Err(e) => return Err(bad(format!("reading the request body failed: {e}"))),
-        },
-    };
-    rec.bytes_in = raw.len() as u64;
+    }
+}
 
+/// Parses a JSON body strictly, decides the policy on it and rewrites num_ctx.
+fn decide_body(
+    ctx: &SandboxCtx,
+    route: &Route,
+    kind: BodyKind,
+    raw: &[u8],
+    rec: &mut AuditRecord,
+) -> Result<Option<Map<String, Value>>, BridgeError> {
     let mut obj = match kind {
-        BodyKind::Json => {
-            if raw.is_empty() {
-                return Err(bad("missing request body".into()));
-            }
-            Some(parse_strict_object(&raw).map_err(|e| bad(e.to_string()))?)
-        }
+        BodyKind::Json if raw.is_empty() => return Err(bad("missing request body")),
+        BodyKind::Json => Some(parse_strict_object(raw).map_err(|e| bad(e.to_string()))?),
         _ => None,
     };
-    let permit = decide(&ctx.sandbox, &route, obj.as_mut()).map_err(|d| {
+    let permit = decide(&ctx.sandbox, route, obj.as_mut()).map_err(|d| {
         rec.model = d.model().map(ToString::to_string);
         d.to_error()
     })?;
     rec.model = permit.model().map(ToString::to_string);
-
     if let (Some(o), Some(m)) = (obj.as_mut(), permit.model()) {
         if matches!(
             route,
@@ -166,20 +195,5 @@ pub(super) async fn check(
             rec.num_ctx_sent = n.sent;
         }
     }
-
-    let permit_slot = ctx
-        .limits
-        .acquire(&ctx.sandbox, parts.extensions.get::<Hangup>())
-        .await?;
-
-    Ok(Checked {
-        method: parts.method,
-        path: parts.uri.path().to_owned(),
-        route,
-        headers: parts.headers,
-        body: obj,
-        raw,
-        permit: permit_slot,
-        budget,
-    })
+    Ok(obj)
 }

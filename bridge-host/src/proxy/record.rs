@@ -85,6 +85,27 @@ impl Exchange {
         }
     }
 
+    /// An exchange on `shared` alone (unit tests of the relay).
+    #[cfg(test)]
+    pub fn for_test(shared: Arc<Shared>) -> Exchange {
+        let id = shared.request_id();
+        let rec = AuditRecord::new(
+            unix_ms(),
+            id,
+            "t".into(),
+            None,
+            "POST".into(),
+            "/api/chat".into(),
+        );
+        Exchange {
+            shared,
+            rec,
+            start: Instant::now(),
+            flight: None,
+            written: false,
+        }
+    }
+
     /// A new record id from the daemon's counter (for records built before `begin`).
     pub fn request_id(ctx: &SandboxCtx) -> String {
         ctx.shared.request_id()

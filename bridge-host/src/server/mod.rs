@@ -8,6 +8,7 @@ mod accept;
 mod admin;
 mod conn;
 mod deadline;
+mod reload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -142,44 +143,28 @@ impl Server {
         running: &mut HashMap<String, Running>,
         graceful: &Arc<GracefulShutdown>,
     ) {
-        let new = Arc::new(new);
-        if new.audit != self.config.audit {
-            tracing::warn!("[audit] changed: the audit file and log_prompts keep their old values until a restart");
-        }
-        if new.metrics != self.config.metrics {
-            tracing::warn!(
-                "[metrics] changed: the metrics listener keeps its old address until a restart"
-            );
-        }
-        if new.privileges != self.config.privileges {
-            tracing::warn!(
-                "[privileges] changed: whom the daemon runs as changes at the next start"
-            );
+        for w in reload::restart_only(&self.config, &new) {
+            tracing::warn!("{w}");
         }
         if new.upstream != self.config.upstream {
             self.upstream = Arc::new(Upstream::new(new.upstream.clone()));
         }
         // Keep the audit settings the log was opened with.
-        let mut effective = (*new).clone();
+        let mut effective = new;
         effective.audit = self.config.audit.clone();
         let new = Arc::new(effective);
-        let (mut kept, mut added, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        let plan = reload::diff(
+            running.iter().map(|(n, r)| (n.as_str(), &r.listen)),
+            &new.sandboxes,
+        );
         // Stop what goes away (or moves) first: its socket path may be reused.
-        let wanted: HashMap<&str, &protocol::Sandbox> =
-            new.sandboxes.iter().map(|s| (s.name.as_str(), s)).collect();
-        let names: Vec<String> = running.keys().cloned().collect();
-        for name in names {
-            let moved = wanted
-                .get(name.as_str())
-                .is_none_or(|sb| sb.listen != running[&name].listen);
-            if moved {
-                let r = running.remove(&name).expect("present");
-                let _ = r.stop.send(true);
-                let _ = r.task.await;
-                println!("stopped sandbox={name}");
-                removed.push(name);
-            }
+        for name in &plan.remove {
+            let r = running.remove(name).expect("present");
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+            println!("stopped sandbox={name}");
         }
+        let (mut kept, mut added) = (Vec::new(), Vec::new());
         for sb in &new.sandboxes {
             let name = sb.name.to_string();
             if let Some(r) = running.get(&name) {
@@ -225,9 +210,9 @@ impl Server {
             "reloaded configuration: {} sandbox(es) kept, added [{}], removed [{}]",
             kept.len(),
             added.join(", "),
-            removed.join(", ")
+            plan.remove.join(", ")
         );
-        tracing::info!(kept = kept.len(), added = ?added, removed = ?removed, "configuration reloaded");
+        tracing::info!(kept = kept.len(), added = ?added, removed = ?plan.remove, "configuration reloaded");
     }
 }
 
