@@ -36,6 +36,9 @@ pub enum Reason {
     /// A connection over the sandbox's `max_connections` (answered, never audited:
     /// it carried no parsed request).
     ConnectionLimit,
+    /// A request this bridge (or another ollama-bridge) forwarded came back to it: the
+    /// upstream is a bridge listener, not Ollama.
+    LoopDetected,
 }
 
 impl Reason {
@@ -62,6 +65,7 @@ impl Reason {
             Reason::ClientClosed => "client_closed",
             Reason::RequestTimeout => "request_timeout",
             Reason::ConnectionLimit => "connection_limit",
+            Reason::LoopDetected => "loop_detected",
         }
     }
 
@@ -86,6 +90,7 @@ impl Reason {
             Reason::UpstreamUnreachable | Reason::UpstreamError => 502,
             Reason::ShuttingDown | Reason::ConnectionLimit => 503,
             Reason::UpstreamTimeout => 504,
+            Reason::LoopDetected => 508,
             Reason::ClientClosed => 0,
         }
     }
@@ -109,6 +114,7 @@ impl Reason {
                 | Reason::ShuttingDown
                 | Reason::Internal
                 | Reason::ClientClosed
+                | Reason::LoopDetected
         )
     }
 }
@@ -121,6 +127,9 @@ pub struct BridgeError {
     pub message: String,
     /// For 429: seconds until a retry can succeed (`Retry-After`); 1 when unknown.
     pub retry_after: Option<u64>,
+    /// Host-side facts for the host log only (e.g. the upstream's address): never in
+    /// an answer to a sandbox.
+    pub detail: Option<String>,
 }
 
 impl BridgeError {
@@ -129,6 +138,7 @@ impl BridgeError {
             reason,
             message: message.into(),
             retry_after: None,
+            detail: None,
         }
     }
 
@@ -140,6 +150,12 @@ impl BridgeError {
     /// Sets the `Retry-After` seconds of a 429.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);
+        self
+    }
+
+    /// Adds facts for the host log only.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
         self
     }
 
@@ -203,6 +219,7 @@ fn reason_phrase(status: u16) -> &'static str {
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
+        508 => "Loop Detected",
         _ => "Error",
     }
 }
@@ -283,6 +300,7 @@ mod tests {
             (ClientClosed, 0),
             (RequestTimeout, 408),
             (ConnectionLimit, 503),
+            (LoopDetected, 508),
         ];
         for (r, status) in all {
             assert_eq!(r.status(), status, "{r:?}");

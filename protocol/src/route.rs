@@ -7,6 +7,11 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// The header bridge-host sets on every request it sends upstream. A request that
+/// arrives carrying it came back around (the upstream is a bridge listener): refused
+/// with 508 `loop_detected` before anything else happens.
+pub const FORWARDED_HEADER: &str = "x-ollama-bridge-forwarded";
+
 /// The bridge's own status endpoint on every listener (never forwarded).
 pub const STATUS_PATH: &str = "/_bridge/status";
 

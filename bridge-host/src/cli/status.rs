@@ -106,7 +106,12 @@ pub fn run(args: StatusArgs) -> ExitCode {
                         v["upstream"]["ollama_version"].as_str().unwrap_or("?")
                     )
                 } else {
-                    format!("DOWN: {}", v["upstream"]["error"].as_str().unwrap_or("?"))
+                    // The operator's view: which upstream (the sandbox's answer never says).
+                    format!(
+                        "DOWN: {} (upstream {})",
+                        v["upstream"]["error"].as_str().unwrap_or("?"),
+                        config.upstream.base
+                    )
                 };
                 let inf = v["in_flight"]
                     .as_u64()

@@ -8,7 +8,7 @@ use protocol::audit::{AuditRecord, Endpoint};
 use protocol::error::{BridgeError, Reason};
 use protocol::json::parse_strict_object;
 use protocol::policy::{apply_num_ctx, decide};
-use protocol::route::{BodyKind, Route, RouteError};
+use protocol::route::{BodyKind, Route, RouteError, FORWARDED_HEADER};
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -40,6 +40,7 @@ pub async fn check(
     rec: &mut AuditRecord,
 ) -> Result<Checked, BridgeError> {
     protocol::policy::peer_allowed(&ctx.sandbox, rec.peer.as_ref()).map_err(|d| d.to_error())?;
+    looped(ctx, req.headers())?;
     // Every request takes a token, before anything is read or decided.
     ctx.limits.check_rate(&ctx.sandbox)?;
     let (parts, body) = req.into_parts();
@@ -67,6 +68,19 @@ pub async fn check(
         permit,
         budget,
     })
+}
+
+/// A request the bridge itself sent upstream came back: refused at once, before it takes
+/// a token or a slot, so a loop ends after one round instead of filling the limits.
+fn looped(ctx: &SandboxCtx, h: &HeaderMap) -> Result<(), BridgeError> {
+    if !h.contains_key(FORWARDED_HEADER) {
+        return Ok(());
+    }
+    Err(BridgeError::new(
+        Reason::LoopDetected,
+        "loop detected: this request was already forwarded by an ollama-bridge, so the bridge's upstream leads back to a bridge listener (a bridge-guest on the host's 127.0.0.1:11434?); point [upstream] url at Ollama itself",
+    )
+    .with_detail(format!("upstream {}", ctx.upstream.cfg.base)))
 }
 
 fn bad(m: impl Into<String>) -> BridgeError {

@@ -26,10 +26,11 @@ pub async fn refuse(ex: Exchange, e: BridgeError, format: ErrorFormat) -> Respon
     let body = e.body(format);
     let status = e.status();
     let rec = &ex.rec;
+    let detail = e.detail.as_deref().unwrap_or("");
     if e.reason.is_denial() {
-        tracing::info!(sandbox = %rec.sandbox, request_id = %rec.request_id, method = %rec.method, path = %rec.path, status, reason = e.reason.as_str(), "refused: {}", e.message);
+        tracing::info!(sandbox = %rec.sandbox, request_id = %rec.request_id, method = %rec.method, path = %rec.path, status, reason = e.reason.as_str(), detail, "refused: {}", e.message);
     } else {
-        tracing::warn!(sandbox = %rec.sandbox, request_id = %rec.request_id, status, reason = e.reason.as_str(), "failed: {}", e.message);
+        tracing::warn!(sandbox = %rec.sandbox, request_id = %rec.request_id, status, reason = e.reason.as_str(), detail, "failed: {}", e.message);
     }
     let id = ex.id().to_owned();
     ex.finish(status, Some(e.reason), body.len() as u64).await;

@@ -72,6 +72,12 @@ async fn probe(ctx: &SandboxCtx) -> (Value, Vec<String>) {
             .map_err(|_| BridgeError::new(Reason::UpstreamTimeout, "no answer in time"))?
             .map_err(|e| BridgeError::new(Reason::UpstreamError, e.to_string()))?
             .to_bytes();
+        if status.as_u16() == Reason::LoopDetected.status() {
+            return Err(BridgeError::new(
+                Reason::LoopDetected,
+                "loop detected: the bridge's upstream leads back to a bridge listener, not to Ollama (fix [upstream] url)",
+            ));
+        }
         if !status.is_success() {
             return Err(BridgeError::new(
                 Reason::UpstreamError,

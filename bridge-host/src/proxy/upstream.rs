@@ -11,6 +11,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use protocol::error::{BridgeError, Reason};
+use protocol::route::FORWARDED_HEADER;
 
 /// Request headers passed on to Ollama; everything else stays behind.
 const FORWARDED: [header::HeaderName; 3] =
@@ -56,6 +57,7 @@ impl Upstream {
             }
         }
         h.insert(header::HOST, self.host.clone());
+        h.insert(FORWARDED_HEADER, HeaderValue::from_static("1"));
         if let Some(ct) = content_type {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
@@ -69,25 +71,26 @@ impl Upstream {
             Err(_) => Err(BridgeError::new(
                 Reason::UpstreamTimeout,
                 format!(
-                    "Ollama at {} sent no answer within {:?} (header_timeout)",
-                    self.cfg.base, self.cfg.header_timeout
+                    "Ollama sent no answer within {:?} (header_timeout)",
+                    self.cfg.header_timeout
                 ),
             )),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => Err(BridgeError::new(
                 Reason::UpstreamUnreachable,
                 format!(
-                    "cannot reach Ollama at {}: {} (is it running? connect_timeout {:?})",
-                    self.cfg.base,
+                    "cannot reach Ollama: {} (is it running? connect_timeout {:?})",
                     root_cause(&e),
                     self.cfg.connect_timeout
                 ),
             )),
             Ok(Err(e)) => Err(BridgeError::new(
                 Reason::UpstreamError,
-                format!("Ollama at {} failed: {}", self.cfg.base, root_cause(&e)),
+                format!("Ollama failed: {}", root_cause(&e)),
             )),
         }
+        // Which upstream: for the host log and `bridge-host status`, never the sandbox.
+        .map_err(|e| e.with_detail(format!("upstream {}", self.cfg.base)))
     }
 }
 
