@@ -127,7 +127,13 @@ def model_seeds():
              "qwen2.5@sha256:" + "0" * 64, "", "a/b/c/d", "qwen:", ":7b", "a..b", "-x", "x y",
              "ns.x/m", "m:t:u", "a//b", "/m", "m/", "*", "llama3.2:*", "myorg/*", "?", "m:?b",
              "_m", "m" * 81, "h" * 351 + "/n/m", "\u212a:1", "m\u0131", "x-cloud:latest",
-             "cloud", ":cloud", "x:-cloud", "a.b.c", "ns/m:latest-cloud", "http://", "https:/x/y"]
+             "cloud", ":cloud", "x:-cloud", "a.b.c", "ns/m:latest-cloud", "http://", "https:/x/y",
+             # Source suffixes as Ollama's ParseRef reads them (v0.33.0-rc2).
+             "llama3.2:local", "llama3.2:3b:local", "llama3.2: LOCAL", "gpt-oss:120b:cloud",
+             "kimi:latest:cloud", "m:cloud:local", "m:7b-cloud:local", "m:cloud-cloud",
+             "localhost:local", "localhost:5000/ns/m:local", "m:\t7b-Cloud",
+             # Schemes before a host, and no `..` rule.
+             "ftp://h/ns/m", "https:///library/m", "x://y://h/ns/m", "https://qwen2.5"]
     write("model_name", [(f"name{i}", n) for i, n in enumerate(names)])
 
 

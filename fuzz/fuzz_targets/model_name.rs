@@ -7,15 +7,23 @@
 //! `*-cloud` is always a cloud model; a name without wildcards is a literal pattern that
 //! admits it; the decision for `{"model": s}`, `{"name": s}` and `GET /v1/models/{s}` is
 //! deterministic, agrees across the three, and agrees with the name's own verdict.
+//!
+//! Against Ollama (`fuzz_support::ollama_name`, its Go `ParseRef` + `ParseName`
+//! transliterated): a name parses exactly when Ollama accepts it, and names the model
+//! Ollama runs, source suffixes included (`:local` is the base name; `:cloud`, `-cloud`
+//! and `:tag:cloud` are cloud models, written `m:cloud` / `m:tag-cloud`). Appending
+//! `:local` to a name without a source suffix names the same model; appending `:cloud`
+//! names a cloud model, which a sandbox without the `cloud` class is denied.
 #![no_main]
 
+use fuzz_support::ollama_name::{self, OllamaName, Source};
 use fuzz_support::sandboxes;
 use libfuzzer_sys::fuzz_target;
 use protocol::error::Reason;
 use protocol::json::parse_strict_object;
 use protocol::policy::{decide, model_allowed, Denied};
 use protocol::route::Route;
-use protocol::{ModelName, ModelPattern};
+use protocol::{EndpointClass, ModelName, ModelPattern};
 use serde_json::json;
 
 /// The decision for a body naming `raw` on `route`, decided twice.
@@ -48,12 +56,64 @@ fn brief(v: &[Result<Vec<ModelName>, Denied>]) -> Vec<Brief> {
         .collect()
 }
 
+/// The canonical full form the bridge gives the model Ollama runs.
+fn canonical(o: &OllamaName) -> String {
+    let tag = match (o.source, o.tag.as_str()) {
+        (Source::Cloud, "latest") => "cloud".to_owned(),
+        (Source::Cloud, t) => format!("{t}-cloud"),
+        (_, t) => t.to_owned(),
+    };
+    format!("{}/{}/{}:{}", o.host, o.namespace, o.model, tag)
+}
+
+/// The name agrees with Ollama's reading of `raw`.
+fn agrees_with_ollama(raw: &str, parsed: &Result<ModelName, protocol::model::ModelNameError>) {
+    let ollama = ollama_name::parse(raw);
+    match (parsed, &ollama) {
+        (Ok(name), Some(o)) => {
+            assert_eq!(name.full(), canonical(o), "{raw:?}");
+            if o.source == Source::Cloud {
+                assert!(name.is_cloud(), "{raw:?}");
+            }
+        }
+        (Err(_), None) => {}
+        (a, b) => panic!("{raw:?}: bridge {a:?}, Ollama {b:?}"),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
     };
     let parsed = ModelName::parse(raw);
     assert_eq!(parsed, ModelName::parse(raw), "not deterministic");
+    agrees_with_ollama(raw, &parsed);
+    // Source suffixes appended to a name that has none.
+    if let (Ok(name), Some(o)) = (&parsed, ollama_name::parse(raw)) {
+        if o.source == Source::Unspecified {
+            let base = raw.trim();
+            let local = format!("{base}:local");
+            let as_local = ModelName::parse(&local);
+            agrees_with_ollama(&local, &as_local);
+            assert_eq!(as_local.as_ref(), Ok(name), "{local:?}");
+            let cloud = format!("{base}:cloud");
+            let as_cloud = ModelName::parse(&cloud);
+            agrees_with_ollama(&cloud, &as_cloud);
+            let as_cloud = as_cloud.unwrap_or_else(|e| panic!("{cloud:?}: {e}"));
+            assert!(as_cloud.is_cloud(), "{cloud:?}");
+            for sandbox in sandboxes() {
+                if !sandbox.endpoints.contains(&EndpointClass::Cloud) {
+                    assert!(
+                        matches!(
+                            model_allowed(sandbox, &as_cloud),
+                            Err(Denied::CloudModel { .. })
+                        ),
+                        "{cloud:?}"
+                    );
+                }
+            }
+        }
+    }
     if let Ok(name) = &parsed {
         let full = name.full();
         let short = name.to_string();

@@ -1,7 +1,10 @@
 //! Shared pieces of the fuzz targets: the policies requests are decided against, a
 //! reading of a JSON body the way Ollama's Go decoder reads it (the oracle for "what is
 //! forwarded is what was decided on"), an SSE event parser that checks the framing, and
-//! a small deterministic generator for frame splits.
+//! a small deterministic generator for frame splits; and `ollama_name`, Ollama's reading
+//! of a model name transliterated from its Go (the oracle for `ModelName`).
+
+pub mod ollama_name;
 
 use std::sync::OnceLock;
 

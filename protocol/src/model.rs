@@ -1,6 +1,12 @@
-//! Model names canonicalised the way Ollama reads them (`types/model/name.go`):
-//! `[host/][namespace/]model[:tag][@digest]`, defaults `registry.ollama.ai`, `library`,
-//! `latest`, ASCII case-insensitive. Allowlist patterns are globs over canonical names.
+//! Model names canonicalised the way Ollama reads them. Read from ollama/ollama v0.33.0-rc2
+//! (commit fb30760996871fa9460115c753afd2c60d4ab0f7): `internal/modelref/modelref.go`
+//! `ParseRef` first strips one source suffix (`:local`, `:cloud`, or `-cloud` ending the
+//! tag; two of them is an error), then `types/model/name.go` `ParseName` reads the base as
+//! `[[scheme://]host/][namespace/]model[:tag]` with defaults `registry.ollama.ai`,
+//! `library`, `latest`; `server/routes.go` `getExistingName` matches every part ASCII
+//! case-insensitively. Ollama has no digest form since `types/model: remove knowledge of
+//! digest` (#5500): `@` is invalid in every part. Allowlist patterns are globs over
+//! canonical names.
 
 use std::fmt;
 
@@ -15,6 +21,7 @@ pub const DEFAULT_TAG: &str = "latest";
 
 const MAX_PART: usize = 80;
 const MAX_HOST: usize = 350;
+const CLOUD_SUFFIX: &str = "-cloud";
 
 /// Why a string is not a model name Ollama would accept.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -25,9 +32,13 @@ pub enum ModelNameError {
     Invalid(String),
     #[error("model name {0:?} names a digest; the bridge decides on names only")]
     Digest(String),
+    #[error("model name {0:?} has two source suffixes: use either :local or :cloud, not both")]
+    ConflictingSource(String),
 }
 
-/// A canonical model name: lowercase, every part filled in.
+/// A canonical model name: lowercase, every part filled in. A cloud model (`:cloud`,
+/// `-cloud`, `:tag:cloud`) keeps its source in the tag: `kimi:cloud` when the tag is the
+/// default, else `gpt-oss:120b-cloud`; `:local` is dropped, as Ollama runs the base name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ModelName {
     host: String,
@@ -44,17 +55,18 @@ enum Part {
     Tag,
 }
 
+/// Ollama's `isValidPart` (plus `*`, `?` in patterns).
 fn valid_part(kind: Part, s: &str, allow_glob: bool) -> bool {
     let max = if kind == Part::Host {
         MAX_HOST
     } else {
         MAX_PART
     };
-    if s.is_empty() || s.len() > max || s.contains("..") {
+    if s.is_empty() || s.len() > max {
         return false;
     }
     let first_ok = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || (allow_glob && c == b'*');
-    if kind != Part::Host && !first_ok(s.as_bytes()[0]) {
+    if !first_ok(s.as_bytes()[0]) {
         return false;
     }
     s.bytes().all(|c| {
@@ -67,31 +79,72 @@ fn valid_part(kind: Part, s: &str, allow_glob: bool) -> bool {
     })
 }
 
-/// Splits a name into (host, namespace, model, tag) with defaults filled in.
-fn split(raw: &str, allow_glob: bool) -> Result<[String; 4], ModelNameError> {
+/// Ollama's `parseSourceSuffix`: the name without an explicit source suffix and whether
+/// that suffix says cloud, or `None` when there is none. The suffix after the last `:`
+/// is trimmed and compared case-insensitively (`m: LOCAL` is `m`); `-cloud` ending a tag
+/// is a cloud source (`m:7b-cloud` is `m:7b` on ollama.com).
+fn source_suffix(raw: &str) -> Option<(String, bool)> {
+    let idx = raw.rfind(':')?;
+    let suffix_raw = raw[idx + 1..].trim();
+    // Go lowercases with Unicode rules, but no non-ASCII letter lowercases into
+    // `cloud` or `local`, so ASCII folding decides the same.
+    let suffix = suffix_raw.to_ascii_lowercase();
+    match suffix.as_str() {
+        "cloud" => return Some((raw[..idx].to_owned(), true)),
+        "local" => return Some((raw[..idx].to_owned(), false)),
+        _ => {}
+    }
+    if !suffix_raw.contains('/') && suffix.ends_with(CLOUD_SUFFIX) {
+        let tag = &suffix_raw[..suffix_raw.len() - CLOUD_SUFFIX.len()];
+        return Some((format!("{}{tag}", &raw[..=idx]), true));
+    }
+    None
+}
+
+/// Ollama's `ParseRef`: trims, strips one source suffix, refuses a second.
+/// Returns the base name and whether it is a cloud model.
+fn parse_ref(raw: &str) -> Result<(String, bool), ModelNameError> {
     let s = raw.trim();
-    let s = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"))
-        .unwrap_or(s);
     if s.is_empty() {
         return Err(ModelNameError::Empty);
     }
-    if s.contains('@') {
-        return Err(ModelNameError::Digest(raw.to_owned()));
+    match source_suffix(s) {
+        None => Ok((s.to_owned(), false)),
+        Some((base, _)) if source_suffix(&base).is_some() => {
+            Err(ModelNameError::ConflictingSource(raw.to_owned()))
+        }
+        Some((base, cloud)) => Ok((base, cloud)),
     }
-    let invalid = || ModelNameError::Invalid(raw.to_owned());
-    let last_slash = s.rfind('/');
-    let (path, tag) = match s.rfind(':') {
-        Some(c) if last_slash.is_none_or(|sl| c > sl) => (&s[..c], Some(&s[c + 1..])),
+}
+
+/// Splits a name into (host, namespace, model, tag) with defaults filled in and the
+/// cloud source written into the tag.
+fn split(raw: &str, allow_glob: bool) -> Result<[String; 4], ModelNameError> {
+    let (base, cloud) = parse_ref(raw)?;
+    let s = base.as_str();
+    // `ParseNameBare`: a `:` after the last `/` starts the tag; then the model, the
+    // namespace and the host are cut off at the last `/`, each promised part non-empty;
+    // the host may carry a scheme (`https://`), which does not name a different model.
+    let (rest, tag) = match (s.rfind(':'), s.rfind('/')) {
+        (Some(c), sl) if sl.is_none_or(|sl| c > sl) => (&s[..c], Some(&s[c + 1..])),
         _ => (s, None),
     };
-    let segs: Vec<&str> = path.split('/').collect();
-    let (host, ns, model) = match segs.as_slice() {
-        [m] => (None, None, *m),
-        [n, m] => (None, Some(*n), *m),
-        [h, n, m] => (Some(*h), Some(*n), *m),
-        _ => return Err(invalid()),
+    let (rest, model) = match rest.rsplit_once('/') {
+        Some((r, m)) => (Some(r), m),
+        None => (None, rest),
+    };
+    let (host, ns) = match rest.map(|r| r.rsplit_once('/')) {
+        None => (None, None),
+        Some(None) => (None, rest),
+        Some(Some((h, n))) => {
+            // `Merge` fills in an empty host, which only a bare scheme (`https:///`) leaves.
+            let host = match h.split_once("://") {
+                Some((_, "")) => None,
+                Some((_, host)) => Some(host),
+                None => Some(h),
+            };
+            (host, Some(n))
+        }
     };
     let checks = [
         (Part::Host, host),
@@ -99,24 +152,37 @@ fn split(raw: &str, allow_glob: bool) -> Result<[String; 4], ModelNameError> {
         (Part::Model, Some(model)),
         (Part::Tag, tag),
     ];
-    for (kind, part) in checks {
-        if let Some(p) = part {
-            if !valid_part(kind, p, allow_glob) {
-                return Err(invalid());
-            }
-        }
+    if checks
+        .iter()
+        .any(|&(kind, part)| part.is_some_and(|p| !valid_part(kind, p, allow_glob)))
+    {
+        // A digest reference (`m:7b@sha256:…`) says so; a scheme is dropped unread.
+        let digest = checks
+            .iter()
+            .any(|(_, p)| p.is_some_and(|p| p.contains('@')));
+        return Err(if digest {
+            ModelNameError::Digest(raw.to_owned())
+        } else {
+            ModelNameError::Invalid(raw.to_owned())
+        });
     }
-    // In a pattern, a model part ending in `*` with no tag means every tag of it.
-    let default_tag = if allow_glob && model.ends_with('*') {
+    // In a pattern, a model part ending in `*` with no tag means every (local) tag of it.
+    let default_tag = if allow_glob && model.ends_with('*') && !cloud {
         "*"
     } else {
         DEFAULT_TAG
+    };
+    let tag = tag.unwrap_or(default_tag).to_ascii_lowercase();
+    let tag = match (cloud, tag.as_str()) {
+        (false, _) => tag,
+        (true, DEFAULT_TAG) => "cloud".to_owned(),
+        (true, _) => format!("{tag}{CLOUD_SUFFIX}"),
     };
     Ok([
         host.unwrap_or(DEFAULT_HOST).to_ascii_lowercase(),
         ns.unwrap_or(DEFAULT_NAMESPACE).to_ascii_lowercase(),
         model.to_ascii_lowercase(),
-        tag.unwrap_or(default_tag).to_ascii_lowercase(),
+        tag,
     ])
 }
 
@@ -150,9 +216,14 @@ impl ModelName {
         &self.tag
     }
 
-    /// Cloud models run on ollama.com, not on this machine: `:cloud` and `*-cloud` tags.
+    /// Cloud models run on ollama.com, not on this machine: an explicit cloud source
+    /// (`:cloud`, a tag ending `-cloud`, `:tag:cloud`), and, to be safe, a model part
+    /// ending `-cloud` (Ollama reads `deepseek-cloud` as a local name, but a local name
+    /// can be a stub that Ollama forwards to ollama.com).
     pub fn is_cloud(&self) -> bool {
-        self.tag == "cloud" || self.tag.ends_with("-cloud") || self.model.ends_with("-cloud")
+        self.tag == "cloud"
+            || self.tag.ends_with(CLOUD_SUFFIX)
+            || self.model.ends_with(CLOUD_SUFFIX)
     }
 }
 
@@ -255,83 +326,5 @@ fn glob_match(p: &[u8], s: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn full(s: &str) -> String {
-        ModelName::parse(s).unwrap().full()
-    }
-
-    #[test]
-    fn canonical_forms_agree() {
-        let want = "registry.ollama.ai/library/qwen2.5:latest";
-        for s in [
-            "qwen2.5",
-            "qwen2.5:latest",
-            "library/qwen2.5",
-            "registry.ollama.ai/library/qwen2.5:latest",
-            "QWEN2.5:Latest",
-            "https://registry.ollama.ai/library/qwen2.5",
-            " qwen2.5 ",
-        ] {
-            assert_eq!(full(s), want, "{s}");
-        }
-        assert_eq!(
-            ModelName::parse("qwen2.5").unwrap().to_string(),
-            "qwen2.5:latest"
-        );
-        assert_eq!(full("hf.co/org/m:q4"), "hf.co/org/m:q4");
-        assert_eq!(full("localhost:5000/ns/m"), "localhost:5000/ns/m:latest");
-        assert_eq!(ModelName::parse("me/m:1b").unwrap().to_string(), "me/m:1b");
-    }
-
-    #[test]
-    fn invalid_names() {
-        for s in [
-            "", "a/b/c/d", "qwen:", ":7b", "a..b", "-x", "x y", "ns.x/m", "m:t:u", "a//b", "/m",
-            "m/", "*",
-        ] {
-            assert!(ModelName::parse(s).is_err(), "{s:?} accepted");
-        }
-        assert!(matches!(
-            ModelName::parse("qwen@sha256:abc"),
-            Err(ModelNameError::Digest(_))
-        ));
-    }
-
-    #[test]
-    fn cloud() {
-        for s in ["gpt-oss:120b-cloud", "kimi:cloud", "deepseek-cloud"] {
-            assert!(ModelName::parse(s).unwrap().is_cloud(), "{s}");
-        }
-        assert!(!ModelName::parse("qwen2.5:7b").unwrap().is_cloud());
-    }
-
-    #[test]
-    fn patterns() {
-        let name = |s| ModelName::parse(s).unwrap();
-        let p = ModelPattern::parse("llama3.2:*").unwrap();
-        assert!(p.matches(&name("llama3.2:3b")));
-        assert!(p.matches(&name("llama3.2")));
-        assert!(!p.matches(&name("llama3.3:70b")));
-        let exact = ModelPattern::parse("qwen2.5:latest").unwrap();
-        assert!(exact.matches(&name("qwen2.5")));
-        assert!(exact.matches(&name("registry.ollama.ai/library/qwen2.5:latest")));
-        assert!(!exact.matches(&name("qwen2.5:7b")));
-        assert!(exact.is_literal() && !p.is_literal());
-        let all = ModelPattern::parse("*").unwrap();
-        assert!(all.matches(&name("anything:1")));
-        assert!(p.specificity() > all.specificity());
-        let ns = ModelPattern::parse("myorg/*").unwrap();
-        assert!(ns.matches(&name("myorg/m:1")));
-        assert!(!ns.matches(&name("m:1")));
-    }
-
-    #[test]
-    fn glob() {
-        assert!(glob_match(b"a*c", b"abbbc"));
-        assert!(glob_match(b"*", b""));
-        assert!(glob_match(b"a?c", b"abc"));
-        assert!(!glob_match(b"a*d", b"abc"));
-    }
-}
+#[path = "model_tests.rs"]
+mod tests;

@@ -1,12 +1,20 @@
-//! Reads token counts from a response as it streams past, without parsing every chunk:
-//! only a line that is Ollama's final chunk (`"done":true`) or carries OpenAI `usage`
-//! is looked at, and only its last occurrences of the count fields are read (Ollama
-//! writes them after the message, so text inside the message cannot spoof them).
-//! It also notices a line that *is* an error (`{"error":...}`, or `data: {"error":...}`
-//! in SSE): Ollama's way to say a stream failed after its 200 status.
+//! Reads token counts from a response as it streams past. Lines are parsed as JSON, so
+//! the counts do not depend on how the upstream formats it (`"done": true` with spaces
+//! reads the same as `"done":true`), and only top-level fields count (text inside the
+//! message cannot spoof them). Only a line that can be Ollama's final chunk (a `"done"`
+//! key followed by `true`), an OpenAI `usage` object or an error object is parsed; the
+//! rest are passed over after a byte search. A body whose first line opens an object it
+//! does not close (a pretty-printed non-streamed answer) is parsed whole at its end.
+//! It also notices an error object (`{"error":...}`, or `data: {"error":...}` in SSE):
+//! Ollama's way to say a stream failed after its 200 status.
 
-/// Longest line tail kept while scanning (the counts sit at a line's end).
-const TAIL: usize = 16 * 1024;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Longest line (or pretty-printed body) buffered for parsing, as the host's line limit
+/// elsewhere; the counts of a longer one are not read.
+const MAX_LINE: usize = 16 << 20;
 
 /// Token counts seen so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,18 +23,40 @@ pub struct Tokens {
     pub completion: Option<u64>,
 }
 
+/// How the body is cut into JSON values.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// No non-blank line ended yet.
+    #[default]
+    Undecided,
+    /// One value per line: NDJSON, SSE, or one compact object.
+    Lines,
+    /// One value over many lines: the buffer holds the whole body.
+    Document,
+}
+
 /// Incremental scanner over a response body.
 #[derive(Debug, Default)]
 pub struct TokenScanner {
+    /// The current line (the whole body in `Document` mode).
     line: Vec<u8>,
-    /// The first bytes of the current line (the tail above may have lost them).
-    head: Vec<u8>,
+    /// The current line (or document) outgrew `MAX_LINE` and was dropped.
+    overlong: bool,
+    mode: Mode,
     tokens: Tokens,
     error: bool,
 }
 
-/// Bytes of a line's start kept to recognise an error line.
-const HEAD: usize = 16;
+/// The top-level fields of a chunk that carry counts or an error; the rest is skipped
+/// unread.
+#[derive(Deserialize)]
+struct Chunk {
+    done: Option<Value>,
+    prompt_eval_count: Option<Value>,
+    eval_count: Option<Value>,
+    usage: Option<Value>,
+    error: Option<IgnoredAny>,
+}
 
 impl TokenScanner {
     pub fn new() -> Self {
@@ -43,9 +73,15 @@ impl TokenScanner {
         self.push(data);
     }
 
-    /// Ends the body: scans a last line without a newline.
+    /// Ends the body: scans a last line without a newline, or a pretty-printed body.
     pub fn finish(&mut self) -> Tokens {
         self.end_line();
+        if self.mode == Mode::Document {
+            let doc = std::mem::take(&mut self.line);
+            if !std::mem::take(&mut self.overlong) {
+                self.read(doc.trim_ascii());
+            }
+        }
         self.tokens
     }
 
@@ -60,133 +96,106 @@ impl TokenScanner {
     }
 
     fn push(&mut self, part: &[u8]) {
-        if self.head.len() < HEAD {
-            let n = (HEAD - self.head.len()).min(part.len());
-            self.head.extend_from_slice(&part[..n]);
+        if self.overlong {
+            return;
+        }
+        if self.line.len() + part.len() > MAX_LINE {
+            self.overlong = true;
+            self.line = Vec::new();
+            return;
         }
         self.line.extend_from_slice(part);
-        if self.line.len() > 2 * TAIL {
-            let cut = self.line.len() - TAIL;
-            self.line.drain(..cut);
-        }
     }
 
     fn end_line(&mut self) {
-        let head = self.head.trim_ascii_start();
-        let head = head
-            .strip_prefix(b"data:")
-            .unwrap_or(head)
-            .trim_ascii_start();
-        if head.starts_with(b"{\"error\"") {
-            self.error = true;
+        match self.mode {
+            Mode::Document => return self.push(b"\n"),
+            Mode::Lines => {}
+            Mode::Undecided if self.overlong => self.mode = Mode::Lines,
+            Mode::Undecided => {
+                let t = self.line.trim_ascii();
+                if t.is_empty() {
+                    self.line.clear();
+                    return;
+                }
+                if t.starts_with(b"{") && !t.ends_with(b"}") {
+                    self.mode = Mode::Document;
+                    return self.push(b"\n");
+                }
+                self.mode = Mode::Lines;
+            }
         }
-        self.head.clear();
         let line = std::mem::take(&mut self.line);
-        if contains(&line, b"\"done\":true") {
-            if let Some(n) = last_number(&line, b"\"prompt_eval_count\":") {
-                self.tokens.prompt = Some(n);
-            }
-            if let Some(n) = last_number(&line, b"\"eval_count\":") {
-                self.tokens.completion = Some(n);
-            }
-        } else if contains(&line, b"\"usage\":{") {
-            if let Some(n) = last_number(&line, b"\"prompt_tokens\":") {
-                self.tokens.prompt = Some(n);
-            }
-            if let Some(n) = last_number(&line, b"\"completion_tokens\":") {
-                self.tokens.completion = Some(n);
-            }
+        if !std::mem::take(&mut self.overlong) {
+            self.scan_line(&line);
         }
+        // Reuse the allocation for the next line.
         self.line = line;
         self.line.clear();
     }
+
+    /// Parses the line if it can carry counts or an error.
+    fn scan_line(&mut self, line: &[u8]) {
+        let t = line.trim_ascii();
+        let t = t.strip_prefix(b"data:").map_or(t, <[u8]>::trim_ascii_start);
+        if !t.starts_with(b"{") {
+            return;
+        }
+        if has_key(t, b"\"done\"", b"true")
+            || has_key(t, b"\"usage\"", b"{")
+            || has_key(t, b"\"error\"", b"")
+        {
+            self.read(t);
+        }
+    }
+
+    /// Reads one JSON value: Ollama's final chunk (`done: true` with the counts), an
+    /// OpenAI `usage` object, an error object.
+    fn read(&mut self, value: &[u8]) {
+        let Ok(c) = serde_json::from_slice::<Chunk>(value) else {
+            return;
+        };
+        if c.error.is_some() {
+            self.error = true;
+        }
+        let count = |v: Option<&Value>| v.and_then(Value::as_u64);
+        if c.done == Some(Value::Bool(true)) {
+            if let Some(n) = count(c.prompt_eval_count.as_ref()) {
+                self.tokens.prompt = Some(n);
+            }
+            if let Some(n) = count(c.eval_count.as_ref()) {
+                self.tokens.completion = Some(n);
+            }
+        } else if let Some(Value::Object(u)) = &c.usage {
+            if let Some(n) = count(u.get("prompt_tokens")) {
+                self.tokens.prompt = Some(n);
+            }
+            if let Some(n) = count(u.get("completion_tokens")) {
+                self.tokens.completion = Some(n);
+            }
+        }
+    }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn last_number(hay: &[u8], key: &[u8]) -> Option<u64> {
-    let pos = hay.windows(key.len()).rposition(|w| w == key)? + key.len();
-    let rest = &hay[pos..];
-    let rest = &rest[rest.iter().take_while(|b| **b == b' ').count()..];
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+/// Does `key` (quoted) occur followed by JSON whitespace, `:`, whitespace and `then`?
+/// A quoted word can only be a string of the JSON (quotes inside strings are escaped),
+/// so this finds every line where it is a key, and a few more that parsing sorts out.
+fn has_key(hay: &[u8], key: &[u8], then: &[u8]) -> bool {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    hay.windows(key.len())
+        .enumerate()
+        .filter(|(_, w)| *w == key)
+        .any(|(i, _)| {
+            let rest = &hay[i + key.len()..];
+            let rest = &rest[rest.iter().take_while(|b| ws(b)).count()..];
+            let Some(rest) = rest.strip_prefix(b":") else {
+                return false;
+            };
+            let rest = &rest[rest.iter().take_while(|b| ws(b)).count()..];
+            rest.starts_with(then)
+        })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ndjson_final_chunk_split_anywhere() {
-        let body = b"{\"message\":{\"content\":\"\\\"eval_count\\\":999\"},\"done\":false}\n{\"message\":{\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":26,\"prompt_eval_duration\":3,\"eval_count\":290,\"eval_duration\":4}\n";
-        for split in 0..body.len() {
-            let mut s = TokenScanner::new();
-            s.feed(&body[..split]);
-            s.feed(&body[split..]);
-            assert_eq!(
-                s.finish(),
-                Tokens {
-                    prompt: Some(26),
-                    completion: Some(290)
-                },
-                "split at {split}"
-            );
-        }
-    }
-
-    #[test]
-    fn non_streamed_object_without_newline() {
-        let mut s = TokenScanner::new();
-        s.feed(br#"{"response":"x","done":true,"prompt_eval_count":5,"eval_count":7}"#);
-        assert_eq!(
-            s.finish(),
-            Tokens {
-                prompt: Some(5),
-                completion: Some(7)
-            }
-        );
-    }
-
-    #[test]
-    fn openai_usage() {
-        let mut s = TokenScanner::new();
-        s.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":3,\"total_tokens\":14}}\n\ndata: [DONE]\n\n");
-        assert_eq!(
-            s.finish(),
-            Tokens {
-                prompt: Some(11),
-                completion: Some(3)
-            }
-        );
-    }
-
-    #[test]
-    fn error_lines_are_noticed_wherever_the_split() {
-        let body = b"{\"message\":{\"content\":\"{\\\"error\\\":1}\"},\"done\":false}\n{\"error\":\"unexpected EOF\"}\n";
-        for split in 0..body.len() {
-            let mut s = TokenScanner::new();
-            s.feed(&body[..split]);
-            assert!(!s.saw_error() || split == body.len(), "early at {split}");
-            s.feed(&body[split..]);
-            s.finish();
-            assert!(s.saw_error(), "split at {split}");
-        }
-        let mut s = TokenScanner::new();
-        s.feed(b"data: {\"error\":{\"message\":\"x\"}}\n\n");
-        s.finish();
-        assert!(s.saw_error());
-        let mut s = TokenScanner::new();
-        s.feed(b"{\"model\":\"m\",\"message\":{\"content\":\"{\\\"error\\\"\"},\"done\":true}\n");
-        s.finish();
-        assert!(!s.saw_error(), "text inside a chunk is not an error line");
-    }
-
-    #[test]
-    fn intermediate_chunks_do_not_count() {
-        let mut s = TokenScanner::new();
-        s.feed(b"{\"done\":false,\"prompt_eval_count\":1}\n");
-        assert_eq!(s.finish(), Tokens::default());
-    }
-}
+#[path = "tokens_tests.rs"]
+mod tests;

@@ -1,11 +1,12 @@
 //! OpenAI `/v1/chat/completions` bodies to Ollama's `/api/chat` ones: messages, tool
-//! calls with string arguments, tool results by id, images as data URLs, sampling
-//! options, response format, reasoning effort. Fields OpenAI servers ignore are
-//! ignored; wrong types are refused.
+//! calls with string arguments (held to the strict rules of a body), tool results by id,
+//! images as data URLs, sampling options, response format, reasoning effort. Fields
+//! OpenAI servers ignore are ignored; wrong types are refused.
 
 use serde_json::{json, Map, Value};
 
 use super::{field, TranslateError};
+use crate::json::{parse_strict_object, JsonError};
 
 /// A chat request in native form, plus what the answer must look like.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,15 +276,18 @@ fn tool_calls(calls: &Value, at: &str) -> Result<Value, TranslateError> {
         let arguments = match c.pointer("/function/arguments") {
             None | Some(Value::Null) => json!({}),
             Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-            Some(Value::String(s)) => serde_json::from_str::<Value>(s)
-                .ok()
-                .filter(Value::is_object)
-                .ok_or_else(|| {
-                    invalid(
+            // Held to the rules of a body: Ollama's Go decoder would keep the last of two
+            // duplicate keys and match keys case-insensitively, so refuse those, and the
+            // nesting limit.
+            Some(Value::String(s)) => match parse_strict_object(s.as_bytes()) {
+                Ok(obj) => Value::Object(obj),
+                Err(e) => {
+                    return Err(invalid(
                         format!("{here}.function.arguments"),
-                        "must be a JSON object encoded as a string",
-                    )
-                })?,
+                        arguments_problem(&e),
+                    ))
+                }
+            },
             Some(v @ Value::Object(_)) => v.clone(),
             Some(_) => return Err(type_err(format!("{here}.function.arguments"), "a string")),
         };
@@ -294,6 +298,15 @@ fn tool_calls(calls: &Value, at: &str) -> Result<Value, TranslateError> {
         out.push(call);
     }
     Ok(Value::Array(out))
+}
+
+/// What is wrong with a tool call's `arguments` string.
+fn arguments_problem(e: &JsonError) -> String {
+    const WANT: &str = "must be a JSON object encoded as a string";
+    match e {
+        JsonError::Empty | JsonError::NotObject => WANT.to_owned(),
+        JsonError::Utf8 | JsonError::Syntax(_) => format!("{WANT} ({e})"),
+    }
 }
 
 /// Text and base64 images of a message's content (a string or a list of parts).

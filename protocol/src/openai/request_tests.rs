@@ -251,3 +251,60 @@ fn bad_requests_are_refused_with_the_field() {
         assert_eq!(b.reason, crate::error::Reason::BadRequest);
     }
 }
+
+/// A request whose one assistant tool call has these `arguments`.
+fn with_arguments(arguments: &str) -> Value {
+    json!({"model": "m", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "c1", "function": {"name": "f", "arguments": arguments}}
+        ]}
+    ]})
+}
+
+#[test]
+fn tool_call_arguments_are_as_strict_as_a_body() {
+    let at = "\"messages[1].tool_calls[0].function.arguments\"";
+    let deep = |n: usize| format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
+    for (arguments, says) in [
+        (
+            r#"{"city":"Paris","city":"Rome"}"#.to_owned(),
+            "duplicate key",
+        ),
+        (
+            r#"{"city":"Paris","CITY":"Rome"}"#.to_owned(),
+            "differ only by case",
+        ),
+        // Go folds the Kelvin sign into `k`.
+        ("{\"k\":1,\"\u{212a}\":2}".to_owned(), "differ only by case"),
+        (r#"{"a":{"x":1,"X":2}}"#.to_owned(), "differ only by case"),
+        (r#"{"a":[{"x":1,"x":2}]}"#.to_owned(), "duplicate key"),
+        (deep(64), "nesting deeper than 64"),
+        (r#"{"a":1} {"b":2}"#.to_owned(), "trailing characters"),
+        (r#"{"a":1"#.to_owned(), "invalid JSON"),
+        ("[1,2]".to_owned(), "must be a JSON object"),
+        ("\"text\"".to_owned(), "must be a JSON object"),
+    ] {
+        let err = translate(&with_arguments(&arguments)).unwrap_err();
+        assert_eq!(err.to_error().status, 400, "{arguments:?}");
+        let msg = err.to_string();
+        assert!(msg.starts_with(at), "{arguments:?}: {msg}");
+        assert!(msg.contains(says), "{arguments:?}: {msg}");
+    }
+    // Within the limit, and plain objects, still pass as objects.
+    for (arguments, want) in [
+        (deep(63), serde_json::from_str::<Value>(&deep(63)).unwrap()),
+        (
+            r#"{"city":"Paris","City2":1}"#.to_owned(),
+            json!({"city": "Paris", "City2": 1}),
+        ),
+        (" {} ".to_owned(), json!({})),
+        (" ".to_owned(), json!({})),
+    ] {
+        let n = native(with_arguments(&arguments));
+        assert_eq!(
+            n["messages"][1]["tool_calls"][0]["function"]["arguments"], want,
+            "{arguments:?}"
+        );
+    }
+}
