@@ -39,12 +39,12 @@ fn translate(frames: &[&[u8]], usage: bool, max_line: usize, fail_at_end: bool) 
         }
         let s = &mut stream;
         if let Err(e) = lines.feed(f, |l| out.extend(s.line(l))) {
-            let err = BridgeError::new(502, Reason::UpstreamError, e.to_string());
+            let err = BridgeError::new(Reason::UpstreamError, e.to_string());
             out.extend(stream.fail(&err));
         }
     }
     if fail_at_end {
-        let err = BridgeError::new(504, Reason::UpstreamTimeout, "Ollama went silent");
+        let err = BridgeError::new(Reason::UpstreamTimeout, "Ollama went silent");
         out.extend(stream.fail(&err));
     } else {
         if let Some(l) = lines.finish() {

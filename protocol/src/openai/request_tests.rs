@@ -286,7 +286,7 @@ fn tool_call_arguments_are_as_strict_as_a_body() {
         ("\"text\"".to_owned(), "must be a JSON object"),
     ] {
         let err = translate(&with_arguments(&arguments)).unwrap_err();
-        assert_eq!(err.to_error().status, 400, "{arguments:?}");
+        assert_eq!(err.to_error().status(), 400, "{arguments:?}");
         let msg = err.to_string();
         assert!(msg.starts_with(at), "{arguments:?}: {msg}");
         assert!(msg.contains(says), "{arguments:?}: {msg}");
