@@ -67,7 +67,7 @@ pub struct Host {
 /// (reopening the audit log in a 0700 temp dir, adding listeners on reload, changing
 /// `socket_owner`), so [`Host::start`] and [`Host::start_in`] keep it root with this
 /// explicit opt-out unless the test configures `[privileges]` itself.
-/// `tests/tests/privileges.rs` covers the drop, and [`Host::start_exact`] starts a
+/// `tests/tests/integration/privileges.rs` covers the drop, and [`Host::start_exact`] starts a
 /// configuration as written (the built-in default: drop to `ollama-bridge` or `nobody`).
 pub const KEEP_ROOT: &str = "\n[privileges]\nrun_as_root = true\n";
 

@@ -1,7 +1,7 @@
 //! The audit trail end to end, on real sockets: one correct record per request —
 //! allowed, denied, failed upstream, or rejected by the HTTP parser — from two sandboxes
 //! at once; `log_prompts`; and `bridge-host audit --summary` on the resulting log.
-//! (When records are written, and what survives SIGKILL: `audit_durability.rs`.)
+//! (When records are written, and what survives SIGKILL: `audit_durability`.)
 
 use std::collections::HashSet;
 

@@ -74,7 +74,7 @@ async fn af_vsock_listener_binds_and_announces_its_port() {
 /// Needs an AF_VSOCK transport that can reach this host's own listener, which these
 /// machines lack (no vsock_loopback). Run it on a host with the module, or inside a VM
 /// against its host, with:
-///   sudo modprobe vsock_loopback && cargo test -p ollama-bridge-tests --test vsock -- --ignored
+///   sudo modprobe vsock_loopback && cargo test -p ollama-bridge-tests --test integration -- --ignored vsock::
 #[tokio::test]
 #[ignore = "needs the vsock_loopback transport: sudo modprobe vsock_loopback, then run with --ignored"]
 async fn guest_relays_over_af_vsock_to_the_host() {

@@ -1,6 +1,6 @@
 //! The recipes in deploy/ as operators copy them: their files agree with each other and
 //! with the rules of the tools they configure. (The sandbox mechanics themselves run in
-//! sandbox_e2e.rs and clients.rs; configs are checked by bridge-host's cli tests.)
+//! `sandbox_e2e` and `clients`; configs are checked by bridge-host's cli tests.)
 
 use std::path::{Path, PathBuf};
 
