@@ -25,7 +25,17 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Path of a workspace binary; panics with a hint when it was not built.
+/// The repository (the workspace root).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_owned()
+}
+
+/// Path of a workspace binary; panics with a hint when it was not built, or when it is
+/// older than its sources ([`crate::fresh`]). A binary from `$OLLAMA_BRIDGE_BIN_DIR` is
+/// tested as given: whoever names a directory chose what to test.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
@@ -33,11 +43,30 @@ pub fn bin(name: &str) -> PathBuf {
         "{} is missing: run the tests with `cargo test --workspace` (which builds every binary)",
         p.display()
     );
+    if std::env::var_os("OLLAMA_BRIDGE_BIN_DIR").is_none() {
+        let dirs: Vec<PathBuf> = crate::fresh::sources(name)
+            .iter()
+            .map(|d| repo().join(d))
+            .collect();
+        crate::fresh::refuse_stale(&p, &dirs);
+    }
     p
 }
 
+/// Fails the calling test unless it runs as root, saying why it needs root: a test that
+/// cannot do its work fails rather than passes without testing anything. CI runs as root.
+#[track_caller]
+pub fn require_root(why: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root ({why}): run the tests as root, as CI does, \
+         or leave it out with `--skip`"
+    );
+}
+
 /// The bridge-guest binary: `$OLLAMA_BRIDGE_GUEST_BIN` when set (CI points it at the
-/// static build), else the workspace's.
+/// static build; tested as given, like [`bin`] under `$OLLAMA_BRIDGE_BIN_DIR`), else the
+/// workspace's, refused when stale.
 pub fn guest_bin() -> PathBuf {
     match std::env::var_os("OLLAMA_BRIDGE_GUEST_BIN") {
         Some(p) => PathBuf::from(p),

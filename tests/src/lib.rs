@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod double;
+pub mod fresh;
 pub mod harness;
 pub mod http;
 pub mod oai;

@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Output;
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, guest_bin, socket, Host};
+use bridge_tests::harness::{bin, config, guest_bin, require_root, socket, Host};
 use bridge_tests::http::{collect, req, send_unix, GUARD};
 use serde_json::Value;
 
@@ -107,10 +107,7 @@ async fn doctor_names_the_missing_socket() {
 
 #[tokio::test]
 async fn doctor_names_wrong_permissions() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test drops to uid 65534 and must run as root (CI does)"
-    );
+    require_root("doctor runs as uid 65534");
     let double = Double::start(DoubleConfig::default()).await;
     let host = Host::start(&config(
         &double.url(),
