@@ -53,6 +53,42 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The URL of a port on 127.0.0.1 on which nothing listens (bound, then closed): an
+/// Ollama that is down.
+pub fn dead_upstream() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    format!("http://{}", l.local_addr().expect("local addr"))
+}
+
+/// Runs `cmd` to its end (within the guard time) and parses its stdout as JSON; panics
+/// with its stderr when it cannot start, fails or prints anything else. `what` names it
+/// in those messages. Returns the value and the stderr.
+pub async fn json_output(cmd: &mut Command, what: &str) -> (serde_json::Value, String) {
+    let out = tokio::time::timeout(
+        GUARD,
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not finish within the guard time"))
+    .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {:?}\n{stderr}",
+        out.status
+    );
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed {:?}: {e}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (v, stderr)
+}
+
 /// Fails the calling test unless it runs as root, saying why it needs root: a test that
 /// cannot do its work fails rather than passes without testing anything. CI runs as root.
 #[track_caller]

@@ -7,4 +7,5 @@ pub mod double;
 pub mod fresh;
 pub mod harness;
 pub mod http;
+pub mod native;
 pub mod oai;

@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use bridge_tests::harness::repo;
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    repo().join("deploy")
 }
 
 fn read(rel: &str) -> String {

@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Output;
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, guest_bin, require_root, socket, Host};
+use bridge_tests::harness::{bin, config, dead_upstream, guest_bin, require_root, socket, Host};
 use bridge_tests::http::{collect, req, send_unix, GUARD};
 use serde_json::Value;
 
@@ -139,17 +139,7 @@ async fn doctor_names_a_stopped_host() {
 
 #[tokio::test]
 async fn doctor_names_a_stopped_ollama() {
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let host = Host::start(&config(
-        &format!("http://{dead}"),
-        &[("agent", SANDBOX)],
-        "",
-    ))
-    .await;
+    let host = Host::start(&config(&dead_upstream(), &[("agent", SANDBOX)], "")).await;
     let (code, out) = doctor(&unix(&host), &[], None).await;
     assert_eq!(code, Some(6), "{out}");
     assert!(

@@ -4,7 +4,7 @@
 //! transport these machines lack, so its test is `#[ignore]`d with the command to run it.
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{config, Guest, Host};
+use bridge_tests::harness::{config, repo, Guest, Host};
 use bridge_tests::http::{collect, post, raw_unix, send_tcp};
 use serde_json::{json, Value};
 
@@ -101,7 +101,7 @@ async fn guest_relays_over_af_vsock_to_the_host() {
 
 #[test]
 fn firecracker_recipe_agrees_with_its_listener() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/firecracker");
+    let dir = repo().join("deploy/firecracker");
     let vsock: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("vsock.json")).unwrap()).unwrap();
     let toml = std::fs::read_to_string(dir.join("bridge.toml")).unwrap();
