@@ -95,60 +95,24 @@ async fn allowed_model_streams_and_denied_model_gets_the_bridges_message() {
 #[tokio::test]
 async fn the_name_ollama_would_use_is_the_one_decided_on() {
     let (double, host) = setup().await;
-    // model wins over name when both are set.
-    let (s, _) = call(
-        &host,
-        "short",
-        chat_request("qwen2.5", json!({"stream": false, "name": "llama3.3:70b"})),
-    )
-    .await;
-    assert_eq!(s, 200);
-    let (s, _) = call(
-        &host,
-        "short",
-        chat_request("llama3.3:70b", json!({"stream": false, "name": "qwen2.5"})),
-    )
-    .await;
-    assert_eq!(s, 403);
-    // name alone, or after an empty model, is read.
-    let (s, _) = call(
-        &host,
-        "short",
-        post(
-            "/api/chat",
-            &json!({"name": "llama3.3:70b", "stream": false, "messages": []}),
-        ),
-    )
-    .await;
-    assert_eq!(s, 403);
-    let (s, _) = call(
-        &host,
-        "short",
-        chat_request("", json!({"stream": false, "name": "qwen2.5"})),
-    )
-    .await;
-    assert_eq!(s, 200);
-    // Go matches keys case-insensitively: "Model" is decided on, and forwarded as "model".
-    let (s, _) = call(
-        &host,
-        "short",
-        post(
-            "/api/chat",
-            &json!({"Model": "llama3.3:70b", "stream": false, "messages": []}),
-        ),
-    )
-    .await;
-    assert_eq!(s, 403);
-    let (s, _) = call(
-        &host,
-        "short",
-        post(
-            "/api/chat",
-            &json!({"MODEL": "qwen2.5", "stream": false, "messages": []}),
-        ),
-    )
-    .await;
-    assert_eq!(s, 200);
+    // Chats that differ only in the keys naming the model.
+    let cases = [
+        // model wins over name when both are set.
+        (json!({"model": "qwen2.5", "name": "llama3.3:70b"}), 200),
+        (json!({"model": "llama3.3:70b", "name": "qwen2.5"}), 403),
+        // name alone, or after an empty model, is read.
+        (json!({"name": "llama3.3:70b"}), 403),
+        (json!({"model": "", "name": "qwen2.5"}), 200),
+        // Go matches keys case-insensitively: "Model" is decided on, and forwarded as "model".
+        (json!({"Model": "llama3.3:70b"}), 403),
+        (json!({"MODEL": "qwen2.5"}), 200),
+    ];
+    for (mut body, want) in cases {
+        body["stream"] = json!(false);
+        body["messages"] = json!([{"role": "user", "content": "hi"}]);
+        let (s, v) = call(&host, "short", post("/api/chat", &body)).await;
+        assert_eq!(s, want, "{body}: {v}");
+    }
     let got = double.requests();
     assert_eq!(got.len(), 3);
     let last = got[2].json();
