@@ -1,7 +1,7 @@
 """The `ollama` Python package as an agent uses it, run inside the sandbox.
 
 Talks to OLLAMA_HOST (set by `bridge-guest run`) and prints one JSON object with what it
-saw; tests/tests/clients.rs asserts on it.
+saw; tests/tests/integration/clients.rs asserts on it.
 """
 import json
 import sys

@@ -25,7 +25,17 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// Path of a workspace binary; panics with a hint when it was not built.
+/// The repository (the workspace root).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the repository")
+        .to_owned()
+}
+
+/// Path of a workspace binary; panics with a hint when it was not built, or when it is
+/// older than its sources ([`crate::fresh`]). A binary from `$OLLAMA_BRIDGE_BIN_DIR` is
+/// tested as given: whoever names a directory chose what to test.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(
@@ -33,11 +43,66 @@ pub fn bin(name: &str) -> PathBuf {
         "{} is missing: run the tests with `cargo test --workspace` (which builds every binary)",
         p.display()
     );
+    if std::env::var_os("OLLAMA_BRIDGE_BIN_DIR").is_none() {
+        let dirs: Vec<PathBuf> = crate::fresh::sources(name)
+            .iter()
+            .map(|d| repo().join(d))
+            .collect();
+        crate::fresh::refuse_stale(&p, &dirs);
+    }
     p
 }
 
+/// The URL of a port on 127.0.0.1 on which nothing listens (bound, then closed): an
+/// Ollama that is down.
+pub fn dead_upstream() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    format!("http://{}", l.local_addr().expect("local addr"))
+}
+
+/// Runs `cmd` to its end (within the guard time) and parses its stdout as JSON; panics
+/// with its stderr when it cannot start, fails or prints anything else. `what` names it
+/// in those messages. Returns the value and the stderr.
+pub async fn json_output(cmd: &mut Command, what: &str) -> (serde_json::Value, String) {
+    let out = tokio::time::timeout(
+        GUARD,
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not finish within the guard time"))
+    .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed: {:?}\n{stderr}",
+        out.status
+    );
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed {:?}: {e}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (v, stderr)
+}
+
+/// Fails the calling test unless it runs as root, saying why it needs root: a test that
+/// cannot do its work fails rather than passes without testing anything. CI runs as root.
+#[track_caller]
+pub fn require_root(why: &str) {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root ({why}): run the tests as root, as CI does, \
+         or leave it out with `--skip`"
+    );
+}
+
 /// The bridge-guest binary: `$OLLAMA_BRIDGE_GUEST_BIN` when set (CI points it at the
-/// static build), else the workspace's.
+/// static build; tested as given, like [`bin`] under `$OLLAMA_BRIDGE_BIN_DIR`), else the
+/// workspace's, refused when stale.
 pub fn guest_bin() -> PathBuf {
     match std::env::var_os("OLLAMA_BRIDGE_GUEST_BIN") {
         Some(p) => PathBuf::from(p),
@@ -67,7 +132,7 @@ pub struct Host {
 /// (reopening the audit log in a 0700 temp dir, adding listeners on reload, changing
 /// `socket_owner`), so [`Host::start`] and [`Host::start_in`] keep it root with this
 /// explicit opt-out unless the test configures `[privileges]` itself.
-/// `tests/tests/privileges.rs` covers the drop, and [`Host::start_exact`] starts a
+/// `tests/tests/integration/privileges.rs` covers the drop, and [`Host::start_exact`] starts a
 /// configuration as written (the built-in default: drop to `ollama-bridge` or `nobody`).
 pub const KEEP_ROOT: &str = "\n[privileges]\nrun_as_root = true\n";
 

@@ -19,6 +19,9 @@ pub const REQUEST_ID: &str = "x-ollama-bridge-request-id";
 /// Guard against a test hanging forever: generous, never an assertion about speed.
 pub const GUARD: Duration = Duration::from_secs(60);
 
+/// A whole `GET /api/version` request, for the raw-bytes helpers.
+pub const GET_VERSION: &[u8] = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
 async fn send_on<S>(io: S, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -94,6 +97,27 @@ pub async fn next_data(body: &mut Incoming) -> Option<Bytes> {
     }
 }
 
+/// The rest of a streamed body, to its end.
+pub async fn rest(body: &mut Incoming) -> Vec<u8> {
+    let mut all = Vec::new();
+    while let Some(d) = next_data(body).await {
+        all.extend_from_slice(&d);
+    }
+    all
+}
+
+/// The lines of an NDJSON body (empty lines skipped), each parsed.
+pub fn ndjson(body: &[u8]) -> Vec<serde_json::Value> {
+    body.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l).unwrap_or_else(|e| {
+                panic!("not a JSON line ({e}): {:?}", String::from_utf8_lossy(l))
+            })
+        })
+        .collect()
+}
+
 /// A parsed raw response.
 #[derive(Debug, Clone)]
 pub struct RawResponse {
@@ -121,6 +145,76 @@ pub async fn bridge_status(sock: &Path) -> serde_json::Value {
     .await;
     assert_eq!(s, 200);
     serde_json::from_slice(&b).unwrap()
+}
+
+/// Waits until `/_bridge/status` of the listener at `sock` shows `want` for `key`.
+pub async fn wait_status(sock: &Path, key: &str, want: u64) {
+    tokio::time::timeout(GUARD, async {
+        while bridge_status(sock).await[key] != want {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("/_bridge/status shows {key} = {want} within the guard time"));
+}
+
+/// Reads one response from `s` within the guard time; panics when the peer closes first.
+pub async fn response_on<S: AsyncRead + Unpin>(s: &mut S) -> RawResponse {
+    tokio::time::timeout(GUARD, read_response(s, false))
+        .await
+        .expect("an answer within the guard time")
+        .expect("read the answer")
+        .expect("an answer before the close")
+}
+
+/// Reads from `s` until the peer closes it (or resets it); returns what arrived.
+pub async fn read_until_close(s: &mut UnixStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(GUARD, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the peer closes the connection within the guard time");
+    all
+}
+
+/// Writes `head` on a new unix connection, then `chunk` again and again until `total`
+/// body bytes are written or the peer stops reading, while reading the answer. Returns
+/// the answer and the body bytes written. The write side stays open until the answer is
+/// in (a half-close would look like a client gone).
+pub async fn raw_unix_writing(
+    path: &Path,
+    head: Vec<u8>,
+    chunk: Vec<u8>,
+    total: u64,
+) -> (RawResponse, u64) {
+    let (mut rd, mut wr) = UnixStream::connect(path)
+        .await
+        .expect("connect unix")
+        .into_split();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0u64;
+        if wr.write_all(&head).await.is_ok() {
+            while sent < total && wr.write_all(&chunk).await.is_ok() {
+                sent += chunk.len() as u64;
+            }
+        }
+        (wr, sent)
+    });
+    let resp = response_on(&mut rd).await;
+    // The peer stops reading once it has answered: the writer ends there.
+    let (wr, sent) = tokio::time::timeout(GUARD, writer)
+        .await
+        .expect("the writer stops")
+        .expect("the writer task");
+    drop(wr);
+    (resp, sent)
 }
 
 /// Writes raw bytes on a new unix connection and reads one response (or the close).

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod double;
+pub mod fresh;
 pub mod harness;
 pub mod http;
+pub mod native;
 pub mod oai;

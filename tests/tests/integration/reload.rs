@@ -4,15 +4,9 @@
 
 use bridge_tests::double::{Double, DoubleConfig, Script};
 use bridge_tests::harness::{config, socket, Host};
-use bridge_tests::http::{collect, next_data, post, send_unix};
+use bridge_tests::http::{collect, ndjson, next_data, rest, send_unix};
+use bridge_tests::native::chat_request;
 use serde_json::{json, Value};
-
-fn chat(model: &str, stream: bool) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    post(
-        "/api/chat",
-        &json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrowing_the_allowlist_applies_to_the_next_request_while_a_started_stream_completes() {
@@ -31,7 +25,9 @@ async fn narrowing_the_allowlist_applies_to_the_next_request_while_a_started_str
         text: Some("a b c".into()),
         ..Script::default()
     });
-    let resp = send_unix(&sock, chat("llama3.2:3b", true)).await.unwrap();
+    let resp = send_unix(&sock, chat_request("llama3.2:3b", json!({"stream": true})))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     next_data(&mut body).await.expect("first chunk");
@@ -39,7 +35,12 @@ async fn narrowing_the_allowlist_applies_to_the_next_request_while_a_started_str
     host.reconfigure(&narrow);
     host.wait_line("reloaded configuration").await;
 
-    let (s, _, b) = collect(send_unix(&sock, chat("llama3.2:3b", false)).await.unwrap()).await;
+    let (s, _, b) = collect(
+        send_unix(&sock, chat_request("llama3.2:3b", json!({"stream": false})))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 403, "{}", String::from_utf8_lossy(&b));
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert!(
@@ -49,24 +50,18 @@ async fn narrowing_the_allowlist_applies_to_the_next_request_while_a_started_str
             .contains("(allowed: qwen2.5:7b)"),
         "{v}"
     );
-    let (s, _, _) = collect(send_unix(&sock, chat("qwen2.5:7b", false)).await.unwrap()).await;
+    let (s, _, _) = collect(
+        send_unix(&sock, chat_request("qwen2.5:7b", json!({"stream": false})))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200);
 
     // The stream started under the old policy runs to its end.
     double.release(100);
-    let mut rest = Vec::new();
-    while let Some(d) = next_data(&mut body).await {
-        rest.extend_from_slice(&d);
-    }
-    let last = rest
-        .split(|&b| b == b'\n')
-        .rfind(|l| !l.is_empty())
-        .unwrap()
-        .to_vec();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&last).unwrap()["done"],
-        true
-    );
+    let last = ndjson(&rest(&mut body).await).pop().unwrap();
+    assert_eq!(last["done"], true);
 }
 
 #[tokio::test]
@@ -79,9 +74,12 @@ async fn a_bad_configuration_is_refused_and_the_old_one_stays() {
     assert!(line.contains("1 error(s)"), "{line}");
     assert!(host.log().contains("bogus_key"), "the error is logged");
     let (s, _, _) = collect(
-        send_unix(&socket(&host, "agent"), chat("qwen2.5:7b", false))
-            .await
-            .unwrap(),
+        send_unix(
+            &socket(&host, "agent"),
+            chat_request("qwen2.5:7b", json!({"stream": false})),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(s, 200);
@@ -107,9 +105,12 @@ async fn listeners_are_added_and_removed() {
     assert!(line.ends_with("extra/ollama.sock"), "{line}");
     host.wait_line("reloaded configuration").await;
     let (s, _, _) = collect(
-        send_unix(&socket(&host, "extra"), chat("llama3.2:3b", false))
-            .await
-            .unwrap(),
+        send_unix(
+            &socket(&host, "extra"),
+            chat_request("llama3.2:3b", json!({"stream": false})),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(s, 200);
@@ -125,9 +126,12 @@ async fn listeners_are_added_and_removed() {
         .await
         .is_err());
     let (s, _, _) = collect(
-        send_unix(&socket(&host, "extra"), chat("llama3.2:3b", false))
-            .await
-            .unwrap(),
+        send_unix(
+            &socket(&host, "extra"),
+            chat_request("llama3.2:3b", json!({"stream": false})),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(s, 200);

@@ -10,6 +10,8 @@ use bridge_tests::harness;
 fn quick_bench_runs_every_section() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("results.json");
+    // The bench starts bridge-host from the bin dir itself: refuse a stale one here.
+    harness::bin("bridge-host");
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(["--quick", "--paths", "direct,bridge", "--bin-dir"])
         .arg(harness::bin_dir())

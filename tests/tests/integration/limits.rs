@@ -8,38 +8,13 @@
 use bridge_tests::double::{Double, DoubleConfig, Script};
 use bridge_tests::harness::{config, socket, Host};
 use bridge_tests::http::{
-    bridge_status, collect, next_data, post, raw_unix, raw_unix_until_close, read_response,
-    send_unix, GUARD,
+    bridge_status, collect, next_data, raw_unix, raw_unix_until_close, read_until_close,
+    response_on, send_unix, wait_status, GET_VERSION,
 };
+use bridge_tests::native::chat_request;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
-
-const VERSION: &[u8] = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n";
-
-fn chat(stream: bool) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    post(
-        "/api/chat",
-        &json!({"model": "qwen2.5:7b", "stream": stream, "messages": [{"role": "user", "content": "one two three four"}]}),
-    )
-}
-
-/// Reads until the daemon closes the connection; returns what arrived.
-async fn until_close(s: &mut UnixStream) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    tokio::time::timeout(GUARD, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => all.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .expect("the daemon closes the connection within the guard time");
-    all
-}
 
 fn records_with(host: &Host, reason: &str) -> Vec<Value> {
     host.audit_records()
@@ -65,11 +40,14 @@ async fn a_slowloris_head_is_cut_at_the_header_timeout_and_others_are_served() {
         .unwrap();
 
     // Meanwhile the same listener serves others.
-    let r = raw_unix(&sock, VERSION).await.unwrap().expect("an answer");
+    let r = raw_unix(&sock, GET_VERSION)
+        .await
+        .unwrap()
+        .expect("an answer");
     assert_eq!(r.status, 200);
 
     // The daemon closes the slow connection by itself (no answer, or a 408).
-    let got = until_close(&mut loris).await;
+    let got = read_until_close(&mut loris).await;
     assert!(
         got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
         "{:?}",
@@ -88,11 +66,7 @@ async fn a_slowloris_head_is_cut_at_the_header_timeout_and_others_are_served() {
         .write_all(b"POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":")
         .await
         .unwrap();
-    let r = tokio::time::timeout(GUARD, read_response(&mut loris, false))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("an answer");
+    let r = response_on(&mut loris).await;
     assert_eq!(r.status, 408);
     assert!(String::from_utf8_lossy(&r.body).contains("request_header_timeout"));
     let recs = records_with(&host, "request_timeout");
@@ -118,48 +92,31 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_keepalive_timeout() {
     ))
     .await;
     let mut s = UnixStream::connect(socket(&host, "ka")).await.unwrap();
-    s.write_all(VERSION).await.unwrap();
-    let r = tokio::time::timeout(GUARD, read_response(&mut s, false))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("an answer");
+    s.write_all(GET_VERSION).await.unwrap();
+    let r = response_on(&mut s).await;
     assert_eq!(r.status, 200);
     assert_ne!(r.header("connection"), Some("close"), "kept alive");
     // Then nothing: the daemon ends the idle connection.
-    assert!(until_close(&mut s).await.is_empty());
+    assert!(read_until_close(&mut s).await.is_empty());
     let recs = host.audit_records();
     assert_eq!(recs.len(), 1, "an idle close is not a request: {recs:?}");
 
     // "0s" turns keep-alive off: the answer says so and the connection ends with it.
     let mut s = UnixStream::connect(socket(&host, "nka")).await.unwrap();
-    s.write_all(VERSION).await.unwrap();
-    let r = tokio::time::timeout(GUARD, read_response(&mut s, false))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("an answer");
+    s.write_all(GET_VERSION).await.unwrap();
+    let r = response_on(&mut s).await;
     assert_eq!((r.status, r.header("connection")), (200, Some("close")));
-    assert!(until_close(&mut s).await.is_empty());
+    assert!(read_until_close(&mut s).await.is_empty());
 }
 
 async fn held_stream(sock: &std::path::Path) -> hyper::body::Incoming {
-    let resp = send_unix(sock, chat(true)).await.unwrap();
+    let resp = send_unix(sock, chat_request("qwen2.5:7b", json!({"stream": true})))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     next_data(&mut body).await.expect("first chunk");
     body
-}
-
-/// Waits until `/_bridge/status` shows `n` requests waiting for a slot.
-async fn wait_queued(sock: &std::path::Path, n: u64) {
-    tokio::time::timeout(GUARD, async {
-        while bridge_status(sock).await["queued"] != n {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{n} request(s) queued within the guard time"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,7 +148,12 @@ async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
     let _held_r = held_stream(&r).await;
     let _held_q = held_stream(&q).await;
 
-    let (s, h, body) = collect(send_unix(&a, chat(false)).await.unwrap()).await;
+    let (s, h, body) = collect(
+        send_unix(&a, chat_request("qwen2.5:7b", json!({"stream": false})))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 429);
     assert_eq!(h.get("retry-after").unwrap(), "1");
     let v: Value = serde_json::from_slice(&body).unwrap();
@@ -202,11 +164,21 @@ async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
     );
 
     // Sandbox b is not slowed by a.
-    let (s, _, _) = collect(send_unix(&b, chat(false)).await.unwrap()).await;
+    let (s, _, _) = collect(
+        send_unix(&b, chat_request("qwen2.5:7b", json!({"stream": false})))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 200);
 
     // r waits 50 ms for its slot, then gets 429 naming queue_timeout.
-    let (s, h, body) = collect(send_unix(&r, chat(false)).await.unwrap()).await;
+    let (s, h, body) = collect(
+        send_unix(&r, chat_request("qwen2.5:7b", json!({"stream": false})))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(s, 429);
     assert!(h.contains_key("retry-after"));
     assert!(String::from_utf8_lossy(&body).contains("queue_timeout"));
@@ -214,9 +186,16 @@ async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
     // q's request waits in the queue (seen in the status document) ...
     let waiting = tokio::spawn({
         let q = q.clone();
-        async move { collect(send_unix(&q, chat(false)).await.unwrap()).await }
+        async move {
+            collect(
+                send_unix(&q, chat_request("qwen2.5:7b", json!({"stream": false})))
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
     });
-    wait_queued(&q, 1).await;
+    wait_status(&q, "queued", 1).await;
     assert_eq!(bridge_status(&q).await["limits"]["queue_timeout"], "600s");
     // A second waiter whose client leaves is taken out of the queue at once.
     let mut leaver = UnixStream::connect(&q).await.unwrap();
@@ -227,9 +206,9 @@ async fn a_sandbox_at_its_concurrency_limit_gets_429_while_another_is_served() {
     );
     leaver.write_all(head.as_bytes()).await.unwrap();
     leaver.write_all(body).await.unwrap();
-    wait_queued(&q, 2).await;
+    wait_status(&q, "queued", 2).await;
     drop(leaver);
-    wait_queued(&q, 1).await;
+    wait_status(&q, "queued", 1).await;
     // ... and is served once the held stream ends and frees the slot.
     double.release(10_000);
     let (s, _, _) = waiting.await.unwrap();
@@ -264,17 +243,17 @@ async fn requests_per_minute_limits_one_sandbox_with_an_honest_retry_after() {
     .await;
     let metered = socket(&host, "metered");
     for _ in 0..2 {
-        let r = raw_unix(&metered, VERSION).await.unwrap().unwrap();
+        let r = raw_unix(&metered, GET_VERSION).await.unwrap().unwrap();
         assert_eq!(r.status, 200);
     }
-    let r = raw_unix(&metered, VERSION).await.unwrap().unwrap();
+    let r = raw_unix(&metered, GET_VERSION).await.unwrap().unwrap();
     assert_eq!(r.status, 429);
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     // One token per 30 s: the wait is at least 1 s and at most 30 s.
     assert!((1..=30).contains(&wait), "{wait}");
     let text = String::from_utf8_lossy(&r.body);
     assert!(text.contains("requests_per_minute"), "{text}");
-    let r = raw_unix(&socket(&host, "free"), VERSION)
+    let r = raw_unix(&socket(&host, "free"), GET_VERSION)
         .await
         .unwrap()
         .unwrap();

@@ -2,26 +2,18 @@
 //! user with no supplementary groups, no capability in any set and `no_new_privs`, in
 //! every thread, and still serves and audits; `run_as_root = true` keeps root; an
 //! unknown user is a configuration error. bridge-guest needs no privileges at all.
-//! These tests need root (CI runs as root); otherwise they say so and pass.
+//! These tests need root (CI runs as root); otherwise they fail saying so.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, socket, Guest, Host};
+use bridge_tests::harness::{bin, config, require_root, socket, Guest, Host};
 use bridge_tests::http::{collect, post, req, send_tcp, send_unix};
 use nix::unistd::{Group, User};
 use serde_json::json;
 
 const SANDBOX: &str = "models = [\"qwen2.5:7b\"]";
-
-fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED: this test starts bridge-host as root; run it as root (CI does)");
-    false
-}
 
 /// The `Key:` line of every thread of `pid` (what `/proc/PID/task/*/status` says).
 fn per_thread(pid: u32, key: &str) -> Vec<String> {
@@ -89,9 +81,7 @@ fn setpriv_ids(u: &User) -> (String, String) {
 
 #[tokio::test]
 async fn a_daemon_started_as_root_drops_to_the_configured_user_and_still_serves() {
-    if !is_root() {
-        return;
-    }
+    require_root("it starts bridge-host as root");
     let double = Double::start(DoubleConfig::default()).await;
     let nobody = user("nobody");
     let text = config(
@@ -99,14 +89,9 @@ async fn a_daemon_started_as_root_drops_to_the_configured_user_and_still_serves(
         &[("agent", SANDBOX)],
         "[privileges]\nuser = \"nobody\"\n",
     );
-    // Started with supplementary groups (if setpriv can give them), which must go.
-    let wrapper: Vec<&str> = setpriv().into_iter().chain(["--groups=4,27"]).collect();
-    let wrapper = if wrapper.len() == 2 {
-        &wrapper[..]
-    } else {
-        &[]
-    };
-    let host = Host::start_wrapped(tempfile::tempdir().unwrap(), &text, wrapper, &[]).await;
+    // Started with supplementary groups, which must go.
+    let wrapper = [setpriv(), "--groups=4,27"];
+    let host = Host::start_wrapped(tempfile::tempdir().unwrap(), &text, &wrapper, &[]).await;
     assert_dropped_to(&host, &nobody);
 
     let chat = json!({"model": "qwen2.5:7b", "stream": false, "messages": [{"role": "user", "content": "hi"}]});
@@ -123,9 +108,7 @@ async fn a_daemon_started_as_root_drops_to_the_configured_user_and_still_serves(
 
 #[tokio::test]
 async fn without_a_privileges_section_root_drops_to_the_default_user() {
-    if !is_root() {
-        return;
-    }
+    require_root("it starts bridge-host as root");
     let double = Double::start(DoubleConfig::default()).await;
     let want = User::from_name("ollama-bridge")
         .unwrap()
@@ -144,9 +127,7 @@ async fn without_a_privileges_section_root_drops_to_the_default_user() {
 
 #[tokio::test]
 async fn run_as_root_keeps_root_with_a_warning_and_no_new_privs() {
-    if !is_root() {
-        return;
-    }
+    require_root("it starts bridge-host as root");
     let double = Double::start(DoubleConfig::default()).await;
     let host = Host::start(&config(
         &double.url(),
@@ -192,9 +173,7 @@ fn an_unknown_user_is_a_configuration_error() {
 
 #[tokio::test]
 async fn after_the_drop_reload_and_reopen_fail_clearly_and_the_daemon_keeps_serving() {
-    if !is_root() {
-        return;
-    }
+    require_root("it starts bridge-host as root");
     let double = Double::start(DoubleConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     // The service user must be able to reach the audit directory the daemon creates.
@@ -265,23 +244,19 @@ async fn after_the_drop_reload_and_reopen_fail_clearly_and_the_daemon_keeps_serv
     assert!(status.success(), "{status}: {}", host.log());
 }
 
-fn setpriv() -> Option<&'static str> {
-    let found = ["/usr/bin/setpriv", "/bin/setpriv"]
+/// `setpriv` (util-linux), which starts a process as another user with chosen capabilities.
+fn setpriv() -> &'static str {
+    ["/usr/bin/setpriv", "/bin/setpriv"]
         .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    if found.is_none() {
-        eprintln!("SKIPPED: setpriv (util-linux) is not installed");
-    }
-    found
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("setpriv is not installed: apt-get install -y util-linux")
 }
 
 #[tokio::test]
 async fn started_unprivileged_with_cap_chown_it_chowns_then_sheds_it_in_every_thread() {
     // As under the systemd unit: User=ollama-bridge, AmbientCapabilities=CAP_CHOWN.
-    if !is_root() {
-        return;
-    }
-    let Some(setpriv) = setpriv() else { return };
+    require_root("setpriv starts bridge-host as nobody with CAP_CHOWN");
+    let setpriv = setpriv();
     let double = Double::start(DoubleConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -350,10 +325,8 @@ socket_owner = \"4242:4243\""
 
 #[tokio::test]
 async fn the_guest_relays_as_an_unprivileged_user() {
-    if !is_root() {
-        return;
-    }
-    let Some(setpriv) = setpriv() else { return };
+    require_root("setpriv starts bridge-guest as nobody");
+    let setpriv = setpriv();
     let double = Double::start(DoubleConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -3,12 +3,8 @@
 //! Ollama (the test double) through bridge-guest on 127.0.0.1:11434 and bridge-host,
 //! and cannot reach the host's Ollama port directly.
 
-use std::process::Stdio;
-
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, guest_bin, socket, Host};
-use bridge_tests::http::GUARD;
-use serde_json::Value;
+use bridge_tests::harness::{bin, config, guest_bin, json_output, socket, Host};
 
 /// bubblewrap must be installed (CI's `.ci/run` installs it); a missing one fails loudly.
 fn bwrap() -> std::path::PathBuf {
@@ -37,56 +33,36 @@ async fn agent_in_bwrap_sandbox_reaches_ollama_only_through_the_bridge() {
         .await
         .expect("double reachable from the host");
 
-    let out = tokio::time::timeout(
-        GUARD,
-        tokio::process::Command::new(bwrap())
-            .args([
-                "--unshare-net",
-                "--die-with-parent",
-                "--ro-bind",
-                "/",
-                "/",
-                "--dev",
-                "/dev",
-                "--proc",
-                "/proc",
-                "--tmpfs",
-                "/run",
-            ])
-            .arg("--bind")
-            .arg(&sock_dir)
-            .arg("/run/ollama-bridge")
-            .arg("--")
-            .arg(guest_bin())
-            .args([
-                "run",
-                "--connect",
-                "unix:/run/ollama-bridge/ollama.sock",
-                "--",
-            ])
-            .arg(bin("sandbox-probe"))
-            .arg("--direct")
-            .arg(double.addr().port().to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("sandbox finished within the guard time")
-    .expect("run bwrap");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "sandbox failed: {:?}\n{stderr}",
-        out.status
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "probe output {:?}: {e}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let mut sandbox = tokio::process::Command::new(bwrap());
+    sandbox
+        .args([
+            "--unshare-net",
+            "--die-with-parent",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/run",
+        ])
+        .arg("--bind")
+        .arg(&sock_dir)
+        .arg("/run/ollama-bridge")
+        .arg("--")
+        .arg(guest_bin())
+        .args([
+            "run",
+            "--connect",
+            "unix:/run/ollama-bridge/ollama.sock",
+            "--",
+        ])
+        .arg(bin("sandbox-probe"))
+        .arg("--direct")
+        .arg(double.addr().port().to_string());
+    let (v, stderr) = json_output(&mut sandbox, "the probe in the bwrap sandbox").await;
 
     assert_eq!(v["tags_status"], 200, "{v}");
     assert_eq!(

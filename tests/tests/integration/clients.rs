@@ -4,20 +4,9 @@
 //! (`pip install -r tests/clients/requirements.txt`, `npm ci` in tests/clients); a missing
 //! one fails its test with the install command.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, guest_bin, socket, Host};
-use bridge_tests::http::GUARD;
+use bridge_tests::harness::{bin, bin_dir, config, guest_bin, json_output, repo, socket, Host};
 use serde_json::{json, Value};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
 
 /// The real interpreter behind `python3` (pyenv shims need not work inside the sandbox).
 fn python() -> String {
@@ -45,41 +34,23 @@ async fn setup() -> (Double, Host) {
 /// Runs COMMAND through the bwrap recipe; returns its stdout as JSON.
 async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
     let sock_dir = socket(host, "agent").parent().unwrap().to_owned();
-    let out = tokio::time::timeout(
-        GUARD,
-        tokio::process::Command::new("sh")
-            .arg(repo().join("deploy/bwrap/ollama-sandbox"))
-            .arg("-s")
-            .arg(&sock_dir)
-            .arg("-g")
-            .arg(guest_bin())
-            // The repository and the binaries may live under /tmp, which the sandbox hides.
-            .arg("-r")
-            .arg(repo())
-            .arg("-r")
-            .arg(bridge_tests::harness::bin_dir())
-            .arg("--")
-            .args(command)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the sandboxed client finished within the guard time")
-    .expect("run the recipe");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{command:?} failed: {:?}\n{stderr}",
-        out.status
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{command:?} printed {:?}: {e}\n{stderr}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    let mut recipe = tokio::process::Command::new("sh");
+    recipe
+        .arg(repo().join("deploy/bwrap/ollama-sandbox"))
+        .arg("-s")
+        .arg(&sock_dir)
+        .arg("-g")
+        .arg(guest_bin())
+        // The repository and the binaries may live under /tmp, which the sandbox hides.
+        .arg("-r")
+        .arg(repo())
+        .arg("-r")
+        .arg(bin_dir())
+        .arg("--")
+        .args(command);
+    json_output(&mut recipe, &format!("{command:?} in the sandbox"))
+        .await
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{config, socket, Host};
+use bridge_tests::harness::{config, repo, socket, Host};
 use bridge_tests::http::{raw_unix, RawResponse};
 
 struct Case {
@@ -100,7 +100,7 @@ fn load(path: &Path) -> Case {
 }
 
 fn corpus() -> Vec<Case> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile");
+    let dir = repo().join("tests/fixtures/hostile");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

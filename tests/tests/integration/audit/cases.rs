@@ -1,6 +1,7 @@
 //! The request mix of the audit test: per sandbox, each case is a request (or raw bytes
 //! hyper rejects itself) and the record it must leave in the log.
 
+use bridge_tests::native::chat;
 use serde_json::{json, Value};
 
 /// What one request must have left in the log.
@@ -114,14 +115,6 @@ fn raw(
         status,
         bytes_in: (bytes.len() as u64, bytes.len() as u64),
     })
-}
-
-pub(super) fn chat(model: &str, extra: Value) -> Value {
-    let mut v = json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]});
-    for (k, x) in extra.as_object().unwrap() {
-        v[k] = x.clone();
-    }
-    v
 }
 
 const ALLOW_OK: (&str, Option<&str>, u16) = ("allow", None, 200);

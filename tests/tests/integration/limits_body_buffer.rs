@@ -7,7 +7,7 @@ use std::path::Path;
 
 use bridge_tests::double::{Double, DoubleConfig};
 use bridge_tests::harness::{config, socket, Host};
-use bridge_tests::http::{bridge_status, read_response, RawResponse, GUARD};
+use bridge_tests::http::{bridge_status, raw_unix_writing, response_on, wait_status, RawResponse};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -34,34 +34,12 @@ fn request(path: &str, body: &[u8]) -> Vec<u8> {
     r
 }
 
-/// Waits until `/_bridge/status` shows `n` bytes of request bodies held.
-async fn wait_held(sock: &Path, n: u64) {
-    tokio::time::timeout(GUARD, async {
-        while bridge_status(sock).await["body_buffer_held"] != n {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{n} body bytes held within the guard time"));
-}
-
 /// Sends a chat request of `len` body bytes while reading the answer (a refused body is
 /// not read: the write may fail once the daemon closes the connection).
 async fn send(sock: &Path, path: &str, len: usize) -> RawResponse {
-    let s = UnixStream::connect(sock).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    let bytes = request(path, &chat_body(len));
-    let writer = tokio::spawn(async move {
-        let _ = wr.write_all(&bytes).await;
-        wr
-    });
-    let r = tokio::time::timeout(GUARD, read_response(&mut rd, false))
+    raw_unix_writing(sock, request(path, &chat_body(len)), Vec::new(), 0)
         .await
-        .expect("an answer within the guard time")
-        .unwrap()
-        .expect("an answer before the close");
-    drop(writer.await.unwrap());
-    r
+        .0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +64,7 @@ async fn bodies_beyond_max_body_buffer_get_429_until_the_budget_is_given_back() 
     let (part, rest) = first.split_at(first.len() - MIB / 2);
     let mut one = UnixStream::connect(&sock).await.unwrap();
     one.write_all(part).await.unwrap();
-    wait_held(&sock, MIB as u64).await;
+    wait_status(&sock, "body_buffer_held", MIB as u64).await;
 
     // Meanwhile a 600 KiB body does not fit: 429 at once, naming the limit.
     let r = send(&sock, "/api/chat", 600 << 10).await;
@@ -113,11 +91,7 @@ async fn bodies_beyond_max_body_buffer_get_429_until_the_budget_is_given_back() 
 
     // Connection 1 finishes its body and is served; its share comes back.
     one.write_all(rest).await.unwrap();
-    let r = tokio::time::timeout(GUARD, read_response(&mut one, false))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("an answer");
+    let r = response_on(&mut one).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(bridge_status(&sock).await["body_buffer_held"], 0);
     assert_eq!(send(&sock, "/api/chat", 600 << 10).await.status, 200);

@@ -1,20 +1,23 @@
 //! The audit trail end to end, on real sockets: one correct record per request —
 //! allowed, denied, failed upstream, or rejected by the HTTP parser — from two sandboxes
 //! at once; `log_prompts`; and `bridge-host audit --summary` on the resulting log.
-//! (When records are written, and what survives SIGKILL: `audit_durability.rs`.)
+//! (When records are written, and what survives SIGKILL: `audit_durability`.)
 
 use std::collections::HashSet;
 
 use bridge_tests::double::{Double, DoubleConfig, Script};
-use bridge_tests::harness::{config, socket, Host};
-use bridge_tests::http::{collect, post, raw_unix_until_close, req, send_unix, GUARD, REQUEST_ID};
+use bridge_tests::harness::{config, dead_upstream, socket, Host};
+use bridge_tests::http::{
+    collect, ndjson, post, raw_unix_until_close, req, send_unix, GUARD, REQUEST_ID,
+};
+use bridge_tests::native::chat;
 use protocol::audit::parse_rfc3339_millis;
 use serde_json::{json, Value};
 
 mod cases;
 mod summary;
 
-use cases::{alpha_cases, beta_cases, chat, Case, Want};
+use cases::{alpha_cases, beta_cases, Case, Want};
 use summary::summary_matches;
 
 const ALPHA: &str = "models = [\"qwen2.5:7b\", \"llama3.2:*\"]\nendpoints = [\"chat\", \"generate\", \"embed\", \"list\"]";
@@ -23,11 +26,8 @@ const PIN: &str = "[model.\"qwen2.5:7b\"]\nnum_ctx = 8192\n";
 
 /// The counts of Ollama's final chunk (or whole object) in an answer.
 fn final_counts(body: &[u8]) -> (Option<u64>, Option<u64>) {
-    let last = body
-        .split(|&b| b == b'\n')
-        .rfind(|l| !l.is_empty())
-        .expect("a non-empty answer");
-    let v: Value = serde_json::from_slice(last).expect("final chunk is JSON");
+    let lines = ndjson(body);
+    let v = lines.last().expect("a non-empty answer");
     assert_eq!(v["done"], true, "{v}");
     (v["prompt_eval_count"].as_u64(), v["eval_count"].as_u64())
 }
@@ -197,12 +197,7 @@ async fn one_correct_record_per_request_from_two_sandboxes_and_a_summary_of_them
 
 #[tokio::test]
 async fn failures_reaching_ollama_are_recorded_as_allowed_with_the_reason() {
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let host = Host::start(&config(&format!("http://{dead}"), &[("alpha", ALPHA)], PIN)).await;
+    let host = Host::start(&config(&dead_upstream(), &[("alpha", ALPHA)], PIN)).await;
     let body = chat("qwen2.5:7b", json!({"stream": false}));
     let resp = send_unix(&socket(&host, "alpha"), post("/api/chat", &body))
         .await

@@ -1,13 +1,14 @@
 //! The recipes in deploy/ as operators copy them: their files agree with each other and
 //! with the rules of the tools they configure. (The sandbox mechanics themselves run in
-//! sandbox_e2e.rs and clients.rs; configs are checked by bridge-host's cli tests.)
+//! `sandbox_e2e` and `clients`; configs are checked by bridge-host's cli tests.)
 
 use std::path::{Path, PathBuf};
 
+use bridge_tests::harness::repo;
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    repo().join("deploy")
 }
 
 fn read(rel: &str) -> String {

@@ -3,11 +3,9 @@
 //! same requests sent straight to the double's `/v1` layer, which loses streamed tool
 //! calls as Ollama's does.
 
-use std::path::Path;
-
 use bridge_tests::double::{Double, DoubleConfig, Script, ToolPlacement};
-use bridge_tests::harness::{config, socket, Guest, Host};
-use bridge_tests::http::{next_data, post, send_tcp, sse_events, GUARD};
+use bridge_tests::harness::{config, json_output, repo, socket, Guest, Host};
+use bridge_tests::http::{next_data, post, send_tcp, sse_events};
 use bridge_tests::oai::{
     assert_two_calls, chain, chat, content, deltas, finish_reason, sandbox, send, tools, MODELS,
     PINNED,
@@ -226,34 +224,12 @@ async fn embeddings_through_api_embed() {
 }
 
 /// Runs `tests/clients/openai_tools.py BASE_URL` and returns what the client assembled.
+/// (Without the `openai` module the script fails saying `python3 -m pip install openai`.)
 async fn python_client(base_url: &str) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/openai_tools.py");
-    let run = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(base_url)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(GUARD, run)
-        .await
-        .expect("the python client finished within the guard time")
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run python3 ({e}): install Python 3, then `python3 -m pip install openai`"
-            )
-        });
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(3) {
-        panic!(
-            "the `openai` Python module is missing: run `python3 -m pip install openai` ({stderr})"
-        );
-    }
-    assert!(out.status.success(), "python client failed: {stderr}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "client output is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    let script = repo().join("tests/clients/openai_tools.py");
+    let mut run = tokio::process::Command::new("python3");
+    run.arg(&script).arg(base_url);
+    json_output(&mut run, "the python client (python3)").await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

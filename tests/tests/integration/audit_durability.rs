@@ -8,20 +8,13 @@ use std::collections::HashSet;
 use bridge_tests::double::{Double, DoubleConfig, Script};
 use bridge_tests::harness::{config, socket, Host};
 use bridge_tests::http::{collect, next_data, post, req, send_unix, GUARD, REQUEST_ID};
+use bridge_tests::native::chat;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
 const ALPHA: &str = "models = [\"qwen2.5:7b\", \"llama3.2:*\"]\nendpoints = [\"chat\", \"generate\", \"embed\", \"list\"]";
 const PIN: &str = "[model.\"qwen2.5:7b\"]\nnum_ctx = 8192\n";
-
-fn chat(model: &str, extra: Value) -> Value {
-    let mut v = json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]});
-    for (k, x) in extra.as_object().unwrap() {
-        v[k] = x.clone();
-    }
-    v
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denial_is_in_the_file_before_its_403_arrives() {

@@ -8,13 +8,12 @@ use std::path::Path;
 
 use bridge_tests::double::{Double, DoubleConfig};
 use bridge_tests::harness::{config, socket, Host};
-use bridge_tests::http::{raw_unix, read_response, GUARD};
+use bridge_tests::http::{raw_unix, raw_unix_writing, read_until_close, response_on, GET_VERSION};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
 const GIB: u64 = 1 << 30;
-const VERSION: &[u8] = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
 /// The daemon's peak resident set (VmHWM) in bytes.
 fn peak_rss(pid: u32) -> u64 {
@@ -31,31 +30,7 @@ fn peak_rss(pid: u32) -> u64 {
 /// Sends `head` and then body bytes from `chunk` until `total` or until the daemon stops
 /// reading, while reading the answer. Returns the status and the body bytes sent.
 async fn send_huge(sock: &Path, head: Vec<u8>, chunk: Vec<u8>, total: u64) -> (u16, u64) {
-    let s = UnixStream::connect(sock).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    let writer = tokio::spawn(async move {
-        let mut sent = 0u64;
-        if wr.write_all(&head).await.is_err() {
-            return sent;
-        }
-        while sent < total {
-            if wr.write_all(&chunk).await.is_err() {
-                break;
-            }
-            sent += chunk.len() as u64;
-        }
-        sent
-    });
-    let resp = tokio::time::timeout(GUARD, read_response(&mut rd, false))
-        .await
-        .expect("an answer within the guard time")
-        .unwrap()
-        .expect("an answer before the close");
-    // The daemon closes the connection after its answer: the writer stops there.
-    let sent = tokio::time::timeout(GUARD, writer)
-        .await
-        .expect("the writer stops")
-        .unwrap();
+    let (resp, sent) = raw_unix_writing(sock, head, chunk, total).await;
     (resp.status, sent)
 }
 
@@ -141,7 +116,7 @@ async fn idle_connections_on_one_listener_do_not_stop_another() {
     assert_eq!(idle.len(), IDLE);
 
     // The other listener serves as usual.
-    let r = raw_unix(&socket(&host, "quiet"), VERSION)
+    let r = raw_unix(&socket(&host, "quiet"), GET_VERSION)
         .await
         .unwrap()
         .unwrap();
@@ -149,12 +124,8 @@ async fn idle_connections_on_one_listener_do_not_stop_another() {
 
     // The crowded one answers a connection over max_connections with 503 and closes it.
     let mut s = UnixStream::connect(&crowded).await.unwrap();
-    s.write_all(VERSION).await.unwrap();
-    let r = tokio::time::timeout(GUARD, read_response(&mut s, false))
-        .await
-        .unwrap()
-        .unwrap()
-        .expect("a 503, not a hang");
+    s.write_all(GET_VERSION).await.unwrap();
+    let r = response_on(&mut s).await; // a 503, not a hang
     assert_eq!(r.status, 503);
     assert_eq!(r.header("connection"), Some("close"));
     let v: Value = serde_json::from_slice(&r.body).unwrap();
@@ -163,12 +134,10 @@ async fn idle_connections_on_one_listener_do_not_stop_another() {
         msg.contains("sandbox \"crowded\" has 2000 open connections (max_connections)"),
         "{msg}"
     );
-    let mut rest = Vec::new();
-    tokio::time::timeout(GUARD, s.read_to_end(&mut rest))
-        .await
-        .expect("closed after the 503")
-        .unwrap();
-    assert!(rest.is_empty());
+    assert!(
+        read_until_close(&mut s).await.is_empty(),
+        "closed after the 503"
+    );
 
     // The refusal is logged (at most once per 10 s per listener), not audited.
     assert!(host.log().contains("connection limit reached"));

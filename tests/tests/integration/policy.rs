@@ -4,6 +4,7 @@
 use bridge_tests::double::{Double, DoubleConfig};
 use bridge_tests::harness::{config, socket, Host};
 use bridge_tests::http::{collect, post, req, send_unix};
+use bridge_tests::native::chat_request;
 use serde_json::{json, Value};
 
 async fn setup() -> (Double, Host) {
@@ -35,14 +36,6 @@ async fn call(
     (status, v)
 }
 
-fn chat(fields: Value) -> http::Request<http_body_util::Full<bytes::Bytes>> {
-    let mut body = json!({"stream": false, "messages": [{"role": "user", "content": "hi"}]});
-    for (k, v) in fields.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    post("/api/chat", &body)
-}
-
 #[tokio::test]
 async fn canonical_names_match_every_spelling_of_an_entry() {
     let (double, host) = setup().await;
@@ -54,10 +47,16 @@ async fn canonical_names_match_every_spelling_of_an_entry() {
             "QWEN2.5",
             "library/qwen2.5",
         ] {
-            let (status, v) = call(&host, sandbox, chat(json!({"model": name}))).await;
+            let (status, v) =
+                call(&host, sandbox, chat_request(name, json!({"stream": false}))).await;
             assert_eq!(status, 200, "{sandbox} {name}: {v}");
         }
-        let (status, _) = call(&host, sandbox, chat(json!({"model": "qwen2.5:7b"}))).await;
+        let (status, _) = call(
+            &host,
+            sandbox,
+            chat_request("qwen2.5:7b", json!({"stream": false})),
+        )
+        .await;
         assert_eq!(status, 403, "{sandbox}: qwen2.5:7b is another tag");
     }
     assert_eq!(double.requests().len(), 10);
@@ -79,7 +78,12 @@ async fn allowed_model_streams_and_denied_model_gets_the_bridges_message() {
             > 2,
         "streamed NDJSON"
     );
-    let (status, v) = call(&host, "short", chat(json!({"model": "llama3.3:70b"}))).await;
+    let (status, v) = call(
+        &host,
+        "short",
+        chat_request("llama3.3:70b", json!({"stream": false})),
+    )
+    .await;
     assert_eq!(status, 403);
     assert_eq!(
         v["error"],
@@ -91,36 +95,24 @@ async fn allowed_model_streams_and_denied_model_gets_the_bridges_message() {
 #[tokio::test]
 async fn the_name_ollama_would_use_is_the_one_decided_on() {
     let (double, host) = setup().await;
-    // model wins over name when both are set.
-    let (s, _) = call(
-        &host,
-        "short",
-        chat(json!({"model": "qwen2.5", "name": "llama3.3:70b"})),
-    )
-    .await;
-    assert_eq!(s, 200);
-    let (s, _) = call(
-        &host,
-        "short",
-        chat(json!({"model": "llama3.3:70b", "name": "qwen2.5"})),
-    )
-    .await;
-    assert_eq!(s, 403);
-    // name alone, or after an empty model, is read.
-    let (s, _) = call(&host, "short", chat(json!({"name": "llama3.3:70b"}))).await;
-    assert_eq!(s, 403);
-    let (s, _) = call(
-        &host,
-        "short",
-        chat(json!({"model": "", "name": "qwen2.5"})),
-    )
-    .await;
-    assert_eq!(s, 200);
-    // Go matches keys case-insensitively: "Model" is decided on, and forwarded as "model".
-    let (s, _) = call(&host, "short", chat(json!({"Model": "llama3.3:70b"}))).await;
-    assert_eq!(s, 403);
-    let (s, _) = call(&host, "short", chat(json!({"MODEL": "qwen2.5"}))).await;
-    assert_eq!(s, 200);
+    // Chats that differ only in the keys naming the model.
+    let cases = [
+        // model wins over name when both are set.
+        (json!({"model": "qwen2.5", "name": "llama3.3:70b"}), 200),
+        (json!({"model": "llama3.3:70b", "name": "qwen2.5"}), 403),
+        // name alone, or after an empty model, is read.
+        (json!({"name": "llama3.3:70b"}), 403),
+        (json!({"model": "", "name": "qwen2.5"}), 200),
+        // Go matches keys case-insensitively: "Model" is decided on, and forwarded as "model".
+        (json!({"Model": "llama3.3:70b"}), 403),
+        (json!({"MODEL": "qwen2.5"}), 200),
+    ];
+    for (mut body, want) in cases {
+        body["stream"] = json!(false);
+        body["messages"] = json!([{"role": "user", "content": "hi"}]);
+        let (s, v) = call(&host, "short", post("/api/chat", &body)).await;
+        assert_eq!(s, want, "{body}: {v}");
+    }
     let got = double.requests();
     assert_eq!(got.len(), 3);
     let last = got[2].json();
@@ -132,7 +124,7 @@ async fn the_name_ollama_would_use_is_the_one_decided_on() {
 async fn cloud_models_and_management_are_denied_by_default() {
     let (double, host) = setup().await;
     for m in ["gpt-oss:120b-cloud", "kimi-k2:cloud"] {
-        let (s, v) = call(&host, "all", chat(json!({"model": m}))).await;
+        let (s, v) = call(&host, "all", chat_request(m, json!({"stream": false}))).await;
         assert_eq!(s, 403, "{m}");
         assert!(v["error"].as_str().unwrap().contains("cloud model"), "{v}");
     }

@@ -5,7 +5,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Output;
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, guest_bin, socket, Host};
+use bridge_tests::harness::{bin, config, dead_upstream, guest_bin, require_root, socket, Host};
 use bridge_tests::http::{collect, req, send_unix, GUARD};
 use serde_json::Value;
 
@@ -107,10 +107,7 @@ async fn doctor_names_the_missing_socket() {
 
 #[tokio::test]
 async fn doctor_names_wrong_permissions() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test drops to uid 65534 and must run as root (CI does)"
-    );
+    require_root("doctor runs as uid 65534");
     let double = Double::start(DoubleConfig::default()).await;
     let host = Host::start(&config(
         &double.url(),
@@ -142,17 +139,7 @@ async fn doctor_names_a_stopped_host() {
 
 #[tokio::test]
 async fn doctor_names_a_stopped_ollama() {
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let host = Host::start(&config(
-        &format!("http://{dead}"),
-        &[("agent", SANDBOX)],
-        "",
-    ))
-    .await;
+    let host = Host::start(&config(&dead_upstream(), &[("agent", SANDBOX)], "")).await;
     let (code, out) = doctor(&unix(&host), &[], None).await;
     assert_eq!(code, Some(6), "{out}");
     assert!(

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use bridge_tests::double::{Double, DoubleConfig, Script};
-use bridge_tests::harness::{config, socket, Guest, Host};
-use bridge_tests::http::{collect, next_data, post, req, send_tcp, send_unix, GUARD};
+use bridge_tests::harness::{config, dead_upstream, socket, Guest, Host};
+use bridge_tests::http::{collect, ndjson, next_data, post, req, rest, send_tcp, send_unix, GUARD};
 use serde_json::{json, Value};
 
 const SANDBOX: &str = "models = [\"qwen2.5:7b\", \"llama3.2:*\"]\nendpoints = [\"chat\", \"generate\", \"embed\", \"list\", \"openai\"]";
@@ -185,18 +185,7 @@ async fn unknown_routes_are_404_in_the_family_format() {
 
 #[tokio::test]
 async fn ollama_down_gives_502_json_within_the_connect_timeout() {
-    // Bind then drop a listener: a port on which nothing listens.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let host = Host::start(&config(
-        &format!("http://{dead}"),
-        &[("agent", SANDBOX)],
-        "",
-    ))
-    .await;
+    let host = Host::start(&config(&dead_upstream(), &[("agent", SANDBOX)], "")).await;
     let guest = Guest::start(&socket(&host, "agent")).await;
     let started = Instant::now();
     let resp = send_tcp(
@@ -278,11 +267,7 @@ async fn silent_ollama_gives_504_before_headers_and_an_error_line_mid_stream() {
     let (status, _, body) =
         collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
     assert_eq!(status, 200);
-    let lines: Vec<Value> = body
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).unwrap())
-        .collect();
+    let lines = ndjson(&body);
     assert_eq!(lines.len(), 3, "two chunks, then the bridge's error line");
     assert!(
         lines[2]["error"].as_str().unwrap().contains("idle_timeout"),
@@ -298,12 +283,7 @@ async fn silent_ollama_gives_504_before_headers_and_an_error_line_mid_stream() {
     let (status, _, body) =
         collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
     assert_eq!(status, 200);
-    let last = body
-        .split(|&b| b == b'\n')
-        .rfind(|l| !l.is_empty())
-        .unwrap()
-        .to_vec();
-    let v: Value = serde_json::from_slice(&last).unwrap();
+    let v = ndjson(&body).pop().unwrap();
     assert!(
         v["error"].as_str().unwrap().contains("unexpected EOF"),
         "{v}"
@@ -351,20 +331,8 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
         .await
         .expect("socket removed after SIGTERM");
     double.release(10);
-    let mut rest = Vec::new();
-    while let Some(d) = next_data(&mut body).await {
-        rest.extend_from_slice(&d);
-    }
-    let last = rest
-        .split(|&b| b == b'\n')
-        .rfind(|l| !l.is_empty())
-        .unwrap()
-        .to_vec();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&last).unwrap()["done"],
-        true,
-        "stream completed"
-    );
+    let last = ndjson(&rest(&mut body).await).pop().unwrap();
+    assert_eq!(last["done"], true, "stream completed");
     let status = tokio::time::timeout(GUARD, host.child.wait())
         .await
         .unwrap()

@@ -4,7 +4,7 @@
 //! transport these machines lack, so its test is `#[ignore]`d with the command to run it.
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{config, Guest, Host};
+use bridge_tests::harness::{config, repo, Guest, Host};
 use bridge_tests::http::{collect, post, raw_unix, send_tcp};
 use serde_json::{json, Value};
 
@@ -74,7 +74,7 @@ async fn af_vsock_listener_binds_and_announces_its_port() {
 /// Needs an AF_VSOCK transport that can reach this host's own listener, which these
 /// machines lack (no vsock_loopback). Run it on a host with the module, or inside a VM
 /// against its host, with:
-///   sudo modprobe vsock_loopback && cargo test -p ollama-bridge-tests --test vsock -- --ignored
+///   sudo modprobe vsock_loopback && cargo test -p ollama-bridge-tests --test integration -- --ignored vsock::
 #[tokio::test]
 #[ignore = "needs the vsock_loopback transport: sudo modprobe vsock_loopback, then run with --ignored"]
 async fn guest_relays_over_af_vsock_to_the_host() {
@@ -101,7 +101,7 @@ async fn guest_relays_over_af_vsock_to_the_host() {
 
 #[test]
 fn firecracker_recipe_agrees_with_its_listener() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/firecracker");
+    let dir = repo().join("deploy/firecracker");
     let vsock: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("vsock.json")).unwrap()).unwrap();
     let toml = std::fs::read_to_string(dir.join("bridge.toml")).unwrap();

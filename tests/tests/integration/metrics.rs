@@ -141,9 +141,8 @@ async fn counters_move_with_requests() {
 
 #[tokio::test]
 async fn connections_refused_at_max_connections_are_counted() {
-    use bridge_tests::http::{raw_unix, read_response};
+    use bridge_tests::http::{raw_unix, response_on, GET_VERSION};
     use tokio::io::AsyncWriteExt;
-    const VERSION: &[u8] = b"GET /api/version HTTP/1.1\r\nhost: x\r\n\r\n";
     let double = Double::start(DoubleConfig::default()).await;
     let host = Host::start(&config(
         &double.url(),
@@ -155,12 +154,12 @@ async fn connections_refused_at_max_connections_are_counted() {
     let refused = "ollama_bridge_connections_refused_total{sandbox=\"agent\"}";
     // One connection, kept open after a whole answer: accepted and counted.
     let mut held = tokio::net::UnixStream::connect(&sock).await.unwrap();
-    held.write_all(VERSION).await.unwrap();
-    let r = read_response(&mut held, false).await.unwrap().unwrap();
+    held.write_all(GET_VERSION).await.unwrap();
+    let r = response_on(&mut held).await;
     assert_eq!(r.status, 200);
     assert_eq!(sample(&scrape(&host).await, refused), 0.0);
     // The second gets the 503, and the metric counts it (no audit record: not a request).
-    let r = raw_unix(&sock, VERSION).await.unwrap().unwrap();
+    let r = raw_unix(&sock, GET_VERSION).await.unwrap().unwrap();
     assert_eq!(r.status, 503);
     assert_eq!(sample(&scrape(&host).await, refused), 1.0);
     assert_eq!(host.audit_records().len(), 1);

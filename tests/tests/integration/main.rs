@@ -1,0 +1,28 @@
+//! The integration tests of ollama-bridge: one test binary (STYLE.md rule 17), a module per
+//! area, sharing the helpers of the test library (`bridge_tests`). They start the real
+//! `bridge-host` and `bridge-guest` binaries, which `cargo test --workspace` builds first;
+//! `cargo test -p ollama-bridge-tests` refuses binaries older than their sources.
+//!
+//! Run one area with a name filter, e.g.
+//! `cargo test -p ollama-bridge-tests --test integration -- chain::`.
+
+mod audit;
+mod audit_durability;
+mod bench_smoke;
+mod chain;
+mod clients;
+mod deploy;
+mod doctor;
+mod hostile;
+mod limits;
+mod limits_body_buffer;
+mod limits_memory;
+mod metrics;
+mod num_ctx;
+mod openai;
+mod openai_errors;
+mod policy;
+mod privileges;
+mod reload;
+mod sandbox_e2e;
+mod vsock;
