@@ -138,7 +138,7 @@ impl RawResponse {
 /// `GET /_bridge/status` of the listener at `sock`, which must answer 200 with JSON.
 pub async fn bridge_status(sock: &Path) -> serde_json::Value {
     let (s, _, b) = collect(
-        send_unix(sock, req("GET", "/_bridge/status", ""))
+        send_unix(sock, req("GET", protocol::route::STATUS_PATH, ""))
             .await
             .unwrap(),
     )

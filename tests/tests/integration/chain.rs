@@ -185,7 +185,8 @@ async fn unknown_routes_are_404_in_the_family_format() {
 
 #[tokio::test]
 async fn ollama_down_gives_502_json_within_the_connect_timeout() {
-    let host = Host::start(&config(&dead_upstream(), &[("agent", SANDBOX)], "")).await;
+    let upstream = dead_upstream();
+    let host = Host::start(&config(&upstream, &[("agent", SANDBOX)], "")).await;
     let guest = Guest::start(&socket(&host, "agent")).await;
     let started = Instant::now();
     let resp = send_tcp(
@@ -204,9 +205,13 @@ async fn ollama_down_gives_502_json_within_the_connect_timeout() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     let msg = v["error"].as_str().unwrap();
     assert!(
-        msg.starts_with("ollama-bridge: cannot reach Ollama at http://127.0.0.1:"),
+        msg.starts_with("ollama-bridge: cannot reach Ollama: "),
         "{msg}"
     );
+    // The sandbox never learns the upstream's address; the host log names it.
+    assert!(!msg.contains("127.0.0.1"), "{msg}");
+    let log = std::fs::read_to_string(&host.stderr).unwrap();
+    assert!(log.contains(&format!("upstream {upstream}")), "{log}");
     // The contract: an answer within the connect timeout (2s here) plus a second.
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
@@ -338,4 +343,51 @@ async fn sigterm_drains_in_flight_streams_then_exits_zero() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}: {}", host.log());
+}
+
+/// A bridge-guest on the host and the upstream pointing at it: the request comes back
+/// to the host once, is refused with 508 `loop_detected`, and that answer goes back
+/// out: two records, not a storm; the sandbox's status says the upstream loops.
+#[tokio::test]
+async fn a_request_that_loops_back_is_refused_once_with_508() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent/ollama.sock");
+    // The guest connects per connection, so it may start before the host's socket exists.
+    let guest = Guest::start(&sock).await;
+    let upstream = format!("http://{}", guest.addr);
+    let host = Host::start_in(dir, &config(&upstream, &[("agent", SANDBOX)], ""), &[]).await;
+    let resp = send_tcp(guest.addr, req("GET", "/api/tags", ""))
+        .await
+        .unwrap();
+    let (status, _, body) = collect(resp).await;
+    assert_eq!(status, 508, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("loop detected"), "{msg}");
+    assert!(
+        !msg.contains(&upstream),
+        "the sandbox never sees the upstream: {msg}"
+    );
+    let recs = host.audit_records();
+    assert_eq!(recs.len(), 2, "{recs:#?}");
+    let looped: Vec<_> = recs
+        .iter()
+        .filter(|r| r["reason"] == "loop_detected")
+        .collect();
+    assert_eq!(looped.len(), 1, "{recs:#?}");
+    assert_eq!(looped[0]["status"], 508);
+    assert!(host.log().contains(&format!("upstream {upstream}")));
+
+    let (status, _, body) = collect(
+        send_tcp(guest.addr, req("GET", protocol::route::STATUS_PATH, ""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["upstream"]["reachable"], false, "{doc}");
+    let err = doc["upstream"]["error"].as_str().unwrap();
+    assert!(err.contains("loop detected"), "{err}");
+    assert!(!err.contains(&upstream), "{err}");
 }
