@@ -13,6 +13,7 @@
 
 use fuzz_support::{config, ollama_models, sandboxes};
 use libfuzzer_sys::fuzz_target;
+use protocol::config::NumCtxPolicy;
 use protocol::json::parse_strict_object;
 use protocol::policy::{apply_num_ctx, decide, endpoint_allowed};
 use protocol::route::{is_canonical_path, BodyKind, EndpointClass, Route};
@@ -157,11 +158,25 @@ fuzz_target!(|data: &[u8]| {
                 Route::Chat | Route::Generate | Route::Embed | Route::Embeddings
             ),
         ) {
-            let n = apply_num_ctx(o, config().num_ctx_policy(&model));
+            let policy = config().num_ctx_policy(&model);
+            // What Ollama would refuse (or run with no context) is refused: not forwarded.
+            let Ok(n) = apply_num_ctx(o, policy) else {
+                continue;
+            };
             if let Some(sent) = n.sent {
+                // Ollama reads option keys exactly (Options.FromMap over a map).
                 let opts = fuzz_support::go_field(o, "options").and_then(Value::as_object);
-                let got = opts.and_then(|op| fuzz_support::go_field(op, "num_ctx"));
+                let got = opts.and_then(|op| op.get("num_ctx"));
                 assert_eq!(got.and_then(Value::as_u64), Some(sent), "num_ctx forwarded");
+            }
+            // Whatever was asked, in whatever form, a policy's bounds hold.
+            match policy {
+                Some(NumCtxPolicy::Pin(p)) => assert_eq!(n.sent, Some(p)),
+                Some(NumCtxPolicy::Clamp { min, max, .. }) => {
+                    let sent = n.sent.expect("a bounded policy always sends a num_ctx");
+                    assert!(min.is_none_or(|m| sent >= m) && max.is_none_or(|m| sent <= m));
+                }
+                None => assert_eq!(n.sent, n.requested),
             }
         }
         // What is forwarded: the re-serialised object, read as Ollama reads it.

@@ -21,7 +21,15 @@ pub fn sources(name: &str) -> &'static [&'static str] {
 }
 
 /// The most recently modified `.rs` file under `dirs` (recursively), with its time.
+/// Unit-test files (`tests.rs`, `*_tests.rs`: `#[cfg(test)]` modules) are not part of a
+/// binary, so cargo does not rebuild it for them; they are skipped.
 /// Panics when a directory cannot be read: a check over nothing would pass every binary.
+fn is_unit_test_file(path: &Path) -> bool {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .is_some_and(|s| s == "tests" || s.ends_with("_tests"))
+}
+
 pub fn newest_source(dirs: &[PathBuf]) -> Option<(SystemTime, PathBuf)> {
     let mut newest: Option<(SystemTime, PathBuf)> = None;
     let mut todo = dirs.to_vec();
@@ -34,7 +42,7 @@ pub fn newest_source(dirs: &[PathBuf]) -> Option<(SystemTime, PathBuf)> {
             let meta = entry.metadata().expect("metadata");
             if meta.is_dir() {
                 todo.push(path);
-            } else if path.extension().is_some_and(|x| x == "rs") {
+            } else if path.extension().is_some_and(|x| x == "rs") && !is_unit_test_file(&path) {
                 let t = meta.modified().expect("mtime");
                 let newer = match &newest {
                     Some((n, _)) => t > *n,

@@ -204,7 +204,7 @@ fn decide_body(
             route,
             Route::Chat | Route::Generate | Route::Embed | Route::Embeddings
         ) {
-            let n = apply_num_ctx(o, ctx.config.num_ctx_policy(m));
+            let n = apply_num_ctx(o, ctx.config.num_ctx_policy(m)).map_err(|e| e.to_error())?;
             rec.num_ctx_requested = n.requested;
             rec.num_ctx_sent = n.sent;
         }

@@ -76,7 +76,7 @@ fn translate(
         .as_deref()
         .and_then(|m| ModelName::parse(m).ok())
         .and_then(|m| ctx.config.num_ctx_policy(&m));
-    let n = apply_num_ctx(&mut native, policy);
+    let n = apply_num_ctx(&mut native, policy).map_err(|e| e.to_error())?;
     ex.rec.num_ctx_requested = n.requested;
     ex.rec.num_ctx_sent = n.sent;
     tracing::debug!(request_id = %ex.id(), native = target.path(), num_ctx = ?n.sent, "openai_via_native");

@@ -27,7 +27,9 @@ const PROBE_EXTRA: Duration = Duration::from_secs(2);
 fn policy_json(p: NumCtxPolicy) -> Value {
     match p {
         NumCtxPolicy::Pin(n) => json!({ "num_ctx": n }),
-        NumCtxPolicy::Clamp { min, max } => json!({ "num_ctx_min": min, "num_ctx_max": max }),
+        NumCtxPolicy::Clamp { min, max, default } => {
+            json!({ "num_ctx_min": min, "num_ctx_max": max, "num_ctx_default": default })
+        }
     }
 }
 

@@ -152,8 +152,14 @@ pub struct Sandbox {
 pub enum NumCtxPolicy {
     /// Always send this value.
     Pin(u64),
-    /// Clamp what was asked for; `min` also applies when nothing was asked.
-    Clamp { min: Option<u64>, max: Option<u64> },
+    /// Clamp what was asked for into `[min, max]`. When nothing was asked, send
+    /// `default`, else `min`, else `max`: whatever the sandbox sends, the context Ollama
+    /// runs with lies within the bounds.
+    Clamp {
+        min: Option<u64>,
+        max: Option<u64>,
+        default: Option<u64>,
+    },
 }
 
 /// `[model."<glob>"]`.
@@ -210,8 +216,8 @@ impl NumCtxPolicy {
     pub fn apply(self, requested: Option<u64>) -> Option<u64> {
         match self {
             NumCtxPolicy::Pin(n) => Some(n),
-            NumCtxPolicy::Clamp { min, max } => {
-                let mut v = requested.or(min)?;
+            NumCtxPolicy::Clamp { min, max, default } => {
+                let mut v = requested.or(default).or(min).or(max)?;
                 if let Some(lo) = min {
                     v = v.max(lo);
                 }

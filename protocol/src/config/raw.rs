@@ -115,4 +115,6 @@ pub(super) struct RawModel {
     pub(super) num_ctx_min: Option<u64>,
     /// Lower a larger requested `num_ctx` to this.
     pub(super) num_ctx_max: Option<u64>,
+    /// The context sent when a request asks for none (within min/max).
+    pub(super) num_ctx_default: Option<u64>,
 }

@@ -183,19 +183,50 @@ fn metrics_listen_is_host_only() {
 #[test]
 fn num_ctx_policies() {
     assert_eq!(NumCtxPolicy::Pin(8).apply(Some(2)), Some(8));
+    assert_eq!(NumCtxPolicy::Pin(8).apply(None), Some(8));
     let c = NumCtxPolicy::Clamp {
         min: Some(4),
         max: Some(16),
+        default: None,
     };
     assert_eq!(c.apply(None), Some(4));
     assert_eq!(c.apply(Some(2)), Some(4));
     assert_eq!(c.apply(Some(32)), Some(16));
     assert_eq!(c.apply(Some(8)), Some(8));
+    // A cap alone still caps when nothing is asked: Ollama's own default may be larger.
     let hi = NumCtxPolicy::Clamp {
         min: None,
         max: Some(16),
+        default: None,
     };
-    assert_eq!(hi.apply(None), None);
+    assert_eq!(hi.apply(None), Some(16));
+    assert_eq!(hi.apply(Some(1_000_000)), Some(16));
+    let d = NumCtxPolicy::Clamp {
+        min: Some(4),
+        max: Some(16),
+        default: Some(8),
+    };
+    assert_eq!(d.apply(None), Some(8));
+    assert_eq!(d.apply(Some(2)), Some(4));
+    let open = NumCtxPolicy::Clamp {
+        min: None,
+        max: None,
+        default: Some(8),
+    };
+    assert_eq!(open.apply(None), Some(8));
+    assert_eq!(open.apply(Some(100)), Some(100));
+}
+
+#[test]
+fn num_ctx_default_must_lie_within_the_bounds() {
+    let bad = "[model.\"m:*\"]\nnum_ctx_min = 8\nnum_ctx_max = 16\nnum_ctx_default = 32\n";
+    let e = Config::parse(bad, &env()).unwrap_err().to_string();
+    assert!(e.contains("num_ctx_default 32 is outside"), "{e}");
+    let pinned = "[model.\"m:*\"]\nnum_ctx = 8\nnum_ctx_default = 8\n";
+    let e = Config::parse(pinned, &env()).unwrap_err().to_string();
+    assert!(e.contains("not both"), "{e}");
+    let ok = "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/r/a.sock\"\n[model.\"m:*\"]\nnum_ctx_max = 16\nnum_ctx_default = 12\n";
+    assert!(Config::parse(ok, &env()).is_ok());
 }
 
 #[test]

@@ -309,7 +309,7 @@ fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
             return None;
         }
     };
-    for v in [m.num_ctx, m.num_ctx_min, m.num_ctx_max]
+    for v in [m.num_ctx, m.num_ctx_min, m.num_ctx_max, m.num_ctx_default]
         .into_iter()
         .flatten()
     {
@@ -319,13 +319,13 @@ fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
             ));
         }
     }
-    let num_ctx = match (m.num_ctx, m.num_ctx_min, m.num_ctx_max) {
-        (Some(n), None, None) => NumCtxPolicy::Pin(n),
-        (Some(_), _, _) => {
-            t.err("num_ctx pins the value; use it or num_ctx_min/num_ctx_max, not both");
+    let num_ctx = match (m.num_ctx, m.num_ctx_min, m.num_ctx_max, m.num_ctx_default) {
+        (Some(n), None, None, None) => NumCtxPolicy::Pin(n),
+        (Some(_), _, _, _) => {
+            t.err("num_ctx pins the value; use it or num_ctx_min/num_ctx_max/num_ctx_default, not both");
             return None;
         }
-        (None, min, max) => {
+        (None, min, max, default) => {
             if let (Some(a), Some(b)) = (min, max) {
                 if a > b {
                     t.err(format_args!(
@@ -333,7 +333,14 @@ fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
                     ));
                 }
             }
-            NumCtxPolicy::Clamp { min, max }
+            if let Some(d) = default {
+                if min.is_some_and(|a| d < a) || max.is_some_and(|b| d > b) {
+                    t.err(format_args!(
+                        "num_ctx_default {d} is outside num_ctx_min..num_ctx_max"
+                    ));
+                }
+            }
+            NumCtxPolicy::Clamp { min, max, default }
         }
     };
     Some(ModelPolicy { pattern, num_ctx })

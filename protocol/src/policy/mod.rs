@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::config::{NumCtxPolicy, Sandbox, SandboxName};
+use crate::config::{Sandbox, SandboxName};
 use crate::error::{BridgeError, Reason};
 use crate::json::{canonicalise_key, get_folded};
 use crate::model::{ModelName, ModelNameError};
@@ -242,47 +242,9 @@ pub fn decide(
     Ok(Permit { class, models })
 }
 
-/// The num_ctx asked for and the num_ctx sent, after the model's policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NumCtx {
-    pub requested: Option<u64>,
-    pub sent: Option<u64>,
-}
+mod num_ctx;
 
-/// Applies a context policy to a native request body's `options.num_ctx`.
-/// A requested value that is not a non-negative integer is left for Ollama to refuse
-/// only when there is no policy; with a policy it is replaced.
-pub fn apply_num_ctx(obj: &mut Map<String, Value>, policy: Option<NumCtxPolicy>) -> NumCtx {
-    canonicalise_key(obj, "options");
-    let requested = match obj.get_mut("options") {
-        Some(Value::Object(opts)) => {
-            canonicalise_key(opts, "num_ctx");
-            opts.get("num_ctx").and_then(Value::as_u64)
-        }
-        _ => None,
-    };
-    let Some(policy) = policy else {
-        return NumCtx {
-            requested,
-            sent: requested,
-        };
-    };
-    let sent = policy.apply(requested);
-    if let Some(n) = sent {
-        let opts = obj
-            .entry("options")
-            .and_modify(|v| {
-                if !v.is_object() {
-                    *v = Value::Object(Map::new());
-                }
-            })
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(o) = opts {
-            o.insert("num_ctx".into(), Value::from(n));
-        }
-    }
-    NumCtx { requested, sent }
-}
+pub use num_ctx::{apply_num_ctx, read_num_ctx, NumCtx, NumCtxError};
 
 #[cfg(test)]
 mod tests;

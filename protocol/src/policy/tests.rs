@@ -2,7 +2,7 @@
 //! plus the vsock peer binding, cloud models, denial messages and the num_ctx rewrite.
 
 use super::*;
-use crate::config::{Config, DefaultsEnv};
+use crate::config::{Config, DefaultsEnv, NumCtxPolicy};
 use crate::json::parse_strict_object;
 
 fn sandbox(models: &str, endpoints: &str) -> Sandbox {
@@ -259,9 +259,9 @@ fn denial_message_says_who_and_what() {
 
 #[test]
 fn num_ctx_rewrite() {
-    let mut o = parse_strict_object(br#"{"model":"m","options":{"NUM_CTX":2048,"temperature":0}}"#)
+    let mut o = parse_strict_object(br#"{"model":"m","options":{"num_ctx":2048,"temperature":0}}"#)
         .unwrap();
-    let n = apply_num_ctx(&mut o, Some(NumCtxPolicy::Pin(32768)));
+    let n = apply_num_ctx(&mut o, Some(NumCtxPolicy::Pin(32768))).unwrap();
     assert_eq!(
         n,
         NumCtx {
@@ -270,24 +270,105 @@ fn num_ctx_rewrite() {
         }
     );
     assert_eq!(o["options"]["num_ctx"], 32768);
-    assert!(o["options"].get("NUM_CTX").is_none());
     assert_eq!(o["options"]["temperature"], 0);
+    // Ollama reads option keys exactly: NUM_CTX is not num_ctx. A policy removes it.
+    let mut o = parse_strict_object(br#"{"model":"m","options":{"NUM_CTX":2048}}"#).unwrap();
+    let n = apply_num_ctx(&mut o, Some(NumCtxPolicy::Pin(32768))).unwrap();
+    assert_eq!(n.requested, None);
+    assert!(o["options"].get("NUM_CTX").is_none());
     let mut o = parse_strict_object(br#"{"model":"m"}"#).unwrap();
-    let n = apply_num_ctx(
-        &mut o,
-        Some(NumCtxPolicy::Clamp {
-            min: Some(8192),
-            max: None,
-        }),
-    );
+    let floor = NumCtxPolicy::Clamp {
+        min: Some(8192),
+        max: None,
+        default: None,
+    };
+    let n = apply_num_ctx(&mut o, Some(floor)).unwrap();
     assert_eq!(n.sent, Some(8192));
     assert_eq!(o["options"]["num_ctx"], 8192);
     let mut o = parse_strict_object(br#"{"model":"m","options":{"num_ctx":100}}"#).unwrap();
     assert_eq!(
-        apply_num_ctx(&mut o, None),
+        apply_num_ctx(&mut o, None).unwrap(),
         NumCtx {
             requested: Some(100),
             sent: Some(100)
         }
     );
+}
+
+/// Every form the hostile review sent, read as Ollama reads it, then capped at 16384.
+#[test]
+fn num_ctx_is_read_as_ollama_reads_it_and_always_capped() {
+    let cap = NumCtxPolicy::Clamp {
+        min: None,
+        max: Some(16384),
+        default: None,
+    };
+    for (num_ctx, requested) in [
+        ("1e6", 1_000_000),
+        ("1000000.0", 1_000_000),
+        ("16385.0", 16385),
+        ("65536.9", 65536),
+        ("2e9", 2_000_000_000),
+        ("1.6385E4", 16385),
+        ("99999999999999999999999", i64::MAX as u64),
+        ("18446744073709551615", i64::MAX as u64),
+        ("4096", 4096),
+        ("0.9e1", 9),
+    ] {
+        let body = format!(r#"{{"model":"m","options":{{"num_ctx":{num_ctx}}}}}"#);
+        let mut o = parse_strict_object(body.as_bytes()).unwrap();
+        let n = apply_num_ctx(&mut o, Some(cap)).unwrap();
+        assert_eq!(n.requested, Some(requested), "{num_ctx}");
+        let sent = requested.min(16384);
+        assert_eq!(n.sent, Some(sent), "{num_ctx}");
+        assert_eq!(
+            o["options"]["num_ctx"],
+            serde_json::json!(sent),
+            "{num_ctx}"
+        );
+        assert!(
+            o["options"]["num_ctx"].is_u64(),
+            "sent as an integer: {num_ctx}"
+        );
+    }
+    // Nothing asked for, in any shape: the cap is sent, never Ollama's own default.
+    for options in [
+        "",
+        r#","options":null"#,
+        r#","options":{}"#,
+        r#","options":[]"#,
+        r#","options":{"num_ctx":null}"#,
+    ] {
+        let body = format!(r#"{{"model":"m"{options}}}"#);
+        let mut o = parse_strict_object(body.as_bytes()).unwrap();
+        let n = apply_num_ctx(&mut o, Some(cap)).unwrap();
+        assert_eq!(
+            n,
+            NumCtx {
+                requested: None,
+                sent: Some(16384)
+            },
+            "{options}"
+        );
+        assert_eq!(o["options"]["num_ctx"], 16384, "{options}");
+    }
+    // What Ollama refuses, and what is no context length: 400, with or without a policy.
+    for bad in [
+        r#""8192""#,
+        "true",
+        "[1]",
+        r#"{"n":1}"#,
+        "0",
+        "-1",
+        "-5.5",
+        "0.5",
+        "-0.0",
+    ] {
+        let body = format!(r#"{{"model":"m","options":{{"num_ctx":{bad}}}}}"#);
+        for policy in [None, Some(cap)] {
+            let mut o = parse_strict_object(body.as_bytes()).unwrap();
+            let e = apply_num_ctx(&mut o, policy).unwrap_err();
+            assert_eq!(e.to_error().status(), 400, "{bad}");
+        }
+    }
 }

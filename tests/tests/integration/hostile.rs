@@ -1,6 +1,8 @@
 //! The hostile-request corpus (tests/fixtures/hostile): every request goes over a real
-//! sandbox socket to the real daemon, must get its expected refusal, and nothing may
-//! reach Ollama. A control request at the end proves the path to Ollama was open.
+//! sandbox socket to the real daemon. A refused case must get its expected refusal with
+//! nothing reaching Ollama; a rewritten case (`# forwarded: JSON`) must be answered and
+//! Ollama must have received exactly that body. A control request at the end proves the
+//! path to Ollama was open.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +14,8 @@ struct Case {
     name: String,
     expect: Vec<Option<u16>>,
     bytes: Vec<u8>,
+    /// For a rewritten case: the body Ollama must receive.
+    forwarded: Option<serde_json::Value>,
 }
 
 fn unescape(s: &str) -> Vec<u8> {
@@ -51,6 +55,7 @@ fn load(path: &Path) -> Case {
     let text = std::fs::read_to_string(path).unwrap();
     let mut expect = Vec::new();
     let mut escapes = false;
+    let mut forwarded = None;
     let mut lines = text.lines().peekable();
     while let Some(l) = lines.next_if(|l| l.starts_with("# ")) {
         if let Some(e) = l.strip_prefix("# expect: ") {
@@ -64,6 +69,11 @@ fn load(path: &Path) -> Case {
                     }
                 })
                 .collect();
+        }
+        if let Some(f) = l.strip_prefix("# forwarded: ") {
+            let v = serde_json::from_str(f)
+                .unwrap_or_else(|e| panic!("{}: # forwarded is not JSON: {e}", path.display()));
+            forwarded = Some(v);
         }
         escapes |= l == "# escapes: on";
     }
@@ -96,6 +106,7 @@ fn load(path: &Path) -> Case {
         name: path.file_name().unwrap().to_string_lossy().into_owned(),
         expect,
         bytes,
+        forwarded,
     }
 }
 
@@ -128,13 +139,31 @@ async fn hostile_corpus_is_refused_and_nothing_reaches_ollama() {
             "corpus",
             "models = [\"qwen2.5:7b\", \"llama3.2:*\"]\nmax_body = \"4KiB\"",
         )],
-        "",
+        "[model.\"llama3.2:*\"]\nnum_ctx_max = 16384\n",
     ))
     .await;
     let sock = socket(&host, "corpus");
     let mut failures = Vec::new();
     for c in &cases {
+        double.clear();
         let got = raw_unix(&sock, &c.bytes).await.unwrap_or(None);
+        if let Some(want) = &c.forwarded {
+            let reached = double.requests();
+            let body = reached
+                .first()
+                .map(|r| serde_json::from_slice::<serde_json::Value>(&r.body));
+            match (got.as_ref().map(|r| r.status), reached.len(), body) {
+                (Some(200), 1, Some(Ok(b))) if &b == want => {}
+                (status, n, body) => failures.push(format!(
+                    "{}: want 200 and Ollama receiving {want}, got {status:?} and {n} request(s): {body:?}",
+                    c.name
+                )),
+            }
+            continue;
+        }
+        if !double.requests().is_empty() {
+            failures.push(format!("{}: reached Ollama", c.name));
+        }
         let status = got.as_ref().map(|r| r.status);
         if !c.expect.contains(&status) {
             failures.push(format!(
@@ -165,17 +194,8 @@ async fn hostile_corpus_is_refused_and_nothing_reaches_ollama() {
         cases.len(),
         failures.join("\n")
     );
-    let reached = double.requests();
-    assert!(
-        reached.is_empty(),
-        "requests reached Ollama: {:?}",
-        reached
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect::<Vec<_>>()
-    );
-
     // Control: an allowed request on the same socket does reach Ollama.
+    double.clear();
     let ok = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let r = raw_unix(&sock, ok).await.unwrap().expect("a response");
     assert_eq!(r.status, 200);
