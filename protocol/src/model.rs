@@ -265,6 +265,15 @@ impl ModelPattern {
         })
     }
 
+    /// Could some model match both patterns? (Whether a `[model]` policy can apply to a
+    /// sandbox's allowlist entry.)
+    pub fn overlaps(&self, other: &ModelPattern) -> bool {
+        match (&self.glob, &other.glob) {
+            (Some(a), Some(b)) => globs_intersect(a.as_bytes(), b.as_bytes()),
+            _ => true,
+        }
+    }
+
     /// Does this pattern admit `name`?
     pub fn matches(&self, name: &ModelName) -> bool {
         match &self.glob {
@@ -297,6 +306,30 @@ impl fmt::Display for ModelPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)
     }
+}
+
+/// Do two globs (`*`, `?`) match a common string? Dynamic programming over positions:
+/// a `*` either ends or absorbs the other side's next byte (or wildcard).
+fn globs_intersect(p: &[u8], q: &[u8]) -> bool {
+    let (n, m) = (p.len(), q.len());
+    // can[i][j]: p[i..] and q[j..] match a common string.
+    let mut can = vec![vec![false; m + 1]; n + 1];
+    for i in (0..=n).rev() {
+        for j in (0..=m).rev() {
+            can[i][j] = if i == n && j == m {
+                true
+            } else if i < n && p[i] == b'*' {
+                can[i + 1][j] || (j < m && can[i][j + 1])
+            } else if j < m && q[j] == b'*' {
+                can[i][j + 1] || (i < n && can[i + 1][j])
+            } else if i < n && j < m {
+                (p[i] == b'?' || q[j] == b'?' || p[i] == q[j]) && can[i + 1][j + 1]
+            } else {
+                false
+            };
+        }
+    }
+    can[0][0]
 }
 
 /// Iterative glob match with `*` (any run) and `?` (one byte).

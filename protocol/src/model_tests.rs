@@ -244,3 +244,21 @@ fn glob() {
     assert!(glob_match(b"a?c", b"abc"));
     assert!(!glob_match(b"a*d", b"abc"));
 }
+
+#[test]
+fn patterns_overlap_when_some_model_matches_both() {
+    let p = |s: &str| ModelPattern::parse(s).unwrap();
+    for (a, b, want) in [
+        ("qwen2.5:*", "qwen2.5:7b", true),
+        ("qwen2.5:*", "llama3.3:70b", false),
+        ("*", "llama3.3:70b", true),
+        ("llama3.2:*", "llama*", true),
+        ("llama3.2:*b", "llama3.2:3b", true),
+        ("llama3.2:*b", "llama3.2:latest", false),
+        ("*:7b", "qwen*", true),
+        ("myorg/*", "qwen2.5:7b", false),
+    ] {
+        assert_eq!(p(a).overlaps(&p(b)), want, "{a} vs {b}");
+        assert_eq!(p(b).overlaps(&p(a)), want, "{b} vs {a}");
+    }
+}

@@ -140,9 +140,11 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         }
         available.push(entry);
     }
+    // Only the policies that can apply to a model this sandbox may use.
     let patterns: Vec<Value> = cfg
         .models
         .iter()
+        .filter(|m| sb.models.iter().any(|a| a.overlaps(&m.pattern)))
         .map(|m| {
             let mut v = policy_json(m.num_ctx);
             v["model"] = json!(m.pattern.as_str());

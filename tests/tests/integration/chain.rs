@@ -391,3 +391,33 @@ async fn a_request_that_loops_back_is_refused_once_with_508() {
     assert!(err.contains("loop detected"), "{err}");
     assert!(!err.contains(&upstream), "{err}");
 }
+
+/// `/_bridge/status` shows only the num_ctx policies that can apply to a model the
+/// sandbox may use: never another sandbox's.
+#[tokio::test]
+async fn status_shows_only_the_sandboxs_own_model_policies() {
+    let double = Double::start(DoubleConfig::default()).await;
+    let policies =
+        "[model.\"qwen2.5:7b\"]\nnum_ctx = 32768\n\n[model.\"llama3.3:70b\"]\nnum_ctx = 8192\n";
+    let host = Host::start(&config(
+        &double.url(),
+        &[
+            ("a", "models = [\"qwen2.5:*\"]"),
+            ("b", "models = [\"llama3.3:*\"]"),
+        ],
+        policies,
+    ))
+    .await;
+    let shown = |doc: &Value| -> Vec<String> {
+        doc["num_ctx_policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["model"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let a = bridge_tests::http::bridge_status(&socket(&host, "a")).await;
+    assert_eq!(shown(&a), ["qwen2.5:7b"], "{a}");
+    let b = bridge_tests::http::bridge_status(&socket(&host, "b")).await;
+    assert_eq!(shown(&b), ["llama3.3:70b"], "{b}");
+}
