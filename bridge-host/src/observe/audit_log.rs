@@ -274,33 +274,24 @@ mod tests {
     use protocol::audit::{Decision, Peer};
 
     fn rec(id: &str) -> AuditRecord {
-        AuditRecord {
-            ts: "2026-11-21T14:03:07.123Z".into(),
-            request_id: id.into(),
-            sandbox: "a".into(),
-            peer: Some(Peer::Unix {
-                uid: 1,
-                gid: 2,
-                pid: Some(3),
-            }),
-            method: "POST".into(),
-            path: "/api/chat".into(),
-            endpoint: Some(protocol::route::EndpointClass::Chat.into()),
-            model: Some("qwen2.5:7b".into()),
-            decision: Decision::Allow,
-            reason: None,
-            num_ctx_requested: None,
-            num_ctx_sent: None,
-            status: 200,
-            bytes_in: 1,
-            bytes_out: 2,
-            duration_ms: 3,
-            prompt_tokens: None,
-            completion_tokens: None,
-            prompt: None,
-            output: None,
-            output_truncated: false,
-        }
+        let peer = Some(Peer::Unix {
+            uid: 1,
+            gid: 2,
+            pid: Some(3),
+        });
+        let mut r = AuditRecord::new(
+            0,
+            id.into(),
+            "a".into(),
+            peer,
+            "POST".into(),
+            "/api/chat".into(),
+        );
+        r.endpoint = Some(protocol::route::EndpointClass::Chat.into());
+        r.model = Some("qwen2.5:7b".into());
+        r.decision = Decision::Allow;
+        (r.status, r.bytes_in, r.bytes_out, r.duration_ms) = (200, 1, 2, 3);
+        r
     }
 
     fn lines(path: &Path) -> Vec<AuditRecord> {
