@@ -5,7 +5,9 @@
 //! nested at most `MAX_DEPTH` deep in which no two keys of any object are equal under
 //! Go's key folding; re-serialised (as the host forwards it) and re-parsed it is
 //! accepted and equal; `get_folded` finds every key as itself, and `canonicalise_key`
-//! keeps the value Go would read.
+//! keeps the value Go would read. The strict scanner (`scan::check`) and the checked
+//! body (`body::CheckedBody`, which keeps bulky fields as written) accept exactly what
+//! the tree parser accepts, and forward the same value.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -38,13 +40,29 @@ fn check_folds(v: &Value) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let obj = match parse_strict_object(data) {
+    let tree = parse_strict_object(data);
+    let checked = protocol::body::CheckedBody::parse_native(bytes::Bytes::copy_from_slice(data));
+    assert_eq!(
+        tree.is_ok(),
+        checked.is_ok(),
+        "tree parser and checked body disagree: {:?} vs {:?}",
+        tree.as_ref().err(),
+        checked.as_ref().err()
+    );
+    let obj = match tree {
         Ok(o) => o,
         Err(e) => {
             assert!(!e.to_string().is_empty());
             return;
         }
     };
+    let checked = checked.expect("agreed above");
+    assert_eq!(
+        checked.to_value(),
+        Value::Object(obj.clone()),
+        "checked body forwards another value"
+    );
+    assert_eq!(checked.clone().into_chunks().concat(), checked.to_vec());
     let value = Value::Object(obj.clone());
 
     let plain: Value =

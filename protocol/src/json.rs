@@ -131,20 +131,32 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        let mut folded: HashMap<String, String> = HashMap::new();
+        let mut keys = Keys::default();
         while let Some(key) = map.next_key::<String>()? {
-            if out.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
-            }
-            if let Some(prev) = folded.insert(go_fold(&key), key.clone()) {
-                return Err(de::Error::custom(format_args!(
-                    "keys {prev:?} and {key:?} differ only by case; Ollama would read them as one"
-                )));
-            }
+            keys.admit::<A::Error>(&key)?;
             let v = map.next_value_seed(self.child()?)?;
             out.insert(key, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// The keys of one object so far: refuses a duplicate, or a key equal to an earlier one
+/// under Go's folding.
+#[derive(Default)]
+pub(crate) struct Keys {
+    folded: HashMap<String, String>,
+}
+
+impl Keys {
+    pub(crate) fn admit<E: de::Error>(&mut self, key: &str) -> Result<(), E> {
+        match self.folded.insert(go_fold(key), key.to_owned()) {
+            None => Ok(()),
+            Some(prev) if prev == key => Err(E::custom(format_args!("duplicate key {key:?}"))),
+            Some(prev) => Err(E::custom(format_args!(
+                "keys {prev:?} and {key:?} differ only by case; Ollama would read them as one"
+            ))),
+        }
     }
 }
 

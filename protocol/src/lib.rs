@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod backoff;
+pub mod body;
 pub mod chunked;
 pub mod config;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod openai;
 pub mod output;
 pub mod policy;
 pub mod route;
+pub mod scan;
 pub mod tokens;
 pub mod units;
 

@@ -5,11 +5,10 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request};
 use hyper::body::Incoming;
 use protocol::audit::{AuditRecord, Endpoint};
+use protocol::body::CheckedBody;
 use protocol::error::{BridgeError, Reason};
-use protocol::json::parse_strict_object;
 use protocol::policy::{apply_num_ctx, decide};
 use protocol::route::{BodyKind, Route, RouteError, FORWARDED_HEADER};
-use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::ctx::SandboxCtx;
@@ -23,7 +22,9 @@ pub struct Checked {
     pub route: Route,
     pub path: String,
     pub headers: HeaderMap,
-    pub body: Option<Map<String, Value>>,
+    /// A JSON body, checked (bulky fields of native requests kept as written).
+    pub body: Option<CheckedBody>,
+    /// Any other body (blobs), as received.
     pub raw: Bytes,
     pub permit: Option<OwnedSemaphorePermit>,
     /// The body's share of `max_body_buffer`: given back with the body, once the answer's
@@ -53,7 +54,7 @@ pub async fn check(
     let kind = route.body_kind(parts.method.as_str());
     let raw = read_body(ctx, &parts, body, kind, &mut budget).await?;
     rec.bytes_in = raw.len() as u64;
-    let obj = decide_body(ctx, &route, kind, &raw, rec)?;
+    let (obj, raw) = decide_body(ctx, &route, kind, raw, rec)?;
     let permit = ctx
         .limits
         .acquire(&ctx.sandbox, parts.extensions.get::<Hangup>())
@@ -181,33 +182,40 @@ async fn read_body(
     }
 }
 
-/// Parses a JSON body strictly, decides the policy on it and rewrites num_ctx.
+/// Parses a JSON body strictly, decides the policy on it and rewrites num_ctx. A JSON
+/// body moves into the [`CheckedBody`]; any other comes back as it was.
 fn decide_body(
     ctx: &SandboxCtx,
     route: &Route,
     kind: BodyKind,
-    raw: &[u8],
+    raw: Bytes,
     rec: &mut AuditRecord,
-) -> Result<Option<Map<String, Value>>, BridgeError> {
-    let mut obj = match kind {
+) -> Result<(Option<CheckedBody>, Bytes), BridgeError> {
+    let native = matches!(
+        route,
+        Route::Chat | Route::Generate | Route::Embed | Route::Embeddings
+    );
+    let (parsed, raw) = match kind {
         BodyKind::Json if raw.is_empty() => return Err(bad("missing request body")),
-        BodyKind::Json => Some(parse_strict_object(raw).map_err(|e| bad(e.to_string()))?),
-        _ => None,
+        // Native requests keep their bulky fields as written: a body costs its size, not
+        // a tree many times larger. The OpenAI translation reads every field.
+        BodyKind::Json if native => (Some(CheckedBody::parse_native(raw)), Bytes::new()),
+        BodyKind::Json => (Some(CheckedBody::parse_all(raw)), Bytes::new()),
+        _ => (None, raw),
     };
-    let permit = decide(&ctx.sandbox, route, obj.as_mut()).map_err(|d| {
+    let mut obj = parsed.transpose().map_err(|e| bad(e.to_string()))?;
+    let permit = decide(&ctx.sandbox, route, obj.as_mut().map(|b| &mut b.fields)).map_err(|d| {
         rec.model = d.model().map(ToString::to_string);
         d.to_error()
     })?;
     rec.model = permit.model().map(ToString::to_string);
     if let (Some(o), Some(m)) = (obj.as_mut(), permit.model()) {
-        if matches!(
-            route,
-            Route::Chat | Route::Generate | Route::Embed | Route::Embeddings
-        ) {
-            let n = apply_num_ctx(o, ctx.config.num_ctx_policy(m)).map_err(|e| e.to_error())?;
+        if native {
+            let policy = ctx.config.num_ctx_policy(m);
+            let n = apply_num_ctx(&mut o.fields, policy).map_err(|e| e.to_error())?;
             rec.num_ctx_requested = n.requested;
             rec.num_ctx_sent = n.sent;
         }
     }
-    Ok(obj)
+    Ok((obj, raw))
 }

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::{Method, Response};
 use protocol::audit::OUTPUT_LIMIT;
 use protocol::route::Route;
-use serde_json::Value;
 
 use super::check::Checked;
 use super::ctx::SandboxCtx;
@@ -20,22 +19,20 @@ use http_body_util::BodyExt;
 /// Sends the checked request upstream and relays the answer.
 pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Response<RespBody> {
     let format = Route::error_format_for_path(&c.path);
-    let (content_type, body) = match &c.body {
-        Some(o) => (
-            Some("application/json"),
-            Bytes::from(serde_json::to_vec(o).expect("a JSON map serialises")),
-        ),
-        None => (None, c.raw.clone()),
-    };
     if ctx.config.audit.log_prompts {
-        ex.rec.prompt = c.body.clone().map(Value::Object);
+        ex.rec.prompt = c.body.as_ref().map(|b| b.to_value());
     }
+    // The kept fields go out as slices of the received body: no second copy of it.
+    let (content_type, body) = match c.body {
+        Some(b) => (Some("application/json"), b.into_chunks()),
+        None => (None, vec![c.raw]),
+    };
     let up = &ctx.upstream;
     let sent = up
         .send(c.method.clone(), &c.path, &c.headers, content_type, body)
         .await;
-    // The body has gone upstream (or never will): free it and give back its budget share.
-    drop((c.body, c.raw, c.budget));
+    // The body has gone upstream (or never will): give back its budget share.
+    drop(c.budget);
     let resp = match sent {
         Ok(r) => r,
         Err(e) => return refuse(ex, e, format).await,

@@ -61,6 +61,7 @@ fn translate(
     let body = c
         .body
         .as_ref()
+        .map(|b| &b.fields)
         .ok_or_else(|| BridgeError::new(Reason::BadRequest, "missing request body"))?;
     if ctx.config.audit.log_prompts {
         ex.rec.prompt = Some(Value::Object(body.clone()));

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response};
-use http_body_util::Full;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -20,7 +24,7 @@ const FORWARDED: [header::HeaderName; 3] =
 /// The upstream client.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, Chunks>,
     pub cfg: protocol::Upstream,
     host: HeaderValue,
 }
@@ -46,7 +50,7 @@ impl Upstream {
         path: &str,
         client_headers: &HeaderMap,
         content_type: Option<&'static str>,
-        body: Bytes,
+        body: impl Into<Chunks>,
     ) -> Result<Response<Incoming>, BridgeError> {
         let uri = format!("{}{}", self.cfg.base, path);
         let mut req = Request::builder().method(method).uri(&uri);
@@ -61,7 +65,7 @@ impl Upstream {
         if let Some(ct) = content_type {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
         }
-        let req = req.body(Full::new(body)).map_err(|e| {
+        let req = req.body(body.into()).map_err(|e| {
             BridgeError::new(
                 Reason::Internal,
                 format!("building the upstream request: {e}"),
@@ -105,5 +109,56 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
         top
     } else {
         format!("{top}: {root}")
+    }
+}
+
+/// A request body sent as the pieces it is made of (a checked body's re-serialised
+/// fields and the slices it kept as written), with its exact length: no copy into one
+/// buffer.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    pieces: VecDeque<Bytes>,
+    left: u64,
+}
+
+impl From<Vec<Bytes>> for Chunks {
+    fn from(v: Vec<Bytes>) -> Chunks {
+        let left = v.iter().map(|b| b.len() as u64).sum();
+        Chunks {
+            pieces: v.into_iter().filter(|b| !b.is_empty()).collect(),
+            left,
+        }
+    }
+}
+
+impl From<Bytes> for Chunks {
+    fn from(b: Bytes) -> Chunks {
+        Chunks::from(vec![b])
+    }
+}
+
+impl Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.pieces.pop_front() {
+            Some(b) => {
+                self.left -= b.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.pieces.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
     }
 }

@@ -9,6 +9,7 @@
 mod audit;
 mod audit_durability;
 mod bench_smoke;
+mod big_bodies;
 mod chain;
 mod clients;
 mod deploy;
