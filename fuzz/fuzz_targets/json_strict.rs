@@ -62,7 +62,6 @@ fuzz_target!(|data: &[u8]| {
         Value::Object(obj.clone()),
         "checked body forwards another value"
     );
-    assert_eq!(checked.clone().into_chunks().concat(), checked.to_vec());
     let value = Value::Object(obj.clone());
 
     let plain: Value =

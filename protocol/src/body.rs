@@ -83,56 +83,25 @@ impl CheckedBody {
         CheckedBody::parse(body, |k| bulky.iter().any(|b| b == k))
     }
 
-    /// The body to send upstream: the parsed fields re-serialised, then the kept ones.
-    pub fn to_vec(&self) -> Vec<u8> {
-        let kept_len: usize = self.kept.iter().map(|(k, r)| k.len() + r.len() + 4).sum();
-        let mut out = Vec::with_capacity(kept_len + 256);
-        out.push(b'{');
-        let mut first = true;
-        for (k, v) in &self.fields {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            serde_json::to_writer(&mut out, k).expect("a string serialises");
-            out.push(b':');
-            serde_json::to_writer(&mut out, v).expect("a JSON value serialises");
-        }
-        for (k, r) in &self.kept {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            serde_json::to_writer(&mut out, k).expect("a string serialises");
-            out.push(b':');
-            out.extend_from_slice(&self.source[r.clone()]);
-        }
-        out.push(b'}');
-        out
-    }
-
-    /// The body to send upstream as pieces, without copying the kept fields: the
+    /// The body to send upstream, as pieces, without copying the kept fields: the
     /// re-serialised parsed fields, then each kept field's key and its bytes (slices of
-    /// the received body). Concatenated, the pieces are [`CheckedBody::to_vec`].
-    pub fn into_chunks(self) -> Vec<Bytes> {
+    /// the received body).
+    pub fn chunks(&self) -> Vec<Bytes> {
         let mut out = Vec::with_capacity(1 + 2 * self.kept.len());
         let mut head = Vec::with_capacity(256);
         head.push(b'{');
-        let mut first = true;
         for (k, v) in &self.fields {
-            if !first {
+            if head.len() > 1 {
                 head.push(b',');
             }
-            first = false;
             serde_json::to_writer(&mut head, k).expect("a string serialises");
             head.push(b':');
             serde_json::to_writer(&mut head, v).expect("a JSON value serialises");
         }
-        for (k, r) in &self.kept {
-            if !first {
+        for (n, (k, r)) in self.kept.iter().enumerate() {
+            if head.len() > 1 || n > 0 {
                 head.push(b',');
             }
-            first = false;
             serde_json::to_writer(&mut head, k).expect("a string serialises");
             head.push(b':');
             out.push(Bytes::from(std::mem::take(&mut head)));
@@ -141,6 +110,11 @@ impl CheckedBody {
         head.push(b'}');
         out.push(Bytes::from(head));
         out
+    }
+
+    /// The body to send upstream as one buffer (the pieces of [`CheckedBody::chunks`]).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks().concat()
     }
 
     /// The whole body as one value (for `log_prompts`, which records what was forwarded).

@@ -54,7 +54,7 @@ fn bulky_fields_are_kept_as_written_and_the_rest_parsed() {
     let tree = parse_strict_object(text.as_bytes()).unwrap();
     assert_eq!(b.to_value(), Value::Object(tree));
     let whole = b.to_vec();
-    let chunks = b.into_chunks();
+    let chunks = b.chunks();
     assert_eq!(chunks.len(), 1 + 2 * 3);
     assert_eq!(chunks.concat(), whole);
 }

@@ -299,6 +299,18 @@ impl Host {
     }
 }
 
+/// A process's peak resident set (VmHWM) in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb * 1024
+}
+
 /// A config with one sandbox `name` listening on `{dir}/<name>/ollama.sock`.
 pub fn config(upstream: &str, sandboxes: &[(&str, &str)], extra: &str) -> String {
     let mut s = format!(

@@ -24,7 +24,7 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     }
     // The kept fields go out as slices of the received body: no second copy of it.
     let (content_type, body) = match c.body {
-        Some(b) => (Some("application/json"), b.into_chunks()),
+        Some(b) => (Some("application/json"), b.chunks()),
         None => (None, vec![c.raw]),
     };
     let up = &ctx.upstream;

@@ -4,23 +4,11 @@
 //! request as sent.
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{config, socket, Host};
+use bridge_tests::harness::{config, peak_rss, socket, Host};
 use bridge_tests::http::{collect, post, send_unix};
 use serde_json::{json, Value};
 
 const MIB: u64 = 1 << 20;
-
-/// The daemon's peak resident set (VmHWM) in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kb * 1024
-}
 
 /// A chat request of about 32 MiB: one long message (with escapes, as real text has).
 fn big_chat(model: &str) -> Value {

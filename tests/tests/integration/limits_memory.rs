@@ -7,25 +7,13 @@
 use std::path::Path;
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{config, socket, Host};
+use bridge_tests::harness::{config, peak_rss, socket, Host};
 use bridge_tests::http::{raw_unix, raw_unix_writing, read_until_close, response_on, GET_VERSION};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
 const GIB: u64 = 1 << 30;
-
-/// The daemon's peak resident set (VmHWM) in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kb * 1024
-}
 
 /// Sends `head` and then body bytes from `chunk` until `total` or until the daemon stops
 /// reading, while reading the answer. Returns the status and the body bytes sent.
