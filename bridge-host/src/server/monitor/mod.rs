@@ -13,7 +13,7 @@ mod client;
 mod privileged;
 mod wire;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,9 @@ pub use client::{Client, MonitorError};
 
 use crate::os::fdpass;
 use crate::os::sys::{fork_single_threaded, Forked};
+
+/// The longest wait for the monitor to confine itself at start.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
 
 /// The forked monitor, before the runtime starts.
 #[derive(Debug)]
@@ -47,10 +50,46 @@ pub fn spawn(path: &Path, env: &DefaultsEnv, started: &Config) -> std::io::Resul
         }
         Forked::Parent(pid) => {
             drop(theirs);
+            let sock = await_hello(pid, ours)?;
             tracing::info!(pid = pid.as_raw(), file = %path.display(), "started the privileged monitor: on SIGHUP it re-reads the configuration and opens new listeners as root");
-            Ok(Handle { pid, sock: ours })
+            Ok(Handle { pid, sock })
         }
     }
+}
+
+/// Waits (at most [`HELLO_WAIT`]) until the monitor says it is confined and serving, so
+/// a monitor that cannot start stops the daemon before it binds anything.
+fn await_hello(pid: Pid, sock: OwnedFd) -> std::io::Result<OwnedFd> {
+    use std::io::{Error, ErrorKind};
+    // A std socket type only to set SO_RCVTIMEO; the descriptor stays a SEQPACKET socket.
+    let timed = std::os::unix::net::UnixDatagram::from(sock);
+    timed.set_read_timeout(Some(HELLO_WAIT))?;
+    let hello = fdpass::recv(timed.as_fd(), wire::MAX_REQUEST, false).map_err(|e| {
+        let why = match e.kind() {
+            ErrorKind::UnexpectedEof => "it exited (its log line above says why)".to_owned(),
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => {
+                format!("it did not answer within {}s", HELLO_WAIT.as_secs())
+            }
+            _ => e.to_string(),
+        };
+        Error::other(format!(
+            "the privileged monitor (pid {pid}) did not start: {why}"
+        ))
+    })?;
+    match wire::decode::<wire::Reply>(&hello.0) {
+        Ok(wire::Envelope {
+            id: 0,
+            body: wire::Reply::Done,
+        }) => {}
+        other => {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                format!("the privileged monitor (pid {pid}) greeted with {other:?}"),
+            ))
+        }
+    }
+    timed.set_read_timeout(None)?;
+    Ok(OwnedFd::from(timed))
 }
 
 impl Handle {

@@ -40,6 +40,12 @@ pub fn run(sock: OwnedFd, parent: Pid, path: PathBuf, env: DefaultsEnv, started:
         tracing::error!(error = %e, "the privileged monitor cannot confine itself; it exits (the daemon stops with it)");
         std::process::exit(1);
     }
+    // Confined: the daemon, waiting in `spawn`, may go on.
+    let hello = wire::encode(0, Reply::Done).expect("a reply encodes");
+    if let Err(e) = fdpass::send(sock.as_fd(), &hello, &[]) {
+        tracing::error!(error = %e, "the privileged monitor cannot reach the daemon; it exits");
+        std::process::exit(1);
+    }
     let mut m = Monitor {
         sock,
         path,
