@@ -1,6 +1,8 @@
 //! `bridge-host serve`: the daemon's bootstrap. Resolve the configuration (file, quick
-//! start or built-in defaults), set up logging and limits, bind, drop privileges, then
-//! serve until a signal; SIGHUP reloads, SIGUSR1 reopens the audit log.
+//! start or built-in defaults), set up logging; started as root with a file to reload,
+//! fork the privileged monitor while the process is still single-threaded; set limits,
+//! bind, drop privileges, then serve until a signal. SIGHUP reopens the audit log and
+//! reloads (through the monitor when there is one).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +13,8 @@ use protocol::config::{Config, ConfigErrors};
 use protocol::ListenAddr;
 
 use super::config::{defaults_env, load_config, print_errors, DEFAULT_CONFIG, EXIT_CONFIG};
-use crate::server::{Server, Shutdown};
+use crate::os::privileges::Plan;
+use crate::server::{monitor, Reloads, Server, Shutdown, Source};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
@@ -69,27 +72,12 @@ fn resolve_config(args: &ServeArgs) -> Result<(Config, String), ConfigErrors> {
     Ok((Config::builtin(&defaults_env()), "built-in defaults".into()))
 }
 
-/// Re-reads and validates the configuration; a bad one is logged and ignored.
-fn reload(path: Option<&Path>, tx: &tokio::sync::mpsc::UnboundedSender<Config>) {
-    let Some(path) = path else {
-        tracing::info!("no configuration file to reload (quick start or built-in defaults)");
-        return;
-    };
-    match load_config(path) {
-        Ok(c) => {
-            let _ = tx.send(c);
-        }
-        Err(errs) => {
-            for e in &errs.0 {
-                tracing::error!(file = %path.display(), line = ?e.line, "{}", e.message);
-            }
-            println!(
-                "reload refused: {} has {} error(s); the running configuration stays",
-                path.display(),
-                errs.0.len()
-            );
-            tracing::error!("reload refused: the running configuration stays");
-        }
+/// The file to re-read on SIGHUP: none for the quick start or the built-in defaults.
+fn reload_from(args: &ServeArgs) -> Option<PathBuf> {
+    match (&args.listen, &args.config) {
+        (Some(_), _) => None,
+        (None, Some(p)) => Some(p.clone()),
+        (None, None) => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
     }
 }
 
@@ -137,6 +125,9 @@ fn raise_fd_limit(config: &Config) {
 
 pub fn serve(args: ServeArgs) -> ExitCode {
     init_tracing(args.log_format);
+    // Reloads resolve defaults in the environment the daemon started in, not in the one
+    // left after the privilege drop.
+    let env = defaults_env();
     let (config, source) = match resolve_config(&args) {
         Ok(c) => c,
         Err(errs) => {
@@ -166,6 +157,21 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         eprintln!("bridge-host: {e}");
         return ExitCode::FAILURE;
     }
+    let reload_from = reload_from(&args);
+    // Dropping to an unprivileged user with a file to reload: the monitor is forked now,
+    // while this is the only thread (it inherits `no_new_privs` and the empty bounding
+    // set from `prepare`), and keeps what a reload needs for as long as the daemon runs.
+    let monitor = match (&plan, &reload_from) {
+        (Plan::Drop(_), Some(path)) => match monitor::spawn(path, &env, &config) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("bridge-host: cannot start the privileged monitor: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let monitor_pid = monitor.as_ref().map(monitor::Handle::pid);
     let created = crate::os::privileges::Created::before_opening(&config.audit.path);
     raise_fd_limit(&config);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -206,13 +212,19 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         }
         let audit = server.audit();
         let kept = audit.clone();
-        // The file to re-read on SIGHUP (none for the quick start or built-in defaults).
-        let reload_from = match (&args.listen, &args.config) {
-            (Some(_), _) => None,
-            (None, Some(p)) => Some(p.clone()),
-            (None, None) => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        let source = match (monitor, reload_from) {
+            (Some(m), Some(path)) => match m.client() {
+                Ok(c) => Some(Source::monitor(c, path, env)),
+                Err(e) => {
+                    eprintln!("bridge-host: cannot reach the privileged monitor: {e}");
+                    return (ExitCode::FAILURE, Some(kept));
+                }
+            },
+            (_, Some(path)) => Some(Source::local(path, env)),
+            (_, None) => None,
         };
         let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+        let reload_tx = source.is_some().then_some(reload_tx);
         let signal = Box::pin(async move {
             loop {
                 tokio::select! {
@@ -221,7 +233,14 @@ pub fn serve(args: ServeArgs) -> ExitCode {
                     _ = hup.recv() => {
                         tracing::info!("SIGHUP: reopening the audit log and reloading the configuration");
                         audit.reopen();
-                        reload(reload_from.as_deref(), &reload_tx);
+                        match &reload_tx {
+                            Some(tx) => { let _ = tx.send(()); }
+                            None => {
+                                let line = "reload skipped: there is no configuration file to re-read (started with --listen or with the built-in defaults); the audit log was reopened";
+                                println!("{line}");
+                                tracing::info!("{line}");
+                            }
+                        }
                     }
                 }
             }
@@ -229,7 +248,10 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         let shutdown = Shutdown {
             signal,
             grace: Duration::from_secs(args.grace),
-            reloads: Some(reload_rx),
+            reloads: source.map(|source| Reloads {
+                requests: reload_rx,
+                source,
+            }),
         };
         let code = match server.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
@@ -245,6 +267,10 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     rt.shutdown_timeout(Duration::from_secs(1));
     if let Some(audit) = audit {
         audit.close(Duration::from_secs(5));
+    }
+    // The worker's end of the monitor's socket is closed by now: the monitor exits.
+    if let Some(pid) = monitor_pid {
+        monitor::reap(pid, Duration::from_secs(2));
     }
     code
 }

@@ -1,17 +1,26 @@
 //! Listeners: one per sandbox, on a unix socket, an AF_VSOCK port or a vsock-uds socket
 //! (Firecracker's convention), behind one interface. The transport ends here: everything
 //! above sees a byte stream and the peer identity the kernel reports.
+//!
+//! Opening a listener ([`Bound::bind`]: directory, stale socket, bind, mode, owner) needs
+//! no async runtime, so the privileged monitor can do it and pass the descriptor on;
+//! [`Listener::adopt`] serves such a descriptor.
 
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::sys::socket::{
+    bind, getsockname, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag,
+    SockType, SockaddrLike, SockaddrStorage, UnixAddr, VsockAddr,
+};
 use protocol::audit::Peer;
 use protocol::ListenAddr;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
-use tokio_vsock::{VsockAddr, VsockListener, VMADDR_CID_ANY};
+use tokio_vsock::{VsockListener, VMADDR_CID_ANY};
 
 use crate::net::hangup::Hangup;
 
@@ -37,6 +46,53 @@ pub enum ListenError {
     Bind { addr: String, source: io::Error },
     #[error("cannot set mode or owner of {path}: {source}")]
     Perms { path: PathBuf, source: io::Error },
+    #[error("cannot serve the listener opened for {addr}: {source}")]
+    Adopt { addr: String, source: io::Error },
+}
+
+/// A listening socket opened without an async runtime (by the daemon, or by the
+/// privileged monitor, which passes it on).
+#[derive(Debug)]
+pub struct Bound(OwnedFd);
+
+/// How many connections wait for `accept` (what tokio's own `bind` asks for).
+const BACKLOG: i32 = 1024;
+
+impl Bound {
+    /// Opens the listener for `addr`, applying socket mode and owner on unix sockets.
+    pub fn bind(
+        addr: &ListenAddr,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<Bound, ListenError> {
+        match addr {
+            ListenAddr::Unix(path) | ListenAddr::VsockUds(path) => {
+                Ok(Bound(bind_unix(path, mode, owner)?))
+            }
+            ListenAddr::Vsock { port } => {
+                let bind_err = |source: io::Error| ListenError::Bind {
+                    addr: addr.to_string(),
+                    source: explain_vsock(source),
+                };
+                let fd = listening(AddressFamily::Vsock, &VsockAddr::new(VMADDR_CID_ANY, *port))
+                    .map_err(bind_err)?;
+                Ok(Bound(fd))
+            }
+        }
+    }
+
+    /// The descriptor, to pass on.
+    pub fn into_fd(self) -> OwnedFd {
+        self.0
+    }
+}
+
+/// A close-on-exec stream socket of `family`, bound to `addr` and listening.
+fn listening(family: AddressFamily, addr: &dyn SockaddrLike) -> io::Result<OwnedFd> {
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    bind(fd.as_raw_fd(), addr)?;
+    listen(&fd, Backlog::new(BACKLOG)?)?;
+    Ok(fd)
 }
 
 /// An open listener.
@@ -50,28 +106,49 @@ pub enum Listener {
 
 impl Listener {
     /// Opens the listener for `addr`, applying socket mode and owner on unix sockets.
+    /// Needs the async runtime.
     pub fn bind(
         addr: &ListenAddr,
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<Listener, ListenError> {
+        Listener::adopt(addr, Bound::bind(addr, mode, owner)?.into_fd())
+    }
+
+    /// Serves `fd`, a listening socket opened for `addr` (by [`Bound::bind`], here or in
+    /// the privileged monitor). Refuses a descriptor that is not a listening socket of
+    /// the address's family. Needs the async runtime.
+    pub fn adopt(addr: &ListenAddr, fd: OwnedFd) -> Result<Listener, ListenError> {
+        let fail = |source: io::Error| ListenError::Adopt {
+            addr: addr.to_string(),
+            source,
+        };
+        let family = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+            .map_err(|e| fail(e.into()))?
+            .family();
+        let want = match addr {
+            ListenAddr::Unix(_) | ListenAddr::VsockUds(_) => AddressFamily::Unix,
+            ListenAddr::Vsock { .. } => AddressFamily::Vsock,
+        };
+        let listens = getsockopt(&fd, sockopt::AcceptConn).map_err(|e| fail(e.into()))?;
+        if family != Some(want) || !listens {
+            return Err(fail(io::Error::other(format!(
+                "not a listening {want:?} socket"
+            ))));
+        }
         match addr {
             ListenAddr::Unix(path) | ListenAddr::VsockUds(path) => {
-                let inner = bind_unix(path, mode, owner)?;
+                let std = std::os::unix::net::UnixListener::from(fd);
+                std.set_nonblocking(true).map_err(fail)?;
+                let inner = UnixListener::from_std(std).map_err(fail)?;
                 Ok(Listener::Unix {
                     inner,
                     path: path.clone(),
                 })
             }
-            ListenAddr::Vsock { port } => {
-                let inner = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, *port)).map_err(
-                    |source| ListenError::Bind {
-                        addr: addr.to_string(),
-                        source: explain_vsock(source),
-                    },
-                )?;
-                Ok(Listener::Vsock { inner })
-            }
+            ListenAddr::Vsock { .. } => Ok(Listener::Vsock {
+                inner: VsockListener::from(fd),
+            }),
         }
     }
 
@@ -146,11 +223,7 @@ fn explain_vsock(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{e}{hint}"))
 }
 
-fn bind_unix(
-    path: &Path,
-    mode: u32,
-    owner: Option<(u32, u32)>,
-) -> Result<UnixListener, ListenError> {
+fn bind_unix(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<OwnedFd, ListenError> {
     // A directory created (or taken back) here is chowned to `owner` only once the
     // socket is in it: a daemon without root (systemd's CAP_CHOWN only) could not bind in
     // it after that.
@@ -189,34 +262,41 @@ fn replace_and_bind(
     path: &Path,
     mode: u32,
     owner: Option<(u32, u32)>,
-) -> Result<UnixListener, ListenError> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(ListenError::InUse {
-                        path: path.to_owned(),
-                    })
-                }
-                Err(_) => std::fs::remove_file(path).map_err(|source| ListenError::Stale {
-                    path: path.to_owned(),
-                    source,
-                })?,
-            }
-        }
-        Ok(_) => {
-            return Err(ListenError::NotASocket {
-                path: path.to_owned(),
-            })
-        }
-        Err(_) => {}
+) -> Result<OwnedFd, ListenError> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        remove_stale(path)?;
     }
-    let listener = UnixListener::bind(path).map_err(|source| ListenError::Bind {
+    let bind_err = |source: io::Error| ListenError::Bind {
         addr: format!("unix:{}", path.display()),
         source,
-    })?;
+    };
+    let addr = UnixAddr::new(path).map_err(|e| bind_err(e.into()))?;
+    let listener = listening(AddressFamily::Unix, &addr).map_err(bind_err)?;
     apply_perms(path, mode, owner)?;
     Ok(listener)
+}
+
+/// Removes the socket at `path` if nobody listens on it; refuses a live socket and any
+/// other kind of file.
+pub fn remove_stale(path: &Path) -> Result<(), ListenError> {
+    let meta = std::fs::symlink_metadata(path).map_err(|source| ListenError::Stale {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !meta.file_type().is_socket() {
+        return Err(ListenError::NotASocket {
+            path: path.to_owned(),
+        });
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ListenError::InUse {
+            path: path.to_owned(),
+        });
+    }
+    std::fs::remove_file(path).map_err(|source| ListenError::Stale {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// A daemon restarted without root (systemd: `User=` with `CAP_CHOWN`) finds its
@@ -328,6 +408,30 @@ mod tests {
             .expect("AF_VSOCK bind (needs the vsock module; /dev/vsock exists on these machines)");
         let port = l.vsock_port().expect("a vsock listener has a port");
         assert_ne!(port, u32::MAX);
+    }
+
+    #[tokio::test]
+    async fn adopts_only_a_listening_socket_of_the_addresss_family() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("a.sock");
+        let addr = ListenAddr::Unix(path.clone());
+        // Opened without the runtime (as the privileged monitor does), served with it.
+        let fd = Bound::bind(&addr, 0o600, None).unwrap().into_fd();
+        let l = Listener::adopt(&addr, fd).unwrap();
+        let (client, accepted) = tokio::join!(tokio::net::UnixStream::connect(&path), l.accept());
+        client.unwrap();
+        assert!(matches!(accepted.unwrap().1, Some(Peer::Unix { .. })));
+        let (connected, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        let e = Listener::adopt(&addr, connected.into()).unwrap_err();
+        assert!(matches!(e, ListenError::Adopt { .. }), "{e:?}");
+        let unix = Bound::bind(&ListenAddr::Unix(t.path().join("b.sock")), 0o600, None)
+            .unwrap()
+            .into_fd();
+        let e = Listener::adopt(&ListenAddr::Vsock { port: 5 }, unix).unwrap_err();
+        assert!(
+            e.to_string().contains("not a listening Vsock socket"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

@@ -1,14 +1,18 @@
 //! Listener, connection, request: the accept loop per sandbox spawns a task per
 //! connection, backs off on accept errors and never dies of one. Each request reads its
 //! sandbox's current context, so a reload (SIGHUP) applies to the next request while
-//! requests in flight finish under the context they started with. Shutdown stops
-//! accepting, then lets in-flight requests finish within a grace period.
+//! requests in flight finish under the context they started with. A reload gets its
+//! configuration and new listeners from a [`Source`]: the daemon itself, or (started as
+//! root) its privileged monitor. Shutdown stops accepting, then lets in-flight requests
+//! finish within a grace period.
 
 mod accept;
 mod admin;
 mod conn;
 mod deadline;
+pub mod monitor;
 mod reload;
+mod source;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -18,6 +22,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use protocol::config::Config;
 use protocol::ListenAddr;
 use tokio::sync::{mpsc, watch};
+
+pub use source::Source;
 
 use crate::net::listen::{ListenError, Listener};
 use crate::observe::audit_log::AuditLog;
@@ -40,8 +46,34 @@ pub struct Shutdown {
     pub signal: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
     /// Longest wait for in-flight requests after the signal.
     pub grace: Duration,
-    /// Validated configurations to switch to (SIGHUP), if reloading is possible.
-    pub reloads: Option<mpsc::UnboundedReceiver<Config>>,
+    /// Reload requests (SIGHUP), if reloading is possible.
+    pub reloads: Option<Reloads>,
+}
+
+/// How `run` reloads.
+pub struct Reloads {
+    /// One message per reload asked for.
+    pub requests: mpsc::UnboundedReceiver<()>,
+    /// Where the configuration and new listeners come from.
+    pub source: Source,
+}
+
+/// What interrupts serving, besides the shutdown signal.
+enum Event {
+    Reload,
+    /// Reloading became impossible: the privileged monitor is gone.
+    SourceGone(monitor::MonitorError),
+}
+
+/// The next reload request, or the end of the source (never, without reloads).
+async fn next_event(reloads: &mut Option<Reloads>) -> Event {
+    let Some(r) = reloads else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        Some(()) = r.requests.recv() => Event::Reload,
+        e = r.source.gone() => Event::SourceGone(e),
+    }
 }
 
 /// A sandbox being served.
@@ -87,6 +119,10 @@ impl Server {
 
     /// Serves until the shutdown signal, switching configurations as they come, then drains.
     pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
+        let mut reloads = shutdown.reloads.take();
+        if let Some(r) = &reloads {
+            r.source.announce();
+        }
         let graceful = Arc::new(GracefulShutdown::new());
         let mut running: HashMap<String, Running> = HashMap::new();
         for (listener, ctx) in std::mem::take(&mut self.listeners) {
@@ -99,18 +135,22 @@ impl Server {
             .take()
             .map(|m| tokio::spawn(metrics_loop(m, self.shared.clone(), stop_rx)));
         crate::os::notify::notify("READY=1");
+        let mut failure = None;
         loop {
-            let next = async {
-                match shutdown.reloads.as_mut() {
-                    Some(r) => r.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = &mut shutdown.signal => break,
-                Some(cfg) = next => self.reload(cfg, &mut running, &graceful).await,
+                ev = next_event(&mut reloads) => match (ev, reloads.as_mut()) {
+                    (Event::Reload, Some(r)) => self.reload(&mut r.source, &mut running, &graceful).await,
+                    (Event::SourceGone(e), _) => {
+                        tracing::error!(error = %e, "reloads are no longer possible: shutting down (restart the daemon)");
+                        failure = Some(e);
+                        break;
+                    }
+                    (Event::Reload, None) => {}
+                },
             }
         }
+        drop(reloads);
         crate::os::notify::notify("STOPPING=1");
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         self.shared
@@ -131,18 +171,33 @@ impl Server {
                 tracing::warn!(grace = ?shutdown.grace, "grace period over; closing remaining connections")
             }
         }
-        Ok(())
+        match failure {
+            Some(e) => Err(anyhow::anyhow!("{e}: stopped serving")),
+            None => Ok(()),
+        }
     }
 
-    /// Switches to a validated configuration: policies swap atomically per sandbox,
+    /// Reloads from `source`: the new configuration is read and validated first (if it
+    /// cannot be had, nothing changes); then policies swap atomically per sandbox,
     /// removed listeners stop accepting, added ones open. Requests in flight keep the
-    /// context they started with.
+    /// context they started with. One line on stdout says how it went: `reloaded
+    /// configuration: ...` only when every part happened.
     async fn reload(
         &mut self,
-        new: Config,
+        source: &mut Source,
         running: &mut HashMap<String, Running>,
         graceful: &Arc<GracefulShutdown>,
     ) {
+        let new = match source.config().await {
+            Ok(c) => c,
+            Err(f) => {
+                // Logged first: whoever reads stdout finds the log written.
+                let line = reload::refused(&f);
+                tracing::error!("{line}");
+                println!("{line}");
+                return;
+            }
+        };
         for w in reload::restart_only(&self.config, &new) {
             tracing::warn!("{w}");
         }
@@ -157,14 +212,15 @@ impl Server {
             running.iter().map(|(n, r)| (n.as_str(), &r.listen)),
             &new.sandboxes,
         );
+        let mut report = reload::Report::default();
         // Stop what goes away (or moves) first: its socket path may be reused.
         for name in &plan.remove {
             let r = running.remove(name).expect("present");
             let _ = r.stop.send(true);
             let _ = r.task.await;
+            source.release(&r.listen).await;
             println!("stopped sandbox={name}");
         }
-        let (mut kept, mut added) = (Vec::new(), Vec::new());
         for sb in &new.sandboxes {
             let name = sb.name.to_string();
             if let Some(r) = running.get(&name) {
@@ -172,23 +228,16 @@ impl Server {
                 if old.sandbox.socket_mode != sb.socket_mode
                     || old.sandbox.socket_owner != sb.socket_owner
                 {
-                    if let Some(p) = sb.listen.unix_path() {
-                        if let Err(e) =
-                            crate::net::listen::apply_perms(p, sb.socket_mode, sb.socket_owner)
-                        {
-                            let hint = crate::os::privileges::hint(
-                                "changing a socket's owner needs root: restart the daemon to apply it",
-                            );
-                            tracing::error!(sandbox = %name, error = %e, "cannot apply the new socket mode/owner{hint}");
-                        }
+                    if let Err(f) = source.perms(sb).await {
+                        report.failed.push(f);
                     }
                 }
                 let next = Arc::new(old.successor(sb.clone(), new.clone(), self.upstream.clone()));
                 *r.cell.write().unwrap_or_else(|p| p.into_inner()) = next;
-                kept.push(name);
+                report.kept += 1;
                 continue;
             }
-            match Listener::bind(&sb.listen, sb.socket_mode, sb.socket_owner) {
+            match source.listener(sb).await {
                 Ok(l) => {
                     let ctx = SandboxCtx::new(
                         sb.clone(),
@@ -197,22 +246,20 @@ impl Server {
                         self.upstream.clone(),
                     );
                     running.insert(name.clone(), start(l, Arc::new(ctx), graceful.clone()));
-                    added.push(name);
+                    report.added.push(name);
                 }
-                Err(e) => {
-                    let hint = crate::os::privileges::hint("make the socket's directory writable by that user, or restart the daemon to open the listener with its start-up privileges");
-                    tracing::error!(sandbox = %name, error = %e, "cannot open the new listener; it stays closed{hint}");
-                }
+                Err(f) => report.failed.push(f),
             }
         }
         self.config = new;
-        println!(
-            "reloaded configuration: {} sandbox(es) kept, added [{}], removed [{}]",
-            kept.len(),
-            added.join(", "),
-            plan.remove.join(", ")
-        );
-        tracing::info!(kept = kept.len(), added = ?added, removed = ?plan.remove, "configuration reloaded");
+        report.removed = plan.remove;
+        let line = report.line();
+        if report.failed.is_empty() {
+            tracing::info!(kept = report.kept, added = ?report.added, removed = ?report.removed, "configuration reloaded");
+        } else {
+            tracing::error!("{line}");
+        }
+        println!("{line}");
     }
 }
 

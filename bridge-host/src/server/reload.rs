@@ -1,7 +1,8 @@
 //! What a reload changes, decided without touching a socket: which sandboxes keep their
 //! listener (their policy is swapped in place), which are added, which are removed. A
 //! sandbox whose listen address changed is removed and added, so its old socket path is
-//! free before the new one is bound. Also the sections a reload cannot change.
+//! free before the new one is bound. Also the sections a reload cannot change, and the
+//! line that reports a reload (`reload failed: ...` unless every part happened).
 
 use protocol::config::{Config, Sandbox};
 use protocol::ListenAddr;
@@ -44,6 +45,61 @@ pub fn diff<'a>(
         }
     }
     d
+}
+
+/// A part of a reload that did not happen: what, why, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// E.g. `sandbox "x" was not opened`.
+    pub what: String,
+    /// The error, with its cause.
+    pub cause: String,
+    /// What the operator can do.
+    pub fix: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}; to fix: {}", self.what, self.cause, self.fix)
+    }
+}
+
+/// The line printed (stdout) and logged when the new configuration could not be had at
+/// all: nothing changed.
+pub fn refused(f: &Failure) -> String {
+    format!("reload failed: {f}; the running configuration stays")
+}
+
+/// What a reload that got its configuration did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    pub kept: usize,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// The parts that did not happen: any makes the reload a failure.
+    pub failed: Vec<Failure>,
+}
+
+impl Report {
+    /// The line printed (stdout) and logged: `reloaded configuration: ...` only when
+    /// every part happened, else `reload failed: ...` with each failure and what was
+    /// applied nonetheless.
+    pub fn line(&self) -> String {
+        let done = format!(
+            "{} sandbox(es) kept, added [{}], removed [{}]",
+            self.kept,
+            self.added.join(", "),
+            self.removed.join(", ")
+        );
+        if self.failed.is_empty() {
+            return format!("reloaded configuration: {done}");
+        }
+        let failed: Vec<String> = self.failed.iter().map(Failure::to_string).collect();
+        format!(
+            "reload failed: {}; the rest was applied: {done}",
+            failed.join(" / ")
+        )
+    }
 }
 
 /// Warnings for the sections a reload leaves as they were until a restart.
@@ -133,6 +189,35 @@ mod tests {
         let c = config(&sandbox("a", "/r/a.sock"));
         assert_eq!(diff([], &c.sandboxes).add, ["a"]);
         assert_eq!(diff(running(&c), &[]).remove, ["a"]);
+    }
+
+    #[test]
+    fn a_reload_reads_as_success_only_when_every_part_happened() {
+        let mut r = Report {
+            kept: 1,
+            added: vec!["b".into()],
+            removed: vec!["c".into()],
+            failed: vec![],
+        };
+        assert_eq!(
+            r.line(),
+            "reloaded configuration: 1 sandbox(es) kept, added [b], removed [c]"
+        );
+        r.failed.push(Failure {
+            what: "sandbox \"d\" was not opened".into(),
+            cause: "cannot create directory /r/d: Permission denied".into(),
+            fix: "restart the daemon".into(),
+        });
+        let line = r.line();
+        assert!(
+            line.starts_with("reload failed: sandbox \"d\" was not opened: cannot create directory /r/d: Permission denied; to fix: restart the daemon; the rest was applied: 1 sandbox(es) kept, added [b]"),
+            "{line}"
+        );
+        assert!(!line.contains("reloaded"), "{line}");
+        assert_eq!(
+            refused(&r.failed[0]),
+            "reload failed: sandbox \"d\" was not opened: cannot create directory /r/d: Permission denied; to fix: restart the daemon; the running configuration stays"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod limits;
 mod limits_body_buffer;
 mod limits_memory;
 mod metrics;
+mod monitor;
 mod num_ctx;
 mod openai;
 mod openai_errors;

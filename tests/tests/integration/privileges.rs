@@ -31,7 +31,7 @@ fn per_thread(pid: u32, key: &str) -> Vec<String> {
 }
 
 /// Asserts one value of `key` for the process (its `/proc/PID/status`) and every thread.
-fn assert_status(pid: u32, key: &str, want: &str) {
+pub(crate) fn assert_status(pid: u32, key: &str, want: &str) {
     let main = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = main
         .lines()
@@ -48,7 +48,7 @@ fn assert_status(pid: u32, key: &str, want: &str) {
 }
 
 /// Asserts the daemon runs as `user` with nothing left of root.
-fn assert_dropped_to(host: &Host, user: &User) {
+pub(crate) fn assert_dropped_to(host: &Host, user: &User) {
     let pid = host.child.id().expect("running");
     let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
     assert_status(pid, "Uid", &format!("{uid} {uid} {uid} {uid}"));
@@ -66,7 +66,7 @@ fn assert_dropped_to(host: &Host, user: &User) {
     );
 }
 
-fn user(name: &str) -> User {
+pub(crate) fn user(name: &str) -> User {
     User::from_name(name).unwrap().expect("user exists")
 }
 
@@ -172,7 +172,7 @@ fn an_unknown_user_is_a_configuration_error() {
 }
 
 #[tokio::test]
-async fn after_the_drop_reload_and_reopen_fail_clearly_and_the_daemon_keeps_serving() {
+async fn after_the_drop_reload_works_a_failed_audit_reopen_says_so_and_the_daemon_keeps_serving() {
     require_root("it starts bridge-host as root");
     let double = Double::start(DoubleConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -199,16 +199,13 @@ async fn after_the_drop_reload_and_reopen_fail_clearly_and_the_daemon_keeps_serv
     );
     collect(send_unix(&sock, tags()).await.unwrap()).await;
     std::fs::rename(log_dir.join("audit.jsonl"), log_dir.join("audit.jsonl.1")).unwrap();
-    // A listener in a directory only root may write to cannot be added any more.
+    // A listener in a directory only root may write to: the privileged monitor opens it
+    // (tests/tests/integration/monitor.rs has the rest).
     host.reconfigure(&cfg(&[("agent", SANDBOX), ("late", SANDBOX)]));
-    let line = host.wait_line("reloaded configuration").await;
-    assert!(line.contains("added []"), "{line}");
-    let log = host.log();
-    assert!(
-        log.contains("cannot open the new listener")
-            && log.contains("runs as user nobody (uid 65534")
-            && log.contains("restart the daemon"),
-        "{log}"
+    let line = host.wait_line("reload").await;
+    assert_eq!(
+        line,
+        "reloaded configuration: 1 sandbox(es) kept, added [late], removed []"
     );
     let (status, _, _) = collect(send_unix(&sock, tags()).await.unwrap()).await;
     assert_eq!(status, 200, "still serving");
@@ -321,6 +318,71 @@ socket_owner = \"4242:4243\""
         collect(send_unix(&sock, req("GET", "/api/tags", "")).await.unwrap()).await;
     assert_eq!(status, 200);
     drop(host);
+}
+
+#[tokio::test]
+async fn started_without_root_a_reload_says_what_it_cannot_do_and_does_the_rest() {
+    // As under the systemd unit (User=, CAP_CHOWN shed once the sockets are chowned): no
+    // privileged monitor, so a reload cannot set socket_owner. It must say so, as a
+    // failure with what to do, and still apply what it can.
+    require_root("setpriv starts bridge-host as nobody with CAP_CHOWN");
+    let setpriv = setpriv();
+    let double = Double::start(DoubleConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let nobody = user("nobody");
+    let (reuid, regid) = setpriv_ids(&nobody);
+    let wrapper = [
+        setpriv,
+        &reuid,
+        &regid,
+        "--clear-groups",
+        "--inh-caps=+chown",
+        "--ambient-caps=+chown",
+    ];
+    let cfg = |sandboxes: &[(&str, &str)]| config(&double.url(), sandboxes, "");
+    let owned = format!("{SANDBOX}\nsocket_owner = \"4242:4243\"");
+    let mut host = Host::start_wrapped(dir, &cfg(&[("agent", SANDBOX)]), &wrapper, &[]).await;
+    assert!(
+        host.log()
+            .contains("reload (SIGHUP): this daemon runs as user nobody (uid 65534")
+            && host.log().contains("cannot set socket_owner"),
+        "it says at start what a reload can do: {}",
+        host.log()
+    );
+
+    host.reconfigure(&cfg(&[
+        ("agent", SANDBOX),
+        ("owned", &owned),
+        ("plain", SANDBOX),
+    ]));
+    let line = host.wait_line("reload").await;
+    assert!(
+        line.starts_with(
+            "reload failed: sandbox \"owned\" was not opened: cannot set mode or owner of "
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains("no privileged monitor")
+            && line.contains("cannot set socket_owner")
+            && line.contains("restart the daemon")
+            && line
+                .ends_with("the rest was applied: 1 sandbox(es) kept, added [plain], removed []"),
+        "{line}"
+    );
+    assert!(
+        host.log().contains("ERROR") && host.log().contains("reload failed: sandbox"),
+        "{}",
+        host.log()
+    );
+    let (status, _, _) = collect(
+        send_unix(&socket(&host, "plain"), req("GET", "/api/tags", ""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

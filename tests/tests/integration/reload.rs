@@ -70,8 +70,14 @@ async fn a_bad_configuration_is_refused_and_the_old_one_stays() {
     let good = config(&double.url(), &[("agent", "models = [\"qwen2.5:7b\"]")], "");
     let mut host = Host::start(&good).await;
     host.reconfigure(&(good.clone() + "\nbogus_key = 1\n"));
-    let line = host.wait_line("reload refused").await;
-    assert!(line.contains("1 error(s)"), "{line}");
+    let line = host.wait_line("reload").await;
+    assert!(
+        line.starts_with("reload failed: ")
+            && line.contains("has 1 error(s)")
+            && line.contains("check-config")
+            && line.ends_with("the running configuration stays"),
+        "{line}"
+    );
     assert!(host.log().contains("bogus_key"), "the error is logged");
     let (s, _, _) = collect(
         send_unix(

@@ -19,7 +19,9 @@ use nix::unistd::{Gid, Group, Uid, User};
 use protocol::config::{Privileges, DEFAULT_USER, FALLBACK_USER};
 use thiserror::Error;
 
+mod monitor;
 mod threads;
+pub use monitor::confine_monitor;
 pub use threads::confine_thread;
 
 /// Why privileges could not be resolved or dropped.

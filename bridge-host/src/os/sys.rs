@@ -1,0 +1,93 @@
+//! The crate's only unsafe code (STYLE.md rule 12): forking the privileged monitor while
+//! the process has a single thread, taking ownership of the file descriptors the kernel
+//! installs when a message carries them (SCM_RIGHTS), and registering an owned
+//! descriptor with the runtime.
+#![allow(unsafe_code)]
+
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use nix::unistd::{ForkResult, Pid};
+use tokio::io::unix::AsyncFd;
+
+/// The most descriptors one message can carry (the kernel's `SCM_MAX_FD`).
+const SCM_MAX_FD: usize = 253;
+
+/// Which side of a fork this is.
+#[derive(Debug)]
+pub enum Forked {
+    Child,
+    Parent(Pid),
+}
+
+/// Forks, but only while the process has exactly one thread (as `/proc/self/task`
+/// shows): the child of a multi-threaded process may only call async-signal-safe
+/// functions, which the monitor does not limit itself to.
+pub fn fork_single_threaded() -> io::Result<Forked> {
+    let threads = std::fs::read_dir("/proc/self/task")?.count();
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "{threads} threads are running: the monitor must be forked before any thread starts"
+        )));
+    }
+    // SAFETY: the process has one thread (counted just above, and nothing between the
+    // count and the fork starts one), so the child inherits no lock held by another
+    // thread and may allocate, log and run ordinary code.
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => Ok(Forked::Child),
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+    }
+}
+
+/// One record as `recvmsg` returned it: its length, its flags, and the descriptors it
+/// carried, now owned (closed when dropped) and close-on-exec.
+#[derive(Debug)]
+pub struct Received {
+    pub len: usize,
+    pub flags: MsgFlags,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receives one record into `buf` with `MSG_CMSG_CLOEXEC`. With `want_fds`, there is
+/// room for as many descriptors as one message can carry; without, the kernel closes
+/// any the sender attached and sets `MSG_CTRUNC`. Under `MSG_CTRUNC` nix refuses to
+/// walk the control buffer, so descriptors installed before the truncation are not
+/// returned; the callers' protocol sends at most one per message, which never truncates
+/// unless the receiver is out of descriptors (and then none was installed).
+pub fn recv_record(sock: BorrowedFd<'_>, buf: &mut [u8], want_fds: bool) -> io::Result<Received> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = want_fds.then(|| nix::cmsg_space!([RawFd; SCM_MAX_FD]));
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        space.as_mut(),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: the kernel installed `fd` in this process's table for this
+                    // message just now; nothing else refers to it, so it is ours to own.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+    }
+    Ok(Received {
+        len: msg.bytes,
+        flags: msg.flags,
+        fds,
+    })
+}
+
+/// Registers `fd` with the runtime's reactor (read and write readiness). Needs the
+/// runtime.
+pub fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an `OwnedFd` is open and refers to the same file description for as long as
+    // it lives, always reporting the same raw descriptor; the `AsyncFd` owns it until
+    // dropped, so it stays registered exactly while it is open.
+    unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
+}
