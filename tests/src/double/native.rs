@@ -35,14 +35,28 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Response<DBody>> {
     }
 }
 
+/// The model a request names, read as Ollama reads it: `model` alone (chat, generate,
+/// embed, embeddings and the `/v1` layer: their request types have no `name`), or with
+/// `legacy_name`, `model` if non-empty else the deprecated `name` (show, pull, push,
+/// delete, create).
 pub fn find_model(state: &State, req: &Map<String, Value>) -> Result<DoubleModel, Response<DBody>> {
-    let raw = req
+    find_model_in(state, req, false)
+}
+
+pub fn find_model_in(
+    state: &State,
+    req: &Map<String, Value>,
+    legacy_name: bool,
+) -> Result<DoubleModel, Response<DBody>> {
+    let model = req
         .get("model")
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .or_else(|| req.get("name").and_then(Value::as_str))
-        .unwrap_or("");
-    if raw.is_empty() {
+        .filter(|s| !s.is_empty());
+    let raw = match model {
+        None if legacy_name => req.get("name").and_then(Value::as_str).unwrap_or(""),
+        m => m.unwrap_or(""),
+    };
+    if raw.trim().is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "model is required"));
     }
     lookup(state, raw)
@@ -371,6 +385,22 @@ pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         Err(e) => return e,
     };
     let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or("");
+    let asked = req
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(&model.name);
+    if prompt.is_empty() {
+        // Ollama's GenerateHandler: no prompt only loads the model, and answers one
+        // JSON object whether or not the request streams.
+        let stalled = state.config.lock().unwrap().script.stall_headers;
+        if stalled {
+            std::future::pending::<()>().await;
+        }
+        return json_resp(
+            StatusCode::OK,
+            &json!({"model": asked, "created_at": CREATED_AT, "response": "", "done": true, "done_reason": "load"}),
+        );
+    }
     let system = req.get("system").and_then(Value::as_str).unwrap_or("");
     let ctx = num_ctx(state, &req, &model);
     let seen = tokenize::truncate_text(&format!("{system} {prompt}"), ctx);
@@ -404,12 +434,23 @@ pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         .iter()
         .map(|p| line(&json!({"model": plan.model, "created_at": CREATED_AT, "response": p, "done": false})))
         .collect();
-    let mut last = json!({"model": plan.model, "created_at": CREATED_AT, "response": ""});
-    final_fields(&plan, last.as_object_mut().expect("object"));
+    // Ollama's final generate chunk carries `context` (the prompt's and the answer's
+    // token ids) unless the request is raw.
+    let raw = req.get("raw").and_then(Value::as_bool).unwrap_or(false);
+    let context: Vec<u64> = (1..=plan.seen.evaluated + plan.pieces.len() as u64).collect();
+    let fin = |mut v: Value| {
+        let o = v.as_object_mut().expect("object");
+        final_fields(&plan, o);
+        if !raw {
+            o.insert("context".into(), json!(context));
+        }
+        v
+    };
+    let last = fin(json!({"model": plan.model, "created_at": CREATED_AT, "response": ""}));
     lines.push(line(&last));
-    let mut whole =
-        json!({"model": plan.model, "created_at": CREATED_AT, "response": plan.pieces.concat()});
-    final_fields(&plan, whole.as_object_mut().expect("object"));
+    let whole = fin(
+        json!({"model": plan.model, "created_at": CREATED_AT, "response": plan.pieces.concat()}),
+    );
     respond(state, &req, plan, lines, whole).await
 }
 
@@ -498,7 +539,7 @@ pub fn show(state: &State, body: &[u8]) -> Response<DBody> {
         Ok(r) => r,
         Err(e) => return e,
     };
-    match find_model(state, &req) {
+    match find_model_in(state, &req, true) {
         Ok(m) => json_resp(
             StatusCode::OK,
             &json!({
