@@ -158,7 +158,12 @@ fuzz_target!(|data: &[u8]| {
         "model vs show's legacy name"
     );
     // Where Ollama's request type has no `name`, it names nothing: no model, refused.
-    for route in [Route::Chat, Route::Generate, Route::Embed, Route::Embeddings] {
+    for route in [
+        Route::Chat,
+        Route::Generate,
+        Route::Embed,
+        Route::Embeddings,
+    ] {
         for verdict in decide_body(&route, "name", raw) {
             assert_eq!(
                 verdict,

@@ -100,7 +100,11 @@ pub fn ollama_models(obj: &Map<String, Value>, route: &Route) -> Vec<String> {
     };
     let named = |s: &String| !s.trim().is_empty();
     match ollama_fields(route) {
-        (fields, true) => fields.iter().filter_map(|f| text(f)).filter(named).collect(),
+        (fields, true) => fields
+            .iter()
+            .filter_map(|f| text(f))
+            .filter(named)
+            .collect(),
         (fields, false) => fields
             .iter()
             .find_map(|f| text(f))

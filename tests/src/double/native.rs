@@ -375,34 +375,11 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
     respond(state, &req, plan, lines, whole).await
 }
 
-pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
-    let req = match parse_body(body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let model = match find_model(state, &req) {
-        Ok(m) => m,
-        Err(e) => return e,
-    };
+/// Plans a generate reply to a request with a prompt.
+pub fn plan_generate(state: &State, req: &Map<String, Value>, model: &DoubleModel) -> Plan {
     let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or("");
-    let asked = req
-        .get("model")
-        .and_then(Value::as_str)
-        .unwrap_or(&model.name);
-    if prompt.is_empty() {
-        // Ollama's GenerateHandler: no prompt only loads the model, and answers one
-        // JSON object whether or not the request streams.
-        let stalled = state.config.lock().unwrap().script.stall_headers;
-        if stalled {
-            std::future::pending::<()>().await;
-        }
-        return json_resp(
-            StatusCode::OK,
-            &json!({"model": asked, "created_at": CREATED_AT, "response": "", "done": true, "done_reason": "load"}),
-        );
-    }
     let system = req.get("system").and_then(Value::as_str).unwrap_or("");
-    let ctx = num_ctx(state, &req, &model);
+    let ctx = num_ctx(state, req, model);
     let seen = tokenize::truncate_text(&format!("{system} {prompt}"), ctx);
     let script = state.config.lock().unwrap().script.clone();
     let text = script.text.clone().unwrap_or_else(|| {
@@ -416,8 +393,8 @@ pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         )
     });
     let mut pieces = words(&text);
-    let done_reason = limit(&mut pieces, &req);
-    let plan = Plan {
+    let done_reason = limit(&mut pieces, req);
+    Plan {
         model: req
             .get("model")
             .and_then(Value::as_str)
@@ -428,7 +405,36 @@ pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         seen,
         done_reason,
         script,
+    }
+}
+
+pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
+    let req = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
     };
+    let model = match find_model(state, &req) {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or("");
+    if prompt.is_empty() {
+        // Ollama's GenerateHandler: no prompt only loads the model, and answers one
+        // JSON object whether or not the request streams.
+        let stalled = state.config.lock().unwrap().script.stall_headers;
+        if stalled {
+            std::future::pending::<()>().await;
+        }
+        let asked = req
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(&model.name);
+        return json_resp(
+            StatusCode::OK,
+            &json!({"model": asked, "created_at": CREATED_AT, "response": "", "done": true, "done_reason": "load"}),
+        );
+    }
+    let plan = plan_generate(state, &req, &model);
     let mut lines: Vec<Bytes> = plan
         .pieces
         .iter()
