@@ -183,6 +183,30 @@ def ndjson_seeds():
         items.append((name + "-usage-small-limit", bytes([0x05, 0x90, 0x11]) + body))
     items.append(("no-trailing-newline", bytes([0x01, 0x00, 0x00]) + chunk(done=True).encode()))
     items.append(("fail-at-end", bytes([0x13, 0x00, 0x05]) + chunk("x").encode() + b"\n"))
+
+    # /api/generate streams for the legacy completions translator (flag bit 5; bit 6 echo).
+    def gen(text="", done=False, extra=None):
+        c = {"model": "qwen2.5:7b", "created_at": "2026-11-20T10:00:00.000000Z", "response": text, "done": done}
+        if done:
+            c.update({"done_reason": "stop", "context": [1, 2, 3], "total_duration": 5043500667,
+                      "prompt_eval_count": 26, "eval_count": 290})
+        c.update(extra or {})
+        return json.dumps(c, separators=(",", ":"))
+
+    generate = {
+        "gen-text": [gen("Once"), gen(" upon"), gen(""), gen(done=True)],
+        "gen-length": [gen("x"), gen(" y", done=True, extra={"done_reason": "length"})],
+        "gen-thinking": [gen(extra={"thinking": "hmm"}), gen("ok"), gen(done=True)],
+        "gen-error-mid": [gen("x"), '{"error":"model runner has unexpectedly stopped"}'],
+        "gen-no-final": [gen("x")],
+        "gen-unicode": [gen("\u00e4\u4e2d\U0001F600 \\n \"q\""), gen(done=True)],
+    }
+    for name, lines in generate.items():
+        body = ("\n".join(lines) + "\n").encode()
+        items.append((name, bytes([0x27, 0x00, 0x2a]) + body))
+        items.append((name + "-echo-small-limit", bytes([0x65, 0x90, 0x11]) + body))
+    load = '{"model":"m","created_at":"2026-11-20T10:00:00Z","response":"","done":true,"done_reason":"load"}'
+    items.append(("gen-load-no-newline", bytes([0x61, 0x00, 0x00]) + load.encode()))
     write("ndjson_sse", items)
 
 

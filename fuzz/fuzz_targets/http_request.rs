@@ -8,14 +8,16 @@
 //! bytes) that is exactly a route of the DESIGN.md table, and a raw target that is that
 //! path (origin form) or `scheme://authority` + that path; the route's class matches the
 //! table; a permitted body, re-serialised as the host forwards it, names to Ollama's Go
-//! decoder exactly the models that were decided on, and carries the num_ctx decided.
+//! decoder exactly the models that were decided on (read only from the fields Ollama's
+//! request type for the route has: no `name` on chat, generate or embed), and carries the
+//! num_ctx decided; a body refused for naming no model names none to Ollama either.
 #![no_main]
 
 use fuzz_support::{config, ollama_models, sandboxes};
 use libfuzzer_sys::fuzz_target;
 use protocol::config::NumCtxPolicy;
 use protocol::json::parse_strict_object;
-use protocol::policy::{apply_num_ctx, decide, endpoint_allowed};
+use protocol::policy::{apply_num_ctx, decide, endpoint_allowed, Denied};
 use protocol::route::{is_canonical_path, BodyKind, EndpointClass, Route};
 use protocol::ModelName;
 use serde_json::Value;
@@ -145,6 +147,13 @@ fuzz_target!(|data: &[u8]| {
         let verdict = decide(sandbox, &route, obj.as_mut());
         assert_eq!(verdict, decide(sandbox, &route, again.as_mut()));
         assert_eq!(obj, again, "decide rewrote the body differently");
+        // "No model" exactly when Ollama would read none from the fields its request
+        // type has for this route (a `name` on chat is not one).
+        if let (Err(Denied::ModelRequired { .. }), Some(o), false) =
+            (&verdict, obj.as_ref(), route == Route::Copy)
+        {
+            assert_eq!(ollama_models(o, &route), Vec::<String>::new(), "{m} {path}");
+        }
         let Ok(permit) = verdict else { continue };
         assert_eq!(permit.class, route.class());
         for model in &permit.models {

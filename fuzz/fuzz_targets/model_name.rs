@@ -5,8 +5,11 @@
 //! form) re-parse to the same name, so canonicalising is idempotent; canonical names are
 //! lowercase ASCII; cloud detection agrees on every form, and a name written `*:cloud` or
 //! `*-cloud` is always a cloud model; a name without wildcards is a literal pattern that
-//! admits it; the decision for `{"model": s}`, `{"name": s}` and `GET /v1/models/{s}` is
-//! deterministic, agrees across the three, and agrees with the name's own verdict.
+//! admits it; the decision for `{"model": s}` (chat, show), the legacy `{"name": s}` on
+//! show and `GET /v1/models/{s}` is deterministic, agrees across them, and agrees with the
+//! name's own verdict; `{"name": s}` on chat, generate, embed and embeddings, whose Ollama
+//! request types have no `name` (`api/types.go`, ollama main fb30760 after v0.33.0-rc2),
+//! names no model whatever `s` is: refused as `ModelRequired`, never decided on `s`.
 //!
 //! Against Ollama (`fuzz_support::ollama_name`, its Go `ParseRef` + `ParseName`
 //! transliterated): a name parses exactly when Ollama accepts it, and names the model
@@ -147,13 +150,28 @@ fuzz_target!(|data: &[u8]| {
         let _ = pat.specificity();
     }
 
-    // The decision, wherever the name is written.
+    // The decision, wherever Ollama reads the name.
     let chat = decide_body(&Route::Chat, "model", raw);
     assert_eq!(
         brief(&chat),
-        brief(&decide_body(&Route::Chat, "name", raw)),
-        "model vs name"
+        brief(&decide_body(&Route::Show, "name", raw)),
+        "model vs show's legacy name"
     );
+    // Where Ollama's request type has no `name`, it names nothing: no model, refused.
+    for route in [
+        Route::Chat,
+        Route::Generate,
+        Route::Embed,
+        Route::Embeddings,
+    ] {
+        for verdict in decide_body(&route, "name", raw) {
+            assert_eq!(
+                verdict,
+                Err(Denied::ModelRequired { field: "model" }),
+                "{route:?} read {raw:?} from name"
+            );
+        }
+    }
     assert_eq!(
         chat,
         decide_body(&Route::Show, "model", raw),

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use protocol::config::{Config, DefaultsEnv};
 use protocol::json::go_fold;
-use protocol::route::{ModelFields, Route};
+use protocol::route::Route;
 use protocol::Sandbox;
 use serde_json::{Map, Value};
 
@@ -62,18 +62,55 @@ pub fn go_field<'a>(obj: &'a Map<String, Value>, field: &str) -> Option<&'a Valu
     first
 }
 
-/// The model names Ollama reads from a forwarded body for `route` (`model` over the
-/// legacy `name`, both of `source` and `destination` for copy). Non-strings read as
-/// absent, as Go would fail the request rather than pick another field.
+/// The fields Ollama's request type for `route` has a model name in, written from
+/// Ollama's source (ollama/ollama main fb30760, after v0.33.0-rc2) independently of
+/// `Route::model_fields`: `api/types.go` gives `ShowRequest`, `PullRequest`,
+/// `PushRequest`, `DeleteRequest` and `CreateRequest` the deprecated `name` (their
+/// handlers take `model` when non-empty, else `name`); `ChatRequest`, `GenerateRequest`,
+/// `EmbedRequest`, `EmbeddingRequest` and the `openai` package's requests have `model`
+/// alone; `CopyRequest` has `source` and `destination`. `(fields, all)`: with `all`,
+/// every field names a model; otherwise the first non-empty one does.
+fn ollama_fields(route: &Route) -> (&'static [&'static str], bool) {
+    match route {
+        Route::Show | Route::Pull | Route::Push | Route::Delete | Route::Create => {
+            (&["model", "name"], false)
+        }
+        Route::Chat
+        | Route::Generate
+        | Route::Embed
+        | Route::Embeddings
+        | Route::OaiChat
+        | Route::OaiCompletions
+        | Route::OaiEmbeddings
+        | Route::OaiResponses
+        | Route::AnthropicMessages => (&["model"], false),
+        Route::Copy => (&["source", "destination"], true),
+        _ => (&[], false),
+    }
+}
+
+/// The model names Ollama reads from a forwarded body for `route` (see
+/// [`ollama_fields`]). Non-strings read as absent, as Go would fail the request rather
+/// than pick another field; a chosen name that is blank is no name (`ParseRef` trims it
+/// and answers `model is required`).
 pub fn ollama_models(obj: &Map<String, Value>, route: &Route) -> Vec<String> {
     let text = |f: &str| match go_field(obj, f) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         _ => None,
     };
-    match route.model_fields() {
-        ModelFields::None => Vec::new(),
-        ModelFields::FirstOf(fields) => fields.iter().find_map(|f| text(f)).into_iter().collect(),
-        ModelFields::AllOf(fields) => fields.iter().filter_map(|f| text(f)).collect(),
+    let named = |s: &String| !s.trim().is_empty();
+    match ollama_fields(route) {
+        (fields, true) => fields
+            .iter()
+            .filter_map(|f| text(f))
+            .filter(named)
+            .collect(),
+        (fields, false) => fields
+            .iter()
+            .find_map(|f| text(f))
+            .filter(named)
+            .into_iter()
+            .collect(),
     }
 }
 

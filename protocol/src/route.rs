@@ -240,12 +240,19 @@ impl Route {
 
     /// The fields Ollama reads a model name from, in the order it prefers them.
     /// A route with several *distinct* model fields (copy) lists them all in `all_of`.
+    ///
+    /// Per Ollama's `api/types.go` (read at ollama/ollama main `fb30760`, 2026-08-21,
+    /// after v0.33.0-rc2): only `ShowRequest`, `PullRequest`, `PushRequest`,
+    /// `DeleteRequest` and `CreateRequest` still have the deprecated `name`, and their
+    /// handlers (`server/routes.go`) take `model` when it is non-empty, else `name`.
+    /// `ChatRequest`, `GenerateRequest`, `EmbedRequest` and `EmbeddingRequest` have
+    /// `model` alone: a `name` there is an unknown field Ollama ignores, so it names no
+    /// model, and a body without `model` is refused (Ollama: `model is required`).
     pub fn model_fields(&self) -> ModelFields {
         use Route::*;
         match self {
-            Show | Chat | Generate | Embed | Embeddings | Pull | Push | Create | Delete => {
-                ModelFields::FirstOf(&["model", "name"])
-            }
+            Show | Pull | Push | Create | Delete => ModelFields::FirstOf(&["model", "name"]),
+            Chat | Generate | Embed | Embeddings => ModelFields::FirstOf(&["model"]),
             OaiChat | OaiCompletions | OaiEmbeddings | OaiResponses | AnthropicMessages => {
                 ModelFields::FirstOf(&["model"])
             }

@@ -43,7 +43,10 @@ pub async fn handle(
     let resp = match check::check(&ctx, req, &mut ex.rec).await {
         Ok(c) => {
             ex.allow();
-            let native = matches!(c.route, Route::OaiChat | Route::OaiEmbeddings);
+            let native = matches!(
+                c.route,
+                Route::OaiChat | Route::OaiCompletions | Route::OaiEmbeddings
+            );
             if ctx.sandbox.openai_via_native && native {
                 openai::forward(&ctx, c, ex).await
             } else {

@@ -1,6 +1,7 @@
-//! `openai_via_native`: the host answers `/v1/chat/completions` and `/v1/embeddings`
-//! itself through Ollama's `/api/chat` and `/api/embed`, so the model's num_ctx policy
-//! applies and streamed tool calls arrive whole. The translation is `protocol::openai`;
+//! `openai_via_native`: the host answers `/v1/chat/completions`, `/v1/completions` and
+//! `/v1/embeddings` itself through Ollama's `/api/chat`, `/api/generate` and `/api/embed`,
+//! so the model's num_ctx policy applies and streamed tool calls arrive whole. The
+//! translation is `protocol::openai`;
 //! this is the I/O around it: the upstream request, the SSE body (a [`Transform`] on
 //! the usual [`Relay`], which keeps the idle timeout and the audit record), and the
 //! gathered answers of non-streamed requests.
@@ -15,8 +16,9 @@ use hyper::body::Incoming;
 use protocol::error::{BridgeError, Reason};
 use protocol::openai::response::CollectError;
 use protocol::openai::{
-    chat_request, embed_request, embed_response, native_error, upstream_error_body, ChatCollector,
-    ChatStream, LineSplitter, Meta,
+    chat_request, completion_meta, completion_request, embed_request, embed_response, native_error,
+    upstream_error_body, ChatCollector, ChatStream, CompletionCollector, CompletionStream,
+    LineSplitter, Meta, SseStream,
 };
 use protocol::policy::apply_num_ctx;
 use protocol::route::{ErrorFormat, Route};
@@ -35,8 +37,8 @@ const MAX_LINE: usize = 16 << 20;
 /// Largest answer gathered for a non-streamed request or an error body.
 const MAX_GATHER: usize = 64 << 20;
 
-/// Serves a checked `/v1/chat/completions` or `/v1/embeddings` request natively:
-/// translate, send, then answer in OpenAI's format.
+/// Serves a checked `/v1/chat/completions`, `/v1/completions` or `/v1/embeddings` request
+/// natively: translate, send, then answer in OpenAI's format.
 pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Response<RespBody> {
     let (native, target) = match translate(ctx, &c, &mut ex) {
         Ok(t) => t,
@@ -68,6 +70,9 @@ fn translate(
     }
     let (mut native, target) = match c.route {
         Route::OaiChat => chat_request(body).map(|r| (r.native.clone(), Target::Chat(r))),
+        Route::OaiCompletions => {
+            completion_request(body).map(|r| (r.native.clone(), Target::Completion(r)))
+        }
         _ => embed_request(body).map(|r| (r.native.clone(), Target::Embed(r))),
     }
     .map_err(|e| e.to_error())?;
@@ -104,7 +109,7 @@ async fn respond(
     ctx: &SandboxCtx,
     resp: Response<Incoming>,
     target: Target,
-    mut ex: Exchange,
+    ex: Exchange,
     hold: Option<Box<dyn Send>>,
 ) -> Response<RespBody> {
     let status = resp.status();
@@ -125,22 +130,8 @@ async fn respond(
     match target {
         Target::Chat(r) if r.stream => {
             let meta = Meta::new(ex.id(), created, &r.model);
-            let t = SseTransform {
-                lines: LineSplitter::new(MAX_LINE),
-                stream: ChatStream::new(meta, r.include_usage),
-            };
-            ex.rec.status = 200;
-            let mut out = Response::new(());
-            let h = out.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            set_request_id(h, ex.id());
-            let relay = super::relay::Relay::new(resp.into_body(), StreamKind::Sse, idle, ex, hold)
-                .with_transform(Box::new(t));
-            out.map(|()| relay.boxed_unsync())
+            let stream = ChatStream::new(meta, r.include_usage);
+            sse(resp.into_body(), stream, idle, ex, hold)
         }
         Target::Chat(r) => {
             let meta = Meta::new(ex.id(), created, &r.model);
@@ -148,16 +139,20 @@ async fn respond(
                 Ok(b) => collect_chat(meta, &b),
                 Err(e) => Err(Failure::Bridge(e)),
             };
-            match answer {
-                Ok(v) => json(ex, &v, hold),
-                Err(Failure::Ollama(msg)) => {
-                    ex.rec.reason = Some(Reason::UpstreamError);
-                    let body = upstream_error_body(500, &msg);
-                    let status = StatusCode::INTERNAL_SERVER_ERROR;
-                    complete(ex, status, "application/json", body, hold)
-                }
-                Err(Failure::Bridge(e)) => refuse(ex, e, ErrorFormat::OpenAi).await,
-            }
+            gathered(ex, answer, hold).await
+        }
+        Target::Completion(r) if r.stream => {
+            let meta = completion_meta(ex.id(), created, &r.model);
+            let stream = CompletionStream::new(meta, r.include_usage, r.echo);
+            sse(resp.into_body(), stream, idle, ex, hold)
+        }
+        Target::Completion(r) => {
+            let meta = completion_meta(ex.id(), created, &r.model);
+            let answer = match gather(resp.into_body(), idle).await {
+                Ok(b) => collect_completion(CompletionCollector::new(meta, r.echo), &b),
+                Err(e) => Err(Failure::Bridge(e)),
+            };
+            gathered(ex, answer, hold).await
         }
         Target::Embed(r) => {
             let answer = gather(resp.into_body(), idle).await.and_then(|b| {
@@ -179,9 +174,57 @@ async fn respond(
     }
 }
 
+/// The SSE answer to a streamed request: Ollama's NDJSON rewritten by `stream` as it
+/// passes through the relay (idle timeout, token counts from Ollama's chunks, the record
+/// at the end).
+fn sse<S: SseStream + 'static>(
+    body: Incoming,
+    stream: S,
+    idle: Duration,
+    mut ex: Exchange,
+    hold: Option<Box<dyn Send>>,
+) -> Response<RespBody> {
+    let t = SseTransform {
+        lines: LineSplitter::new(MAX_LINE),
+        stream,
+    };
+    ex.rec.status = 200;
+    let mut out = Response::new(());
+    let h = out.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    set_request_id(h, ex.id());
+    let relay =
+        super::relay::Relay::new(body, StreamKind::Sse, idle, ex, hold).with_transform(Box::new(t));
+    out.map(|()| relay.boxed_unsync())
+}
+
+/// The answer to a non-streamed request from what was gathered: the OpenAI object,
+/// Ollama's own error (500, its message), or the bridge's.
+async fn gathered(
+    mut ex: Exchange,
+    answer: Result<Value, Failure>,
+    hold: Option<Box<dyn Send>>,
+) -> Response<RespBody> {
+    match answer {
+        Ok(v) => json(ex, &v, hold),
+        Err(Failure::Ollama(msg)) => {
+            ex.rec.reason = Some(Reason::UpstreamError);
+            let body = upstream_error_body(500, &msg);
+            let status = StatusCode::INTERNAL_SERVER_ERROR;
+            complete(ex, status, "application/json", body, hold)
+        }
+        Err(Failure::Bridge(e)) => refuse(ex, e, ErrorFormat::OpenAi).await,
+    }
+}
+
 /// What the translated request asks for.
 enum Target {
     Chat(protocol::openai::ChatRequest),
+    Completion(protocol::openai::CompletionRequest),
     Embed(protocol::openai::EmbedRequest),
 }
 
@@ -190,6 +233,7 @@ impl Target {
     fn path(&self) -> &'static str {
         match self {
             Target::Chat(_) => "/api/chat",
+            Target::Completion(_) => "/api/generate",
             Target::Embed(_) => "/api/embed",
         }
     }
@@ -241,10 +285,23 @@ fn collect_chat(meta: Meta, body: &[u8]) -> Result<Value, Failure> {
     for line in body.split(|&b| b == b'\n') {
         c.line(line);
     }
-    c.finish().map_err(|e| match e {
+    c.finish().map_err(failure)
+}
+
+/// Gathers Ollama's NDJSON generate chunks into one `text_completion`.
+fn collect_completion(mut c: CompletionCollector, body: &[u8]) -> Result<Value, Failure> {
+    for line in body.split(|&b| b == b'\n') {
+        c.line(line);
+    }
+    c.finish().map_err(failure)
+}
+
+/// A gathered answer's failure: Ollama's own message, or the bridge's error.
+fn failure(e: CollectError) -> Failure {
+    match e {
         CollectError::Ollama(m) => Failure::Ollama(m),
         e => Failure::Bridge(BridgeError::new(Reason::UpstreamError, e.to_string())),
-    })
+    }
 }
 
 /// A gathered OpenAI object as the answer.
@@ -253,13 +310,13 @@ fn json(ex: Exchange, v: &Value, hold: Option<Box<dyn Send>>) -> Response<RespBo
     complete(ex, StatusCode::OK, "application/json", body, hold)
 }
 
-/// Ollama's NDJSON chat stream rewritten as OpenAI SSE, frame by frame.
-struct SseTransform {
+/// Ollama's NDJSON stream (chat or generate) rewritten as OpenAI SSE, frame by frame.
+struct SseTransform<S> {
     lines: LineSplitter,
-    stream: ChatStream,
+    stream: S,
 }
 
-impl Transform for SseTransform {
+impl<S: SseStream> Transform for SseTransform<S> {
     fn feed(&mut self, data: &[u8]) -> Bytes {
         if self.stream.failed() || self.stream.is_done() {
             return Bytes::new(); // the client's stream is complete; the rest is not read

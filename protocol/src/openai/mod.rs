@@ -1,8 +1,10 @@
-//! OpenAI chat-completions and embeddings served through Ollama's native API, as pure
-//! translation: requests to `/api/chat` bodies ([`request`]), Ollama's NDJSON chunks to
-//! an OpenAI SSE stream ([`stream`]) or to one object ([`response`]), embeddings ([`embed`]).
+//! OpenAI chat-completions, completions and embeddings served through Ollama's native
+//! API, as pure translation: requests to `/api/chat` bodies ([`request`]), Ollama's NDJSON
+//! chunks to an OpenAI SSE stream ([`stream`]) or to one object ([`response`]); legacy
+//! completions through `/api/generate` ([`completion`]); embeddings ([`embed`]).
 //! The host does the I/O; nothing here touches a socket or a clock.
 
+pub mod completion;
 pub mod embed;
 pub mod request;
 pub mod response;
@@ -14,10 +16,13 @@ use thiserror::Error;
 use crate::error::{BridgeError, Reason};
 use crate::json::get_folded;
 
+pub use completion::{
+    completion_meta, completion_request, CompletionCollector, CompletionRequest, CompletionStream,
+};
 pub use embed::{embed_request, embed_response, EmbedRequest};
 pub use request::{chat_request, ChatRequest};
 pub use response::ChatCollector;
-pub use stream::{ChatStream, LineSplitter};
+pub use stream::{ChatStream, LineSplitter, SseStream};
 
 /// Why an OpenAI request cannot be translated (the client gets 400).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -45,7 +45,7 @@ pub(crate) fn model_of(req: &Map<String, Value>) -> Result<String, TranslateErro
     }
 }
 
-fn bool_field(req: &Map<String, Value>, name: &str) -> Result<bool, TranslateError> {
+pub(crate) fn bool_field(req: &Map<String, Value>, name: &str) -> Result<bool, TranslateError> {
     match field(req, name) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
@@ -57,12 +57,7 @@ fn bool_field(req: &Map<String, Value>, name: &str) -> Result<bool, TranslateErr
 pub fn chat_request(req: &Map<String, Value>) -> Result<ChatRequest, TranslateError> {
     let model = model_of(req)?;
     let stream = bool_field(req, "stream")?;
-    let include_usage = match field(req, "stream_options") {
-        None => false,
-        Some(Value::Object(o)) => bool_field(o, "include_usage")
-            .map_err(|_| type_err("stream_options.include_usage", "a boolean"))?,
-        Some(_) => return Err(type_err("stream_options", "an object")),
-    };
+    let include_usage = include_usage(req)?;
     let messages = match field(req, "messages") {
         Some(Value::Array(a)) => messages(a)?,
         None => {
@@ -109,9 +104,29 @@ pub fn chat_request(req: &Map<String, Value>) -> Result<ChatRequest, TranslateEr
     })
 }
 
-/// Sampling options. Like Ollama's own layer, temperature and top_p default to
-/// OpenAI's 1.0 rather than the Modelfile's values.
+/// `stream_options.include_usage`.
+pub(crate) fn include_usage(req: &Map<String, Value>) -> Result<bool, TranslateError> {
+    match field(req, "stream_options") {
+        None => Ok(false),
+        Some(Value::Object(o)) => bool_field(o, "include_usage")
+            .map_err(|_| type_err("stream_options.include_usage", "a boolean")),
+        Some(_) => Err(type_err("stream_options", "an object")),
+    }
+}
+
+/// Sampling options of a chat request.
 fn options(req: &Map<String, Value>) -> Result<Map<String, Value>, TranslateError> {
+    sampling_options(req, &["max_completion_tokens", "max_tokens"])
+}
+
+/// Sampling options, shared by chat and (legacy) completions: `num_predict` from the
+/// first of `max_fields` present, temperature, top_p, seed, the penalties and stop. Like
+/// Ollama's own layer, temperature and top_p default to OpenAI's 1.0 rather than the
+/// Modelfile's values.
+pub(crate) fn sampling_options(
+    req: &Map<String, Value>,
+    max_fields: &[&str],
+) -> Result<Map<String, Value>, TranslateError> {
     let mut o = Map::new();
     let number = |name: &str| -> Result<Option<Value>, TranslateError> {
         match field(req, name) {
@@ -129,10 +144,13 @@ fn options(req: &Map<String, Value>) -> Result<Map<String, Value>, TranslateErro
                 .ok_or_else(|| type_err(name, "an integer")),
         }
     };
-    let max = match integer("max_completion_tokens")? {
-        Some(n) => Some(n),
-        None => integer("max_tokens")?,
-    };
+    let mut max = None;
+    for name in max_fields {
+        if let Some(n) = integer(name)? {
+            max = Some(n);
+            break;
+        }
+    }
     if let Some(n) = max {
         o.insert("num_predict".into(), json!(n));
     }

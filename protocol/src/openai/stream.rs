@@ -84,6 +84,40 @@ enum State {
     Failed,
 }
 
+/// Ollama's NDJSON answer to OpenAI's SSE stream, one line at a time: what the host's
+/// relay drives for a streamed answer, chat ([`ChatStream`]) or legacy completion
+/// ([`CompletionStream`](super::completion::CompletionStream)).
+pub trait SseStream: Send {
+    /// One NDJSON line: the SSE bytes it produces (often one event, maybe none).
+    fn line(&mut self, line: &[u8]) -> Vec<u8>;
+    /// The upstream body ended: an error event if the final chunk never came.
+    fn finish(&mut self) -> Vec<u8>;
+    /// The upstream failed (broken, silent): the error event, unless already complete.
+    fn fail(&mut self, err: &BridgeError) -> Vec<u8>;
+    /// The stream ended with an error event.
+    fn failed(&self) -> bool;
+    /// The stream ended with `data: [DONE]`.
+    fn is_done(&self) -> bool;
+}
+
+impl SseStream for ChatStream {
+    fn line(&mut self, line: &[u8]) -> Vec<u8> {
+        ChatStream::line(self, line)
+    }
+    fn finish(&mut self) -> Vec<u8> {
+        ChatStream::finish(self)
+    }
+    fn fail(&mut self, err: &BridgeError) -> Vec<u8> {
+        ChatStream::fail(self, err)
+    }
+    fn failed(&self) -> bool {
+        ChatStream::failed(self)
+    }
+    fn is_done(&self) -> bool {
+        ChatStream::is_done(self)
+    }
+}
+
 /// The NDJSON → SSE translator for one streamed answer.
 #[derive(Debug)]
 pub struct ChatStream {
@@ -229,14 +263,14 @@ fn streamed_call(c: &Call) -> Value {
     })
 }
 
-fn sse(v: &Value) -> Vec<u8> {
+pub(crate) fn sse(v: &Value) -> Vec<u8> {
     let mut out = b"data: ".to_vec();
     out.extend(serde_json::to_vec(v).expect("serialising a Value cannot fail"));
     out.extend_from_slice(b"\n\n");
     out
 }
 
-fn error_event(body: Vec<u8>) -> Vec<u8> {
+pub(crate) fn error_event(body: Vec<u8>) -> Vec<u8> {
     let mut out = b"data: ".to_vec();
     out.extend(body);
     out.extend_from_slice(b"\n\n");

@@ -169,8 +169,10 @@ pub fn model_allowed(sandbox: &Sandbox, model: &ModelName) -> Result<(), Denied>
 }
 
 /// Decides a request. `body` is the strictly parsed JSON object for routes that have one;
-/// model fields are renamed to their canonical spelling so what is forwarded is what
-/// was decided on.
+/// the model is read only from the fields Ollama reads for the route
+/// ([`Route::model_fields`]), which are renamed to their canonical spelling so what is
+/// forwarded is what was decided on. A body that names no model there is refused
+/// ([`Denied::ModelRequired`], 400), as Ollama would refuse it.
 pub fn decide(
     sandbox: &Sandbox,
     route: &Route,
@@ -207,7 +209,12 @@ pub fn decide(
                     }
                 }
             }
-            let (field, raw) = chosen.ok_or(Denied::ModelRequired { field: fields[0] })?;
+            // No field Ollama reads for this route names a model (a `name` on chat is
+            // not one), or the chosen one is blank (Ollama's `ParseRef` trims it to
+            // nothing): Ollama would answer 400 `model is required`.
+            let (field, raw) = chosen
+                .filter(|(_, s)| !s.trim().is_empty())
+                .ok_or(Denied::ModelRequired { field: fields[0] })?;
             let m = ModelName::parse(&raw).map_err(|error| Denied::BadModel {
                 field: field.to_owned(),
                 error,

@@ -59,17 +59,18 @@ fn table_of_decisions() {
             r#"{"model":"llama3.3:70b"}"#,
             Err(Reason::ModelNotAllowed),
         ),
+        // Ollama's ChatRequest has no `name`: it names no model there (issue 15 item 9).
         (
             "POST",
             "/api/chat",
             r#"{"name":"llama3.3:70b"}"#,
-            Err(Reason::ModelNotAllowed),
+            Err(Reason::ModelRequired),
         ),
         (
             "POST",
             "/api/chat",
             r#"{"name":"qwen2.5"}"#,
-            Ok("qwen2.5:latest"),
+            Err(Reason::ModelRequired),
         ),
         (
             "POST",
@@ -81,7 +82,19 @@ fn table_of_decisions() {
             "POST",
             "/api/chat",
             r#"{"model":"","name":"llama3.3:70b"}"#,
-            Err(Reason::ModelNotAllowed),
+            Err(Reason::ModelRequired),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":null,"name":"qwen2.5"}"#,
+            Err(Reason::ModelRequired),
+        ),
+        (
+            "POST",
+            "/api/chat",
+            r#"{"model":"  ","name":"qwen2.5"}"#,
+            Err(Reason::ModelRequired),
         ),
         (
             "POST",
@@ -212,6 +225,83 @@ fn vsock_cid_binds_a_sandbox_to_one_vm() {
     assert!(peer_allowed(&s, Some(&unix)).is_err());
     let open = sandbox(r#"["*"]"#, r#"["chat"]"#);
     assert!(peer_allowed(&open, Some(&Peer::Vsock { cid: 9 })).is_ok());
+}
+
+/// Issue 15 item 9: the model comes only from the fields Ollama's request type for the
+/// route has (`api/types.go`): `name` on show/pull/push/delete/create, never on chat,
+/// generate, embed or embeddings, where a body without `model` is refused with 400.
+#[test]
+fn name_counts_only_where_ollama_reads_it() {
+    let s = sandbox(
+        r#"["qwen2.5:latest"]"#,
+        r#"["chat", "generate", "embed", "list", "openai", "manage"]"#,
+    );
+    for path in [
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/api/embeddings",
+    ] {
+        for body in [
+            r#"{"name":"qwen2.5"}"#,
+            r#"{"name":"llama3.3:70b"}"#,
+            r#"{"model":"","name":"qwen2.5"}"#,
+            r#"{"NAME":"qwen2.5"}"#,
+            r#"{"prompt":"hi"}"#,
+        ] {
+            let d = run(&s, "POST", path, body).expect_err(body);
+            assert_eq!(d, Denied::ModelRequired { field: "model" }, "{path} {body}");
+            let e = d.to_error();
+            assert_eq!((e.status(), e.reason), (400, Reason::ModelRequired));
+            assert_eq!(
+                e.full_message(),
+                "ollama-bridge: model is required (field \"model\")"
+            );
+        }
+        // `model` decides; a `name` beside it is left for Ollama to ignore.
+        let mut obj = parse_strict_object(br#"{"model":"qwen2.5","name":"llama3.3:70b"}"#).unwrap();
+        let route = Route::classify("POST", path, None).unwrap();
+        let p = decide(&s, &route, Some(&mut obj)).expect(path);
+        assert_eq!(p.model().unwrap().to_string(), "qwen2.5:latest");
+        assert_eq!(obj["name"], "llama3.3:70b");
+    }
+    for (m, path) in [
+        ("POST", "/api/show"),
+        ("POST", "/api/pull"),
+        ("POST", "/api/push"),
+        ("POST", "/api/create"),
+        ("DELETE", "/api/delete"),
+    ] {
+        for (body, want) in [
+            (r#"{"name":"qwen2.5"}"#, Ok("qwen2.5:latest")),
+            (r#"{"model":"","name":"qwen2.5"}"#, Ok("qwen2.5:latest")),
+            (r#"{"Name":"qwen2.5"}"#, Ok("qwen2.5:latest")),
+            (r#"{"name":"llama3.3:70b"}"#, Err(Reason::ModelNotAllowed)),
+            (
+                r#"{"model":"llama3.3:70b","name":"qwen2.5"}"#,
+                Err(Reason::ModelNotAllowed),
+            ),
+            (
+                r#"{"model":"qwen2.5","name":"llama3.3:70b"}"#,
+                Ok("qwen2.5:latest"),
+            ),
+            (r#"{}"#, Err(Reason::ModelRequired)),
+        ] {
+            let got = run(&s, m, path, body);
+            match (want, &got) {
+                (Ok(name), Ok(p)) => {
+                    assert_eq!(p.model().unwrap().to_string(), name, "{path} {body}")
+                }
+                (Err(r), Err(d)) => assert_eq!(d.to_error().reason, r, "{path} {body}"),
+                _ => panic!("{path} {body}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+    // The OpenAI routes read `model` alone, as Ollama's openai package does.
+    for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
+        let d = run(&s, "POST", path, r#"{"name":"qwen2.5"}"#).expect_err(path);
+        assert_eq!(d.to_error().reason, Reason::ModelRequired, "{path}");
+    }
 }
 
 #[test]

@@ -35,14 +35,28 @@ pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Response<DBody>> {
     }
 }
 
+/// The model a request names, read as Ollama reads it: `model` alone (chat, generate,
+/// embed, embeddings and the `/v1` layer: their request types have no `name`), or with
+/// `legacy_name`, `model` if non-empty else the deprecated `name` (show, pull, push,
+/// delete, create).
 pub fn find_model(state: &State, req: &Map<String, Value>) -> Result<DoubleModel, Response<DBody>> {
-    let raw = req
+    find_model_in(state, req, false)
+}
+
+pub fn find_model_in(
+    state: &State,
+    req: &Map<String, Value>,
+    legacy_name: bool,
+) -> Result<DoubleModel, Response<DBody>> {
+    let model = req
         .get("model")
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .or_else(|| req.get("name").and_then(Value::as_str))
-        .unwrap_or("");
-    if raw.is_empty() {
+        .filter(|s| !s.is_empty());
+    let raw = match model {
+        None if legacy_name => req.get("name").and_then(Value::as_str).unwrap_or(""),
+        m => m.unwrap_or(""),
+    };
+    if raw.trim().is_empty() {
         return Err(error(StatusCode::BAD_REQUEST, "model is required"));
     }
     lookup(state, raw)
@@ -361,18 +375,11 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
     respond(state, &req, plan, lines, whole).await
 }
 
-pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
-    let req = match parse_body(body) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    let model = match find_model(state, &req) {
-        Ok(m) => m,
-        Err(e) => return e,
-    };
+/// Plans a generate reply to a request with a prompt.
+pub fn plan_generate(state: &State, req: &Map<String, Value>, model: &DoubleModel) -> Plan {
     let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or("");
     let system = req.get("system").and_then(Value::as_str).unwrap_or("");
-    let ctx = num_ctx(state, &req, &model);
+    let ctx = num_ctx(state, req, model);
     let seen = tokenize::truncate_text(&format!("{system} {prompt}"), ctx);
     let script = state.config.lock().unwrap().script.clone();
     let text = script.text.clone().unwrap_or_else(|| {
@@ -386,8 +393,8 @@ pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         )
     });
     let mut pieces = words(&text);
-    let done_reason = limit(&mut pieces, &req);
-    let plan = Plan {
+    let done_reason = limit(&mut pieces, req);
+    Plan {
         model: req
             .get("model")
             .and_then(Value::as_str)
@@ -398,18 +405,58 @@ pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         seen,
         done_reason,
         script,
+    }
+}
+
+pub async fn generate(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
+    let req = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return e,
     };
+    let model = match find_model(state, &req) {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let prompt = req.get("prompt").and_then(Value::as_str).unwrap_or("");
+    if prompt.is_empty() {
+        // Ollama's GenerateHandler: no prompt only loads the model, and answers one
+        // JSON object whether or not the request streams.
+        let stalled = state.config.lock().unwrap().script.stall_headers;
+        if stalled {
+            std::future::pending::<()>().await;
+        }
+        let asked = req
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(&model.name);
+        return json_resp(
+            StatusCode::OK,
+            &json!({"model": asked, "created_at": CREATED_AT, "response": "", "done": true, "done_reason": "load"}),
+        );
+    }
+    let plan = plan_generate(state, &req, &model);
     let mut lines: Vec<Bytes> = plan
         .pieces
         .iter()
         .map(|p| line(&json!({"model": plan.model, "created_at": CREATED_AT, "response": p, "done": false})))
         .collect();
-    let mut last = json!({"model": plan.model, "created_at": CREATED_AT, "response": ""});
-    final_fields(&plan, last.as_object_mut().expect("object"));
+    // Ollama's final generate chunk carries `context` (the prompt's and the answer's
+    // token ids) unless the request is raw.
+    let raw = req.get("raw").and_then(Value::as_bool).unwrap_or(false);
+    let context: Vec<u64> = (1..=plan.seen.evaluated + plan.pieces.len() as u64).collect();
+    let fin = |mut v: Value| {
+        let o = v.as_object_mut().expect("object");
+        final_fields(&plan, o);
+        if !raw {
+            o.insert("context".into(), json!(context));
+        }
+        v
+    };
+    let last = fin(json!({"model": plan.model, "created_at": CREATED_AT, "response": ""}));
     lines.push(line(&last));
-    let mut whole =
-        json!({"model": plan.model, "created_at": CREATED_AT, "response": plan.pieces.concat()});
-    final_fields(&plan, whole.as_object_mut().expect("object"));
+    let whole = fin(
+        json!({"model": plan.model, "created_at": CREATED_AT, "response": plan.pieces.concat()}),
+    );
     respond(state, &req, plan, lines, whole).await
 }
 
@@ -498,7 +545,7 @@ pub fn show(state: &State, body: &[u8]) -> Response<DBody> {
         Ok(r) => r,
         Err(e) => return e,
     };
-    match find_model(state, &req) {
+    match find_model_in(state, &req, true) {
         Ok(m) => json_resp(
             StatusCode::OK,
             &json!({

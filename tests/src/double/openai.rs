@@ -1,6 +1,7 @@
-//! The double's OpenAI-compatible `/v1` layer, with the faults Ollama's layer shows:
-//! no `num_ctx` (the default context applies), and, when configured, streamed tool
-//! calls dropped (finish_reason "stop", empty content) or all given `index: 0`.
+//! The double's OpenAI-compatible `/v1` layer (chat, legacy completions, embeddings,
+//! models), with the faults Ollama's layer shows: no `num_ctx` (the default context
+//! applies), and, when configured, streamed tool calls dropped (finish_reason "stop",
+//! empty content) or all given `index: 0`.
 
 use std::sync::Arc;
 
@@ -209,6 +210,88 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
             "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": "fp_ollama", "choices": [], "usage": usage,
         })));
+    }
+    lines.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    let (tx, rx) = mpsc::channel(1);
+    let err = sse(
+        &json!({"error": {"message": "an error was encountered while running the model", "type": "api_error", "param": null, "code": null}}),
+    );
+    tokio::spawn(native::emit(
+        state.clone(),
+        plan.script.clone(),
+        lines,
+        tx,
+        err,
+    ));
+    stream("text/event-stream", rx)
+}
+
+/// Ollama's own `/v1/completions` (`CompletionsMiddleware` → `/api/generate` →
+/// `CompleteWriter`, ollama main fb30760): no `num_ctx` can be asked, so the default
+/// context applies; `max_tokens` is `num_predict`; chunks are `text_completion` objects
+/// with the finish reason on the last, a usage chunk with empty choices when asked (and,
+/// as Ollama writes them, zeroed usage on every other chunk), then `[DONE]`.
+pub async fn completions(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
+    let req = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return convert_error(e),
+    };
+    let mut native_req = Map::new();
+    for k in ["model", "prompt"] {
+        if let Some(v) = req.get(k) {
+            native_req.insert(k.into(), v.clone());
+        }
+    }
+    if let Some(n) = req.get("max_tokens") {
+        native_req.insert("options".into(), json!({"num_predict": n}));
+    }
+    let model = match find_model(state, &native_req) {
+        Ok(m) => m,
+        Err(e) => return convert_error(e),
+    };
+    let plan = native::plan_generate(state, &native_req, &model);
+    let id = "cmpl-123";
+    let created = 1_795_000_000u64;
+    let completion = plan.pieces.len() as u64;
+    let usage = json!({
+        "prompt_tokens": plan.seen.evaluated,
+        "completion_tokens": completion,
+        "total_tokens": plan.seen.evaluated + completion,
+    });
+    let object = |text: &str, finish: Value| {
+        json!({
+            "id": id, "object": "text_completion", "created": created, "model": plan.model,
+            "system_fingerprint": "fp_ollama",
+            "choices": [{"text": text, "index": 0, "finish_reason": finish}],
+        })
+    };
+    if !req.get("stream").and_then(Value::as_bool).unwrap_or(false) {
+        let mut v = object(&plan.pieces.concat(), json!(plan.done_reason));
+        v["usage"] = usage;
+        return json_resp(StatusCode::OK, &v);
+    }
+    let include_usage = req
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let zeroed = |mut v: Value| {
+        if include_usage {
+            v["usage"] = json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0});
+        }
+        v
+    };
+    let mut lines: Vec<Bytes> = plan
+        .pieces
+        .iter()
+        .map(|p| sse(&zeroed(object(p, Value::Null))))
+        .collect();
+    lines.push(sse(&zeroed(object("", json!(plan.done_reason)))));
+    if include_usage {
+        let mut u = object("", Value::Null);
+        u["choices"] = json!([]);
+        u["usage"] = usage;
+        lines.push(sse(&u));
     }
     lines.push(Bytes::from_static(b"data: [DONE]\n\n"));
     let (tx, rx) = mpsc::channel(1);

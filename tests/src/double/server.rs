@@ -183,6 +183,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
             openai::model(&state, &p["/v1/models/".len()..])
         }
         ("POST", "/v1/chat/completions") => openai::chat(&state, &body).await,
+        ("POST", "/v1/completions") => openai::completions(&state, &body).await,
         ("POST", "/v1/embeddings") => openai::embeddings(&state, &body),
         _ => full(StatusCode::NOT_FOUND, "text/plain", "404 page not found"),
     };

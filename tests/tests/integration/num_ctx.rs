@@ -106,7 +106,7 @@ async fn most_specific_glob_wins_pin_or_clamp_on_every_route() {
             Some(100_000),
             Some(4096),
         ),
-        // A cap alone caps a request that asks for nothing too (issue 15 item 2).
+        // A cap with no floor caps a request that asks nothing (issue 15 item 2).
         (
             "/api/generate",
             json!({"model": "llama3.2:3b", "stream": false, "prompt": "hi"}),
@@ -127,6 +127,18 @@ async fn most_specific_glob_wins_pin_or_clamp_on_every_route() {
             Some(2048),
         ),
         ("/v1/chat/completions", chat("qwen2.5:7b"), None, Some(8192)),
+        (
+            "/v1/completions",
+            json!({"model": "qwen2.5:latest", "prompt": "hi"}),
+            None,
+            Some(2048),
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "llama3.2:3b", "prompt": "hi"}),
+            None,
+            Some(4096),
+        ),
         ("/v1/embeddings", embed.clone(), None, Some(4096)),
     ];
     for (path, body, asked, sent) in &cases {

@@ -100,9 +100,6 @@ async fn the_name_ollama_would_use_is_the_one_decided_on() {
         // model wins over name when both are set.
         (json!({"model": "qwen2.5", "name": "llama3.3:70b"}), 200),
         (json!({"model": "llama3.3:70b", "name": "qwen2.5"}), 403),
-        // name alone, or after an empty model, is read.
-        (json!({"name": "llama3.3:70b"}), 403),
-        (json!({"model": "", "name": "qwen2.5"}), 200),
         // Go matches keys case-insensitively: "Model" is decided on, and forwarded as "model".
         (json!({"Model": "llama3.3:70b"}), 403),
         (json!({"MODEL": "qwen2.5"}), 200),
@@ -114,10 +111,66 @@ async fn the_name_ollama_would_use_is_the_one_decided_on() {
         assert_eq!(s, want, "{body}: {v}");
     }
     let got = double.requests();
-    assert_eq!(got.len(), 3);
-    let last = got[2].json();
+    assert_eq!(got.len(), 2);
+    let last = got[1].json();
     assert_eq!(last["model"], "qwen2.5");
     assert!(last.get("MODEL").is_none());
+}
+
+/// Issue 15 item 9: Ollama's chat, generate, embed and embeddings requests have no
+/// `name` field (`api/types.go`), so a `name` there names no model: the request has none
+/// and is refused with 400 `model_required` (Ollama: 400 `model is required`), nothing
+/// reaching Ollama and the audit naming no model. Show still reads the legacy `name`.
+#[tokio::test]
+async fn name_is_read_only_where_ollama_reads_it() {
+    let (double, host) = setup().await;
+    let bodies = [
+        json!({"name": "qwen2.5"}),
+        json!({"name": "llama3.3:70b"}),
+        json!({"model": "", "name": "qwen2.5"}),
+    ];
+    let mut refused = 0;
+    for path in [
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/api/embeddings",
+    ] {
+        for b in &bodies {
+            let mut body = b.clone();
+            body["stream"] = json!(false);
+            body["messages"] = json!([{"role": "user", "content": "hi"}]);
+            body["prompt"] = json!("hi");
+            body["input"] = json!("hi");
+            let (s, v) = call(&host, "short", post(path, &body)).await;
+            assert_eq!(s, 400, "{path} {body}: {v}");
+            assert_eq!(
+                v["error"], "ollama-bridge: model is required (field \"model\")",
+                "{path} {body}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(double.requests().is_empty(), "{:?}", double.requests());
+    let audit = host.audit_records();
+    assert_eq!(audit.len(), refused);
+    for r in &audit {
+        assert_eq!(r["reason"], "model_required", "{r}");
+        assert_eq!(r["decision"], "deny", "{r}");
+        assert_eq!(r["model"], Value::Null, "{r}");
+        assert_eq!(r["status"], 400, "{r}");
+    }
+    // Show has the legacy field: name alone, or after an empty model, is decided on.
+    for (body, want) in [
+        (json!({"name": "qwen2.5"}), 200),
+        (json!({"model": "", "name": "qwen2.5"}), 200),
+        (json!({"name": "llama3.3:70b"}), 403),
+        (json!({"model": "", "name": "llama3.3:70b"}), 403),
+    ] {
+        let (s, v) = call(&host, "short", post("/api/show", &body)).await;
+        assert_eq!(s, want, "{body}: {v}");
+    }
+    assert_eq!(double.requests().len(), 2);
 }
 
 #[tokio::test]
