@@ -1,5 +1,6 @@
 //! The gate before anything goes upstream: parse the request, check peer, rate, headers,
-//! route, endpoint and body size, decide the policy, rewrite num_ctx and take a slot.
+//! route, endpoint and body size, decide the policy, rewrite num_ctx, options and
+//! keep_alive, and take a slot.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request};
@@ -7,7 +8,7 @@ use hyper::body::Incoming;
 use protocol::audit::{AuditRecord, Endpoint};
 use protocol::error::{BridgeError, Reason};
 use protocol::json::parse_strict_object;
-use protocol::policy::{apply_num_ctx, decide};
+use protocol::policy::{decide, rewrite_native};
 use protocol::route::{BodyKind, Route, RouteError, FORWARDED_HEADER};
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
@@ -181,7 +182,8 @@ async fn read_body(
     }
 }
 
-/// Parses a JSON body strictly, decides the policy on it and rewrites num_ctx.
+/// Parses a JSON body strictly, decides the policy on it and applies the model's
+/// policy (num_ctx, options, keep_alive).
 fn decide_body(
     ctx: &SandboxCtx,
     route: &Route,
@@ -204,9 +206,9 @@ fn decide_body(
             route,
             Route::Chat | Route::Generate | Route::Embed | Route::Embeddings
         ) {
-            let n = apply_num_ctx(o, ctx.config.num_ctx_policy(m)).map_err(|e| e.to_error())?;
-            rec.num_ctx_requested = n.requested;
-            rec.num_ctx_sent = n.sent;
+            rewrite_native(o, &ctx.config, m)
+                .map_err(|e| e.to_error())?
+                .record(rec);
         }
     }
     Ok(obj)

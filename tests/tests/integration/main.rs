@@ -17,6 +17,7 @@ mod hostile;
 mod limits;
 mod limits_body_buffer;
 mod limits_memory;
+mod load_options;
 mod metrics;
 mod num_ctx;
 mod openai;
