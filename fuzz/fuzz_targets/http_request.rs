@@ -1,7 +1,7 @@
 //! A raw HTTP/1.1 request (head + body) through what bridge-host does with it before
 //! anything goes upstream: the head parsed as hyper parses it (httparse, then
 //! `http::Method` and `http::Uri`), `Route::classify` on `uri.path()` / `uri.query()`,
-//! then for JSON routes the strict body parser, `policy::decide` and `apply_num_ctx`.
+//! then for JSON routes the strict body parser, `policy::decide` and `rewrite_native`.
 //!
 //! Properties: nothing panics; classification is deterministic; an accepted request has
 //! no query, a canonical path (no `%`, `\`, dot or empty segments, control or non-ASCII
@@ -10,14 +10,18 @@
 //! table; a permitted body, re-serialised as the host forwards it, names to Ollama's Go
 //! decoder exactly the models that were decided on (read only from the fields Ollama's
 //! request type for the route has: no `name` on chat, generate or embed), and carries the
-//! num_ctx decided; a body refused for naming no model names none to Ollama either.
+//! num_ctx decided; a body refused for naming no model names none to Ollama either; its
+//! `options` hold no runner option but num_ctx and the model's pinned ones (with their
+//! pinned values) and no unknown key, and its `keep_alive` is the pinned one, or absent,
+//! or (with `keep_alive_max`) a positive duration within the cap.
 #![no_main]
 
 use fuzz_support::{config, ollama_models, sandboxes};
 use libfuzzer_sys::fuzz_target;
-use protocol::config::NumCtxPolicy;
+use protocol::config::{KeepAlivePolicy, LoadPolicy, NumCtxPolicy};
 use protocol::json::parse_strict_object;
-use protocol::policy::{apply_num_ctx, decide, endpoint_allowed, Denied};
+use protocol::ollama_opts::{is_sampling_option, KeepAlive};
+use protocol::policy::{decide, endpoint_allowed, read_num_ctx, rewrite_native, Denied};
 use protocol::route::{is_canonical_path, BodyKind, EndpointClass, Route};
 use protocol::ModelName;
 use serde_json::Value;
@@ -77,6 +81,46 @@ fn plainly_canonical(path: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'\\')
             && path.split('/').skip(1).all(|s| s != "." && s != ".."))
+}
+
+/// The forwarded body, read as Ollama reads it, obeys the model's load policy: no runner
+/// option but num_ctx and the pinned ones (with their values), no unknown option, and the
+/// keep_alive the policy allows.
+fn load_policy_holds(o: &serde_json::Map<String, Value>, p: &LoadPolicy) {
+    let bytes = serde_json::to_vec(o).expect("serialise");
+    let fwd = parse_strict_object(&bytes).expect("forwarded body re-parses");
+    match fuzz_support::go_field(&fwd, "options") {
+        Some(Value::Object(opts)) => {
+            for (k, v) in opts {
+                match p.options.get(k) {
+                    Some(pinned) => assert_eq!(v, pinned, "pinned option {k} changed"),
+                    None => assert!(
+                        k == "num_ctx" || is_sampling_option(k),
+                        "option {k:?} forwarded"
+                    ),
+                }
+            }
+            for k in p.options.keys() {
+                assert!(opts.contains_key(k), "pinned option {k} missing");
+            }
+        }
+        other => assert!(p.options.is_empty(), "pins not sent: options {other:?}"),
+    }
+    let ka = fuzz_support::go_field(&fwd, "keep_alive").filter(|v| !v.is_null());
+    match p.keep_alive {
+        Some(KeepAlivePolicy::Pin(k)) => assert_eq!(ka, Some(&k.to_json())),
+        Some(KeepAlivePolicy::Max(max)) => {
+            if let Some(v) = ka {
+                assert!(v.is_string(), "keep_alive {v} not normalised");
+                let d = KeepAlive::from_json(v)
+                    .ok()
+                    .flatten()
+                    .and_then(KeepAlive::positive);
+                assert!(d.is_some_and(|d| d <= max), "keep_alive {v} beyond {max:?}");
+            }
+        }
+        None => assert_eq!(ka, None, "keep_alive forwarded without a policy"),
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -169,14 +213,26 @@ fuzz_target!(|data: &[u8]| {
         ) {
             let policy = config().num_ctx_policy(&model);
             // What Ollama would refuse (or run with no context) is refused: not forwarded.
-            let Ok(n) = apply_num_ctx(o, policy) else {
+            let Ok(rw) = rewrite_native(o, config(), &model) else {
                 continue;
             };
+            let n = rw.num_ctx;
+            load_policy_holds(o, &config().load_policy(&model));
             if let Some(sent) = n.sent {
                 // Ollama reads option keys exactly (Options.FromMap over a map).
                 let opts = fuzz_support::go_field(o, "options").and_then(Value::as_object);
                 let got = opts.and_then(|op| op.get("num_ctx"));
-                assert_eq!(got.and_then(Value::as_u64), Some(sent), "num_ctx forwarded");
+                // A policy sends a plain integer; without one the value goes as sent
+                // (`1e6` stays `1e6`), so compare what Ollama reads.
+                let read = got.and_then(|v| read_num_ctx(v).ok().flatten());
+                assert_eq!(read, Some(sent), "num_ctx forwarded");
+                if policy.is_some() {
+                    assert_eq!(
+                        got.and_then(Value::as_u64),
+                        Some(sent),
+                        "num_ctx not an integer"
+                    );
+                }
             }
             // Whatever was asked, in whatever form, a policy's bounds hold.
             match policy {

@@ -31,10 +31,17 @@ endpoints = ["chat", "generate", "embed", "list", "openai", "openai-responses", 
 
 [model."qwen2.5:7b"]
 num_ctx = 32768
+keep_alive = "30m"
+options = { num_gpu = 99, use_mmap = false }
 
 [model."llama3.2:*"]
 num_ctx_min = 8192
 num_ctx_max = 32768
+keep_alive_max = "10m"
+
+[model."hf.co/org/*"]
+keep_alive = -1
+options = { num_batch = 512 }
 "#;
 
 /// The parsed configuration (parsed once per process).

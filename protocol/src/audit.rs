@@ -48,6 +48,15 @@ pub struct AuditRecord {
     pub reason: Option<Reason>,
     pub num_ctx_requested: Option<u64>,
     pub num_ctx_sent: Option<u64>,
+    /// Keys the bridge removed from the request's `options` (runner and unknown options).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options_removed: Vec<String>,
+    /// The sandbox's `keep_alive` as it came (a string as written, else its JSON text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_requested: Option<String>,
+    /// The `keep_alive` sent to Ollama (a Go duration, `-1` for forever), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_sent: Option<String>,
     /// The status actually sent to the client.
     pub status: u16,
     pub bytes_in: u64,
@@ -91,6 +100,9 @@ impl AuditRecord {
             reason: None,
             num_ctx_requested: None,
             num_ctx_sent: None,
+            options_removed: Vec::new(),
+            keep_alive_requested: None,
+            keep_alive_sent: None,
             status: 0,
             bytes_in: 0,
             bytes_out: 0,
@@ -292,6 +304,16 @@ mod tests {
             r#""completion_tokens":290,"prompt":{"model":"qwen2.5:7b"},"output":"hi","output_truncated":true}"#
         ));
         assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), p);
+        // So do the load policy's, after num_ctx_sent.
+        let mut o = r.clone();
+        o.options_removed = vec!["num_gpu".into(), "num_batch".into()];
+        o.keep_alive_requested = Some("-1".into());
+        o.keep_alive_sent = Some("30m".into());
+        let text = serde_json::to_string(&o).unwrap();
+        assert!(text.contains(
+            r#""num_ctx_sent":32768,"options_removed":["num_gpu","num_batch"],"keep_alive_requested":"-1","keep_alive_sent":"30m","status":200"#
+        ), "{text}");
+        assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), o);
     }
 
     #[test]

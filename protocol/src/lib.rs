@@ -12,6 +12,7 @@ pub mod json;
 pub mod limits;
 pub mod listen;
 pub mod model;
+pub mod ollama_opts;
 pub mod openai;
 pub mod output;
 pub mod policy;

@@ -1,5 +1,6 @@
 //! The gate before anything goes upstream: parse the request, check peer, rate, headers,
-//! route, endpoint and body size, decide the policy, rewrite num_ctx and take a slot.
+//! route, endpoint and body size, decide the policy, rewrite num_ctx, options and
+//! keep_alive, and take a slot.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request};
@@ -7,7 +8,7 @@ use hyper::body::Incoming;
 use protocol::audit::{AuditRecord, Endpoint};
 use protocol::body::CheckedBody;
 use protocol::error::{BridgeError, Reason};
-use protocol::policy::{apply_num_ctx, decide};
+use protocol::policy::{decide, rewrite_native};
 use protocol::route::{BodyKind, Route, RouteError, FORWARDED_HEADER};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -182,8 +183,9 @@ async fn read_body(
     }
 }
 
-/// Parses a JSON body strictly, decides the policy on it and rewrites num_ctx. A JSON
-/// body moves into the [`CheckedBody`]; any other comes back as it was.
+/// Parses a JSON body strictly, decides the policy on it and applies the model's
+/// policy (num_ctx, options, keep_alive). A JSON body moves into the [`CheckedBody`];
+/// any other comes back as it was.
 fn decide_body(
     ctx: &SandboxCtx,
     route: &Route,
@@ -211,10 +213,9 @@ fn decide_body(
     rec.model = permit.model().map(ToString::to_string);
     if let (Some(o), Some(m)) = (obj.as_mut(), permit.model()) {
         if native {
-            let policy = ctx.config.num_ctx_policy(m);
-            let n = apply_num_ctx(&mut o.fields, policy).map_err(|e| e.to_error())?;
-            rec.num_ctx_requested = n.requested;
-            rec.num_ctx_sent = n.sent;
+            rewrite_native(&mut o.fields, &ctx.config, m)
+                .map_err(|e| e.to_error())?
+                .record(rec);
         }
     }
     Ok((obj, raw))

@@ -20,7 +20,7 @@ use protocol::openai::{
     upstream_error_body, ChatCollector, ChatStream, CompletionCollector, CompletionStream,
     LineSplitter, Meta, SseStream,
 };
-use protocol::policy::apply_num_ctx;
+use protocol::policy::rewrite_native;
 use protocol::route::{ErrorFormat, Route};
 use protocol::ModelName;
 use serde_json::{Map, Value};
@@ -54,7 +54,8 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     }
 }
 
-/// The OpenAI request as Ollama's native one, with the model's num_ctx policy applied.
+/// The OpenAI request as Ollama's native one, with the model's policy applied (num_ctx,
+/// pinned runner options, keep_alive).
 fn translate(
     ctx: &SandboxCtx,
     c: &Checked,
@@ -76,16 +77,18 @@ fn translate(
         _ => embed_request(body).map(|r| (r.native.clone(), Target::Embed(r))),
     }
     .map_err(|e| e.to_error())?;
-    let policy = ex
-        .rec
-        .model
-        .as_deref()
-        .and_then(|m| ModelName::parse(m).ok())
-        .and_then(|m| ctx.config.num_ctx_policy(&m));
-    let n = apply_num_ctx(&mut native, policy).map_err(|e| e.to_error())?;
-    ex.rec.num_ctx_requested = n.requested;
-    ex.rec.num_ctx_sent = n.sent;
-    tracing::debug!(request_id = %ex.id(), native = target.path(), num_ctx = ?n.sent, "openai_via_native");
+    // The model was decided on (and canonicalised) by the gate.
+    let model = ex.rec.model.as_deref().map(ModelName::parse);
+    let Some(Ok(model)) = model else {
+        return Err(BridgeError::new(
+            Reason::Internal,
+            "no decided model to translate for",
+        ));
+    };
+    rewrite_native(&mut native, &ctx.config, &model)
+        .map_err(|e| e.to_error())?
+        .record(&mut ex.rec);
+    tracing::debug!(request_id = %ex.id(), native = target.path(), num_ctx = ?ex.rec.num_ctx_sent, "openai_via_native");
     Ok((native, target))
 }
 

@@ -10,8 +10,9 @@ use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use protocol::audit::Endpoint;
-use protocol::config::NumCtxPolicy;
+use protocol::config::{KeepAlivePolicy, LoadPolicy, NumCtxPolicy};
 use protocol::error::{BridgeError, Reason};
+use protocol::ollama_opts::KeepAlive;
 use protocol::route::{ErrorFormat, STATUS_PATH};
 use protocol::ModelName;
 use serde_json::{json, Value};
@@ -30,6 +31,20 @@ fn policy_json(p: NumCtxPolicy) -> Value {
         NumCtxPolicy::Clamp { min, max, default } => {
             json!({ "num_ctx_min": min, "num_ctx_max": max, "num_ctx_default": default })
         }
+    }
+}
+
+/// A model's pinned runner options and keep_alive policy, when it has them.
+fn load_json(entry: &mut Value, p: &LoadPolicy) {
+    if !p.options.is_empty() {
+        entry["options_pinned"] = Value::Object(p.options.clone());
+    }
+    match p.keep_alive {
+        Some(KeepAlivePolicy::Pin(k)) => entry["keep_alive"] = json!(k.to_string()),
+        Some(KeepAlivePolicy::Max(d)) => {
+            entry["keep_alive_max"] = json!(KeepAlive::For(d).to_string());
+        }
+        None => {}
     }
 }
 
@@ -138,6 +153,7 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         if let Some(p) = cfg.num_ctx_policy(&m) {
             entry["num_ctx_policy"] = policy_json(p);
         }
+        load_json(&mut entry, &cfg.load_policy(&m));
         available.push(entry);
     }
     // Only the policies that can apply to a model this sandbox may use.
@@ -145,10 +161,10 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         .models
         .iter()
         .filter(|m| sb.models.iter().any(|a| a.overlaps(&m.pattern)))
-        .map(|m| {
-            let mut v = policy_json(m.num_ctx);
+        .filter_map(|m| {
+            let mut v = policy_json(m.num_ctx?);
             v["model"] = json!(m.pattern.as_str());
-            v
+            Some(v)
         })
         .collect();
     json!({

@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::limits::Limits;
 use crate::listen::ListenAddr;
 use crate::model::ModelPattern;
+use crate::ollama_opts::KeepAlive;
 use crate::route::EndpointClass;
 
 mod defaults;
@@ -162,11 +163,34 @@ pub enum NumCtxPolicy {
     },
 }
 
-/// `[model."<glob>"]`.
+/// How a model's `keep_alive` is decided (without one, a sandbox's is removed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAlivePolicy {
+    /// `keep_alive`: sent with every request, replacing the sandbox's.
+    Pin(KeepAlive),
+    /// `keep_alive_max`: a sandbox's positive keep_alive passes, capped at this.
+    Max(Duration),
+}
+
+/// `[model."<glob>"]`. A table sets any of three groups; for a model, each group comes
+/// from the most specific table that sets it (pinned options one by one).
 #[derive(Debug, Clone)]
 pub struct ModelPolicy {
     pub pattern: ModelPattern,
-    pub num_ctx: NumCtxPolicy,
+    /// `None` when the table has no num_ctx key.
+    pub num_ctx: Option<NumCtxPolicy>,
+    /// Runner options inserted into every request (names and types checked).
+    pub options: serde_json::Map<String, serde_json::Value>,
+    /// `None` when the table has neither `keep_alive` nor `keep_alive_max`.
+    pub keep_alive: Option<KeepAlivePolicy>,
+}
+
+/// What the configuration says about one model's load: its pinned runner options and its
+/// keep_alive policy (num_ctx is [`Config::num_ctx_policy`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadPolicy {
+    pub options: serde_json::Map<String, serde_json::Value>,
+    pub keep_alive: Option<KeepAlivePolicy>,
 }
 
 /// One configuration error, with the line it is on when known.
@@ -202,12 +226,33 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl Config {
-    /// The context policy for a model: the most specific matching `[model]` entry.
+    /// The `[model]` tables matching a model, most specific first.
+    fn model_tables<'a>(
+        &'a self,
+        model: &'a crate::ModelName,
+    ) -> impl Iterator<Item = &'a ModelPolicy> + 'a {
+        self.models.iter().filter(move |m| m.pattern.matches(model))
+    }
+
+    /// The context policy for a model: that of the most specific matching `[model]`
+    /// table with a num_ctx key.
     pub fn num_ctx_policy(&self, model: &crate::ModelName) -> Option<NumCtxPolicy> {
-        self.models
-            .iter()
-            .find(|m| m.pattern.matches(model))
-            .map(|m| m.num_ctx)
+        self.model_tables(model).find_map(|m| m.num_ctx)
+    }
+
+    /// The load policy for a model: each pinned option from the most specific matching
+    /// table that pins it; keep_alive from the most specific one that sets it.
+    pub fn load_policy(&self, model: &crate::ModelName) -> LoadPolicy {
+        let mut p = LoadPolicy::default();
+        for m in self.model_tables(model) {
+            for (k, v) in &m.options {
+                if !p.options.contains_key(k) {
+                    p.options.insert(k.clone(), v.clone());
+                }
+            }
+            p.keep_alive = p.keep_alive.or(m.keep_alive);
+        }
+        p
     }
 }
 

@@ -117,4 +117,12 @@ pub(super) struct RawModel {
     pub(super) num_ctx_max: Option<u64>,
     /// The context sent when a request asks for none (within min/max).
     pub(super) num_ctx_default: Option<u64>,
+    /// Runner (load-time) options inserted into every request, e.g. `{ num_gpu = 99 }`.
+    pub(super) options: Option<toml::Table>,
+    /// The keep_alive sent with every request (replacing the sandbox's): a Go duration
+    /// string or a number of seconds, negative = forever, 0 = unload after each request.
+    pub(super) keep_alive: Option<toml::Value>,
+    /// The longest keep_alive a sandbox may ask for; without it (or `keep_alive`), the
+    /// sandbox's keep_alive is removed.
+    pub(super) keep_alive_max: Option<toml::Value>,
 }

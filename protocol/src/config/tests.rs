@@ -261,3 +261,126 @@ fn builtin_defaults() {
     );
     assert!(parse_upstream("http://h:1/x").is_err());
 }
+
+#[test]
+fn load_policies_merge_by_group_from_the_most_specific_table() {
+    let text = r#"
+[[sandbox]]
+name = "a"
+listen = "unix:/r/a.sock"
+
+[model."*"]
+num_ctx_max = 8192
+keep_alive_max = "10m"
+options = { num_gpu = 99, use_mmap = false }
+
+[model."big:*"]
+keep_alive = "1h30m"
+options = { num_gpu = 40, num_thread = 8, main_gpu = 1, num_batch = 256, draft_num_predict = 4 }
+
+[model."tiny:*"]
+keep_alive = -1
+
+[model."zero:*"]
+keep_alive = 0
+"#;
+    let c = Config::parse(text, &env()).unwrap();
+    let m = |s: &str| crate::ModelName::parse(s).unwrap();
+    // big:70b: its own keep_alive and pins, num_ctx and use_mmap from "*".
+    let big = c.load_policy(&m("big:70b"));
+    assert_eq!(
+        big.keep_alive,
+        Some(KeepAlivePolicy::Pin(KeepAlive::For(Duration::from_secs(
+            5400
+        ))))
+    );
+    assert_eq!(
+        serde_json::Value::Object(big.options),
+        serde_json::json!({"num_gpu": 40, "num_thread": 8, "main_gpu": 1, "num_batch": 256,
+                           "draft_num_predict": 4, "use_mmap": false})
+    );
+    assert_eq!(
+        c.num_ctx_policy(&m("big:70b")),
+        Some(NumCtxPolicy::Clamp {
+            min: None,
+            max: Some(8192),
+            default: None
+        })
+    );
+    let other = c.load_policy(&m("qwen2.5:7b"));
+    assert_eq!(
+        other.keep_alive,
+        Some(KeepAlivePolicy::Max(Duration::from_secs(600)))
+    );
+    assert_eq!(other.options.len(), 2);
+    assert_eq!(
+        c.load_policy(&m("tiny:1b")).keep_alive,
+        Some(KeepAlivePolicy::Pin(KeepAlive::Forever))
+    );
+    assert_eq!(
+        c.load_policy(&m("zero:1b")).keep_alive,
+        Some(KeepAlivePolicy::Pin(KeepAlive::For(Duration::ZERO)))
+    );
+    // No [model] table at all: nothing pinned, keep_alive removed.
+    let bare = Config::parse(
+        "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/r/a.sock\"\n",
+        &env(),
+    );
+    assert_eq!(bare.unwrap().load_policy(&m("x")), LoadPolicy::default());
+}
+
+#[test]
+fn load_policy_errors_are_all_reported_with_their_lines() {
+    let text = r#"[model."a:*"]
+options = { temperature = 0.5, num_ctx = 4096, bogus = 1, num_gpu = "99", use_mmap = 1, num_batch = 0, num_gpu_x = 1 }
+
+[model."b:*"]
+keep_alive = "30m"
+keep_alive_max = "1h"
+
+[model."c:*"]
+keep_alive_max = 0
+
+[model."d:*"]
+keep_alive = "30"
+keep_alive_max = true
+num_ctx = 0
+"#;
+    let e = Config::parse(text, &env()).unwrap_err();
+    let all = e.to_string();
+    for want in [
+        "model \"a:*\": options.temperature is a sampling option, which each request chooses; only runner options can be pinned: num_batch, num_gpu, main_gpu, use_mmap, num_thread, draft_num_predict",
+        "options.num_ctx: use the num_ctx key",
+        "options.bogus is not an Ollama runner option",
+        "options.num_gpu must be an integer",
+        "options.use_mmap must be true or false",
+        "options.num_batch must be at least 1, not 0",
+        "model \"b:*\": keep_alive pins the value; use it or keep_alive_max, not both",
+        "model \"c:*\": keep_alive_max must be a positive duration",
+        "context lengths must be between 1 and",
+    ] {
+        assert!(all.contains(want), "want {want:?} in {all}");
+    }
+    let line = |needle: &str| {
+        e.0.iter()
+            .find(|x| x.message.contains(needle))
+            .unwrap()
+            .line
+    };
+    assert_eq!(line("options.bogus"), Some(1));
+    assert_eq!(line("not both"), Some(4));
+    assert_eq!(line("keep_alive_max must be"), Some(8));
+    // A table with both keep_alive keys is one error, not a parse of each.
+    assert!(!all.contains("missing unit"), "{all}");
+    let one = Config::parse("[model.\"d:*\"]\nkeep_alive = \"30\"\n", &env()).unwrap_err();
+    assert!(
+        one.to_string()
+            .contains("keep_alive: missing unit in duration \"30\""),
+        "{one}"
+    );
+    let ty = Config::parse("[model.\"d:*\"]\nkeep_alive = true\n", &env()).unwrap_err();
+    assert!(
+        ty.to_string().contains("keep_alive: expected a duration"),
+        "{ty}"
+    );
+}

@@ -16,11 +16,11 @@ use crate::route::EndpointClass;
 
 use super::privileges::RawPrivileges;
 use super::raw::{RawAudit, RawConfig, RawMetrics, RawModel, RawSandbox, RawUpstream};
-use super::values::{parse_mode, parse_owner, parse_upstream};
+use super::values::{parse_keep_alive, parse_mode, parse_owner, parse_runner_pins, parse_upstream};
 use super::{
     parse_metrics_listen, AuditSettings, Config, ConfigError, ConfigErrors, DefaultsEnv,
-    MetricsListen, ModelPolicy, NumCtxPolicy, Privileges, Sandbox, SandboxName, Upstream,
-    DEFAULT_MAX_BODY, DEFAULT_UPSTREAM, MAX_NUM_CTX,
+    KeepAlivePolicy, MetricsListen, ModelPolicy, NumCtxPolicy, Privileges, Sandbox, SandboxName,
+    Upstream, DEFAULT_MAX_BODY, DEFAULT_UPSTREAM, MAX_NUM_CTX,
 };
 
 impl Config {
@@ -299,8 +299,8 @@ fn check_models(raw: &BTreeMap<String, Spanned<RawModel>>, found: &mut Found) ->
     models
 }
 
-/// One `[model]` table: a valid glob, context lengths in range, and either a pinned
-/// `num_ctx` or a `num_ctx_min`/`num_ctx_max` clamp. `None` when it cannot be used.
+/// One `[model]` table: a valid glob, its num_ctx policy, its pinned runner options and
+/// its keep_alive policy. `None` when it cannot be used.
 fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
     let pattern = match ModelPattern::parse(glob) {
         Ok(p) => p,
@@ -309,6 +309,59 @@ fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
             return None;
         }
     };
+    // Each group is checked, so every error is reported.
+    let num_ctx = check_num_ctx(m, t);
+    let options = check_pins(m, t);
+    let keep_alive = check_keep_alive(m, t);
+    Some(ModelPolicy {
+        pattern,
+        num_ctx: num_ctx?,
+        options: options?,
+        keep_alive: keep_alive?,
+    })
+}
+
+/// A `[model]` table's pinned runner options ([`parse_runner_pins`]).
+fn check_pins(m: &RawModel, t: &mut Table) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match m.options.as_ref().map(parse_runner_pins) {
+        None => Some(serde_json::Map::new()),
+        Some(Ok(pins)) => Some(pins),
+        Some(Err(errs)) => {
+            for e in errs {
+                t.err(e);
+            }
+            None
+        }
+    }
+}
+
+/// A `[model]` table's `keep_alive` (any value Ollama reads) or `keep_alive_max` (a
+/// positive duration), not both. `None` when it cannot be used.
+fn check_keep_alive(m: &RawModel, t: &mut Table) -> Option<Option<KeepAlivePolicy>> {
+    let read = |key: &str, v: &toml::Value, t: &mut Table| {
+        parse_keep_alive(key, v).map_err(|e| t.err(e)).ok()
+    };
+    match (&m.keep_alive, &m.keep_alive_max) {
+        (None, None) => Some(None),
+        (Some(_), Some(_)) => {
+            t.err("keep_alive pins the value; use it or keep_alive_max, not both");
+            None
+        }
+        (Some(v), None) => read("keep_alive", v, t).map(|k| Some(KeepAlivePolicy::Pin(k))),
+        (None, Some(v)) => match read("keep_alive_max", v, t)?.positive() {
+            Some(d) => Some(Some(KeepAlivePolicy::Max(d))),
+            None => {
+                t.err("keep_alive_max must be a positive duration such as \"1h\" (omit it to remove every sandbox keep_alive)");
+                None
+            }
+        },
+    }
+}
+
+/// A `[model]` table's num_ctx keys: context lengths in range, and either a pinned
+/// `num_ctx` or a `num_ctx_min`/`num_ctx_max` clamp. `Some(None)` when it has none,
+/// `None` when they cannot be used.
+fn check_num_ctx(m: &RawModel, t: &mut Table) -> Option<Option<NumCtxPolicy>> {
     for v in [m.num_ctx, m.num_ctx_min, m.num_ctx_max, m.num_ctx_default]
         .into_iter()
         .flatten()
@@ -320,6 +373,7 @@ fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
         }
     }
     let num_ctx = match (m.num_ctx, m.num_ctx_min, m.num_ctx_max, m.num_ctx_default) {
+        (None, None, None, None) => return Some(None),
         (Some(n), None, None, None) => NumCtxPolicy::Pin(n),
         (Some(_), _, _, _) => {
             t.err("num_ctx pins the value; use it or num_ctx_min/num_ctx_max/num_ctx_default, not both");
@@ -343,7 +397,7 @@ fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
             NumCtxPolicy::Clamp { min, max, default }
         }
     };
-    Some(ModelPolicy { pattern, num_ctx })
+    Some(Some(num_ctx))
 }
 
 /// `[metrics]`: a loopback address or a unix socket.

@@ -250,8 +250,12 @@ pub fn decide(
 }
 
 mod num_ctx;
+mod options;
 
 pub use num_ctx::{apply_num_ctx, read_num_ctx, NumCtx, NumCtxError};
+pub use options::{
+    apply_keep_alive, apply_load_policy, apply_options, rewrite_native, LoadRewrite, Rewrite,
+};
 
 #[cfg(test)]
 mod tests;

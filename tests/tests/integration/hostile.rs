@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use bridge_tests::double::{Double, DoubleConfig};
+use bridge_tests::double::{Double, DoubleConfig, DoubleModel};
 use bridge_tests::harness::{config, repo, socket, Host};
 use bridge_tests::http::{raw_unix, RawResponse};
 
@@ -132,14 +132,21 @@ fn describe(r: &Option<RawResponse>) -> String {
 async fn hostile_corpus_is_refused_and_nothing_reaches_ollama() {
     let cases = corpus();
     assert!(cases.len() >= 40, "the corpus has {} requests", cases.len());
-    let double = Double::start(DoubleConfig::default()).await;
+    // llama3.2:1b, which has a keep_alive_max of its own, is one more model Ollama has.
+    let mut models = DoubleConfig::default();
+    models.models.push(DoubleModel {
+        name: "llama3.2:1b".into(),
+        context_length: 131072,
+        embedding: false,
+    });
+    let double = Double::start(models).await;
     let host = Host::start(&config(
         &double.url(),
         &[(
             "corpus",
             "models = [\"qwen2.5:7b\", \"llama3.2:*\"]\nmax_body = \"4KiB\"",
         )],
-        "[model.\"llama3.2:*\"]\nnum_ctx_max = 16384\n",
+        "[model.\"llama3.2:*\"]\nnum_ctx_max = 16384\n\n[model.\"llama3.2:1b\"]\nkeep_alive_max = \"10m\"\n\n[model.\"qwen2.5:7b\"]\nkeep_alive = \"30m\"\noptions = { num_gpu = 99 }\n",
     ))
     .await;
     let sock = socket(&host, "corpus");

@@ -18,6 +18,7 @@ mod hostile;
 mod limits;
 mod limits_body_buffer;
 mod limits_memory;
+mod load_options;
 mod metrics;
 mod monitor;
 mod num_ctx;
