@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod chunked;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod json;
 pub mod limits;
 pub mod listen;

@@ -13,6 +13,7 @@ mod chain;
 mod clients;
 mod deploy;
 mod doctor;
+mod framing;
 mod hostile;
 mod limits;
 mod limits_body_buffer;
