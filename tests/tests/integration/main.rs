@@ -26,4 +26,5 @@ mod policy;
 mod privileges;
 mod reload;
 mod sandbox_e2e;
+mod status;
 mod vsock;
