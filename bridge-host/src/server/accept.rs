@@ -179,7 +179,9 @@ fn serve(
                 Err(Expiry::Idle) => tracing::debug!("idle connection closed (keepalive_timeout or request_header_timeout)"),
             }
             // The client sees the close only now, after the record is written.
-            drop(stream);
+            if let Some((mut io, _)) = stream {
+                let _ = tokio::time::timeout(REFUSE_WAIT, io.shutdown()).await;
+            }
         }
         .instrument(span),
     );

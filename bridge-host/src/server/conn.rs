@@ -2,8 +2,9 @@
 //! line or header (hyper answers 400 itself), a head larger than the read buffer (431),
 //! a head the client cut off or did not finish within the header timeout (no answer).
 //! The connection's byte stream is wrapped to see what arrived; when `serve_connection`
-//! ends with such an error, one record is written — before the connection is closed,
-//! so a client that waits for the close finds the record in the file.
+//! ends with such an error, one record is written — before the connection is closed
+//! (the wrapper does not pass hyper's shutdown on), so a client that waits for the close
+//! finds the record in the file.
 //!
 //! The wrapper also feeds every byte to the connection's [`Heads`], which sees each
 //! request head as it was sent (hyper resolves repeated `Content-Length` and
@@ -151,8 +152,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Observed<T> {
         Pin::new(self.get_mut().io()).poll_flush(cx)
     }
 
+    /// Only flushes: hyper shuts a connection down *before* it returns the error of a
+    /// request it rejected, and the client must not see the close before that request's
+    /// record is written. Whoever gets the stream back shuts it down (`server::accept`).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().io()).poll_shutdown(cx)
+        Pin::new(self.get_mut().io()).poll_flush(cx)
     }
 }
 

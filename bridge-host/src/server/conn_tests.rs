@@ -166,3 +166,35 @@ async fn the_scanner_finds_every_request_hyper_serves() {
         assert_eq!(read, bodies, "round {round}: {shown:?}");
     }
 }
+
+/// hyper shuts a connection down before it reports the request it rejected: the wrapper
+/// keeps the connection open until whoever gets the stream back (after the record) closes.
+#[tokio::test]
+async fn the_close_waits_for_the_stream_to_come_back() {
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::{AsyncRead, ReadBuf};
+
+    let (mut client, server) = tokio::io::duplex(64);
+    let (mut io, back) = Observed::new(server, Clock::new(), Heads::new(1024));
+    io.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        .await
+        .unwrap();
+    io.shutdown().await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        let mut rb = ReadBuf::new(&mut buf);
+        match std::pin::Pin::new(&mut client).poll_read(&mut cx, &mut rb) {
+            Poll::Ready(Ok(())) if rb.filled().is_empty() => panic!("closed before the record"),
+            Poll::Ready(Ok(())) => got.extend_from_slice(rb.filled()),
+            Poll::Ready(Err(e)) => panic!("{e}"),
+            Poll::Pending => break,
+        }
+    }
+    assert!(got.starts_with(b"HTTP/1.1 400"), "the answer is out");
+    drop(io);
+    let (mut stream, _) = back.await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert_eq!(client.read(&mut buf).await.unwrap(), 0, "closed now");
+}
