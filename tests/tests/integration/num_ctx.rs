@@ -106,11 +106,12 @@ async fn most_specific_glob_wins_pin_or_clamp_on_every_route() {
             Some(100_000),
             Some(4096),
         ),
+        // A cap alone still caps: nothing asked, the cap is sent.
         (
             "/api/generate",
             json!({"model": "llama3.2:3b", "stream": false, "prompt": "hi"}),
             None,
-            None,
+            Some(4096),
         ),
         ("/api/embed", embed.clone(), Some(100_000), Some(4096)),
         (
@@ -126,7 +127,7 @@ async fn most_specific_glob_wins_pin_or_clamp_on_every_route() {
             Some(2048),
         ),
         ("/v1/chat/completions", chat("qwen2.5:7b"), None, Some(8192)),
-        ("/v1/embeddings", embed.clone(), None, None),
+        ("/v1/embeddings", embed.clone(), None, Some(4096)),
     ];
     for (path, body, asked, sent) in &cases {
         double.clear();
