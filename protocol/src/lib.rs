@@ -8,6 +8,7 @@ pub mod body;
 pub mod chunked;
 pub mod config;
 pub mod error;
+pub mod framing;
 pub mod json;
 pub mod limits;
 pub mod listen;

@@ -172,11 +172,16 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket for `n` requests per minute; `now` is the caller's clock.
     pub fn per_minute(n: u32, now: Duration) -> TokenBucket {
-        let n = f64::from(n.max(1));
+        TokenBucket::with_burst(n, n, now)
+    }
+
+    /// A full bucket of `burst` tokens, refilled at `n` per minute.
+    pub fn with_burst(burst: u32, n: u32, now: Duration) -> TokenBucket {
+        let burst = f64::from(burst.max(1));
         TokenBucket {
-            capacity: n,
-            per_sec: n / 60.0,
-            tokens: n,
+            capacity: burst,
+            per_sec: f64::from(n.max(1)) / 60.0,
+            tokens: burst,
             last: now,
         }
     }
@@ -225,6 +230,19 @@ mod tests {
         assert!(b.take(S(10_000)).is_err());
         // A clock that steps back does not mint tokens.
         assert!(b.take(S(5)).is_err());
+    }
+
+    #[test]
+    fn a_burst_can_differ_from_the_rate() {
+        let mut b = TokenBucket::with_burst(2, 60, S(0));
+        assert_eq!(b.take(S(0)), Ok(()));
+        assert_eq!(b.take(S(0)), Ok(()));
+        assert_eq!(b.take(S(0)), Err(S(1)));
+        assert_eq!(b.take(S(1)), Ok(()));
+        // Refilled to the burst, not to the rate.
+        assert_eq!(b.take(S(100)), Ok(()));
+        assert_eq!(b.take(S(100)), Ok(()));
+        assert!(b.take(S(100)).is_err());
     }
 
     #[test]

@@ -136,22 +136,35 @@ impl RawResponse {
 }
 
 /// `GET /_bridge/status` of the listener at `sock`, which must answer 200 with JSON.
+/// Status calls have their own rate limit (10 at once, then one a second): a 429 is
+/// waited out as its `Retry-After` says.
 pub async fn bridge_status(sock: &Path) -> serde_json::Value {
-    let (s, _, b) = collect(
-        send_unix(sock, req("GET", protocol::route::STATUS_PATH, ""))
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(s, 200);
-    serde_json::from_slice(&b).unwrap()
+    loop {
+        let (s, h, b) = collect(
+            send_unix(sock, req("GET", protocol::route::STATUS_PATH, ""))
+                .await
+                .unwrap(),
+        )
+        .await;
+        if s == 429 {
+            let secs = h
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            continue;
+        }
+        assert_eq!(s, 200);
+        return serde_json::from_slice(&b).unwrap();
+    }
 }
 
-/// Waits until `/_bridge/status` of the listener at `sock` shows `want` for `key`.
+/// Waits until `/_bridge/status` of the listener at `sock` shows `want` for `key`
+/// (asking a few times a second: status calls are rate-limited).
 pub async fn wait_status(sock: &Path, key: &str, want: u64) {
     tokio::time::timeout(GUARD, async {
         while bridge_status(sock).await[key] != want {
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await

@@ -24,7 +24,9 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-async fn fetch(path: &std::path::Path) -> Result<Value, String> {
+/// The listener's status document; `Ok(Err(..))` when it answered with an HTTP error
+/// instead (e.g. 429: status calls have their own rate limit).
+async fn fetch(path: &std::path::Path) -> Result<Result<Value, String>, String> {
     let talk = async {
         let mut s = tokio::net::UnixStream::connect(path)
             .await
@@ -40,8 +42,16 @@ async fn fetch(path: &std::path::Path) -> Result<Value, String> {
         if !text.contains("\r\n\r\n") {
             return Err("no HTTP answer".to_owned());
         }
-        let body = protocol::chunked::split_answer(&text).1;
-        serde_json::from_str::<Value>(&body).map_err(|e| format!("not the bridge's status: {e}"))
+        let (head, body) = protocol::chunked::split_answer(&text);
+        let code = head.split(' ').nth(1).unwrap_or("?");
+        if code != "200" {
+            let v = serde_json::from_str::<Value>(&body).unwrap_or_default();
+            let msg = v["error"].as_str().unwrap_or(body.trim());
+            return Ok(Err(format!("the listener answered HTTP {code}: {msg}")));
+        }
+        serde_json::from_str::<Value>(&body)
+            .map(Ok)
+            .map_err(|e| format!("not the bridge's status: {e}"))
     };
     tokio::time::timeout(Duration::from_secs(30), talk)
         .await
@@ -97,7 +107,16 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 healthy = false;
                 ("down".to_owned(), "-".to_owned(), e.clone(), Value::Null)
             }
-            Some(Ok(v)) => {
+            Some(Ok(Err(e))) => {
+                healthy = false;
+                (
+                    "up".to_owned(),
+                    "-".to_owned(),
+                    format!("unknown: {e}"),
+                    Value::Null,
+                )
+            }
+            Some(Ok(Ok(v))) => {
                 let up = v["upstream"]["reachable"] == true;
                 healthy &= up;
                 let ollama = if up {
@@ -122,7 +141,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
         if args.json {
             let line = serde_json::json!({
                 "sandbox": sb.name.as_str(), "listen": sb.listen.to_string(), "state": state,
-                "status": doc, "error": if state == "down" { Value::String(ollama.clone()) } else { Value::Null },
+                "status": doc, "error": if doc.is_null() && state != "-" { Value::String(ollama.clone()) } else { Value::Null },
             });
             println!("{line}");
         } else {

@@ -1,6 +1,6 @@
 //! The per-sandbox request limiters: `max_concurrent` slots with the optional bounded
-//! wait `queue_timeout`, the `requests_per_minute` token bucket and the `max_body_buffer`
-//! budget ([`budget`]). Every sandbox has
+//! wait `queue_timeout`, the `requests_per_minute` token bucket, the fixed bucket of
+//! `/_bridge/status` calls and the `max_body_buffer` budget ([`budget`]). Every sandbox has
 //! its own, so one sandbox at its limits never takes from another. A reload keeps a
 //! limiter whose setting did not change (requests in flight still count against it) and
 //! starts a changed one fresh.
@@ -26,18 +26,27 @@ pub struct Slots {
     queued: AtomicUsize,
 }
 
-/// The `requests_per_minute` bucket, on a monotonic clock that starts with it.
+/// A token bucket (`requests_per_minute`, status calls) on a monotonic clock that starts
+/// with it.
 pub struct Rate {
     bucket: Mutex<TokenBucket>,
     base: Instant,
     per_minute: u32,
 }
 
+/// `/_bridge/status` calls a sandbox may make at once, and per minute after that: their
+/// own bucket, so `bridge-guest doctor` and `bridge-host status` never take from
+/// `requests_per_minute`, and a flood of them is refused (README, "Limits").
+pub const STATUS_BURST: u32 = 10;
+pub const STATUS_PER_MINUTE: u32 = 60;
+
 /// A sandbox's limiters (none when the sandbox sets no such limit).
 #[derive(Clone)]
 pub struct Limiters {
     pub slots: Option<Arc<Slots>>,
     pub rate: Option<Arc<Rate>>,
+    /// The bucket of `/_bridge/status` calls (always there; kept across every reload).
+    pub status: Arc<Rate>,
     /// The request-body bytes held at once (`max_body_buffer`, always set).
     pub bodies: Arc<BodyBudget>,
     /// Connections open on the listener (real connections: kept across every reload).
@@ -61,9 +70,19 @@ impl Limiters {
                 per_minute: n,
             })
         });
+        let status = Arc::new(Rate {
+            bucket: Mutex::new(TokenBucket::with_burst(
+                STATUS_BURST,
+                STATUS_PER_MINUTE,
+                Duration::ZERO,
+            )),
+            base: Instant::now(),
+            per_minute: STATUS_PER_MINUTE,
+        });
         Limiters {
             slots,
             rate,
+            status,
             bodies: BodyBudget::new(sb.limits.max_body_buffer),
             connections: Arc::default(),
         }
@@ -73,6 +92,7 @@ impl Limiters {
     pub fn successor(&self, next: &Sandbox) -> Limiters {
         let mut fresh = Limiters::new(next);
         fresh.connections = self.connections.clone();
+        fresh.status = self.status.clone();
         if self.slots.as_ref().map(|s| s.max) == next.max_concurrent {
             fresh.slots = self.slots.clone();
         }
@@ -102,18 +122,26 @@ impl Limiters {
         let Some(rate) = &self.rate else {
             return Ok(());
         };
-        let now = rate.base.elapsed();
-        let taken = rate
-            .bucket
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take(now);
-        taken.map_err(|wait| {
+        rate.take().map_err(|wait| {
             let secs = retry_after_secs(wait);
             BridgeError::new(Reason::RateLimited,
                 format!(
                     "sandbox \"{}\" is over its rate limit of {} requests per minute (requests_per_minute); retry in {secs} s",
                     sb.name, rate.per_minute
+                ),
+            )
+            .with_retry_after(secs)
+        })
+    }
+
+    /// Takes a token from the bucket of status calls, or refuses with `Retry-After`.
+    pub fn check_status_rate(&self, sb: &Sandbox) -> Result<(), BridgeError> {
+        self.status.take().map_err(|wait| {
+            let secs = retry_after_secs(wait);
+            BridgeError::new(Reason::RateLimited,
+                format!(
+                    "sandbox \"{}\" is over the rate of status calls ({STATUS_BURST} at once, then {} per minute; requests_per_minute is not used by them); retry in {secs} s",
+                    sb.name, self.status.per_minute
                 ),
             )
             .with_retry_after(secs)
@@ -167,6 +195,17 @@ impl Limiters {
                 format!("the client closed its connection while waiting for a slot of sandbox \"{}\" (queue_timeout)", sb.name),
             )),
         }
+    }
+}
+
+impl Rate {
+    /// Takes a token, or says how long until one is there.
+    fn take(&self) -> Result<(), Duration> {
+        let now = self.base.elapsed();
+        self.bucket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(now)
     }
 }
 
@@ -233,5 +272,24 @@ mod tests {
         // Removed: no limiter at all.
         let none = l.successor(&sandbox(""));
         assert!(none.slots.is_none() && none.rate.is_none());
+        assert!(
+            Arc::ptr_eq(&none.status, &l.status),
+            "the status bucket always carries"
+        );
+    }
+
+    #[test]
+    fn status_calls_have_their_own_bucket() {
+        let sb = sandbox("requests_per_minute = 1");
+        let l = Limiters::new(&sb);
+        l.check_rate(&sb).unwrap();
+        assert!(l.check_rate(&sb).is_err());
+        for _ in 0..STATUS_BURST {
+            l.check_status_rate(&sb).unwrap();
+        }
+        let e = l.check_status_rate(&sb).unwrap_err();
+        assert_eq!((e.status(), e.reason), (429, Reason::RateLimited));
+        assert_eq!(e.retry_after, Some(1));
+        assert!(e.message.contains("status calls"), "{}", e.message);
     }
 }

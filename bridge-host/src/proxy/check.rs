@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use protocol::audit::{AuditRecord, Endpoint};
 use protocol::body::CheckedBody;
 use protocol::error::{BridgeError, Reason};
+use protocol::framing::Flaw;
 use protocol::policy::{decide, rewrite_native};
 use protocol::route::{BodyKind, Route, RouteError, FORWARDED_HEADER};
 use tokio::sync::OwnedSemaphorePermit;
@@ -46,6 +47,7 @@ pub async fn check(
     // Every request takes a token, before anything is read or decided.
     ctx.limits.check_rate(&ctx.sandbox)?;
     let (parts, body) = req.into_parts();
+    raw_framing(&parts.extensions)?;
     framing(&parts.headers)?;
     let route = route(&parts.method, &parts.uri)?;
     rec.endpoint = Some(Endpoint::Class(route.class()));
@@ -87,6 +89,17 @@ fn looped(ctx: &SandboxCtx, h: &HeaderMap) -> Result<(), BridgeError> {
 
 fn bad(m: impl Into<String>) -> BridgeError {
     BridgeError::new(Reason::BadRequest, m)
+}
+
+/// What the request head said about its framing before hyper resolved it (the server
+/// reads it from the connection's bytes: `protocol::framing`): repeated or listed
+/// `Content-Length`, `Content-Length` with `Transfer-Encoding`. The server closes the
+/// connection after this refusal.
+pub fn raw_framing(ext: &http::Extensions) -> Result<(), BridgeError> {
+    match ext.get::<Flaw>() {
+        Some(f) => Err(bad(f.message())),
+        None => Ok(()),
+    }
 }
 
 /// How the body is framed and encoded: one length, or chunked, never compressed.

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 
 use protocol::config::{Config, Sandbox};
 
+use super::health::Health;
 use super::upstream::Upstream;
 use crate::limits::Limiters;
 use crate::observe::audit_log::AuditLog;
@@ -24,6 +25,8 @@ pub fn current(cell: &CtxCell) -> Arc<SandboxCtx> {
 pub struct Shared {
     pub audit: AuditLog,
     pub metrics: Metrics,
+    /// The upstream's health, probed at most once a second for every listener.
+    pub health: Health,
     /// Set once shutdown began: requests cut off from now on are `shutting_down`.
     pub draining: AtomicBool,
     next_id: AtomicU64,
@@ -36,6 +39,7 @@ impl Shared {
         Shared {
             audit,
             metrics: Metrics::new(),
+            health: Health::new(),
             draining: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),

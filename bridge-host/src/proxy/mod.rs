@@ -7,6 +7,7 @@
 mod check;
 mod ctx;
 mod forward;
+mod health;
 mod listing;
 mod openai;
 mod record;

@@ -1,13 +1,13 @@
 //! `GET /_bridge/status` on every listener, answered by bridge-host itself (never
 //! forwarded): what this sandbox may do and whether Ollama is reachable — enough for
 //! `bridge-guest doctor` and `bridge-host status` to say which hop is broken. Nothing
-//! secret: no upstream address, no other sandbox, no prompts.
+//! secret: no upstream address, no other sandbox, no prompts. Ollama's state comes from
+//! the shared health tracker ([`super::health`]), so a status call costs Ollama nothing;
+//! status calls have their own small rate limit per sandbox, not `requests_per_minute`.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderMap, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use protocol::audit::Endpoint;
 use protocol::config::{KeepAlivePolicy, LoadPolicy, NumCtxPolicy};
@@ -18,12 +18,10 @@ use protocol::ModelName;
 use serde_json::{json, Value};
 
 use super::ctx::SandboxCtx;
+use super::health::Reading;
 use super::record::Exchange;
 use super::relay::RespBody;
 use super::respond::{answer, refuse};
-
-/// How long the status check waits for Ollama beyond the connect timeout.
-const PROBE_EXTRA: Duration = Duration::from_secs(2);
 
 fn policy_json(p: NumCtxPolicy) -> Value {
     match p {
@@ -75,75 +73,14 @@ fn limits_json(sb: &protocol::Sandbox) -> Value {
     })
 }
 
-/// Asks Ollama for its version and its models (both small answers).
-async fn probe(ctx: &SandboxCtx) -> (Value, Vec<String>) {
-    let up = &ctx.upstream;
-    let limit = up.cfg.connect_timeout + PROBE_EXTRA;
-    let get = |path: &'static str| async move {
-        let resp = up
-            .send(Method::GET, path, &HeaderMap::new(), None, Bytes::new())
-            .await?;
-        let status = resp.status();
-        let body = tokio::time::timeout(limit, resp.into_body().collect())
-            .await
-            .map_err(|_| BridgeError::new(Reason::UpstreamTimeout, "no answer in time"))?
-            .map_err(|e| BridgeError::new(Reason::UpstreamError, e.to_string()))?
-            .to_bytes();
-        if status.as_u16() == Reason::LoopDetected.status() {
-            return Err(BridgeError::new(
-                Reason::LoopDetected,
-                "loop detected: the bridge's upstream leads back to a bridge listener, not to Ollama (fix [upstream] url)",
-            ));
-        }
-        if !status.is_success() {
-            return Err(BridgeError::new(
-                Reason::UpstreamError,
-                format!("HTTP {status}"),
-            ));
-        }
-        serde_json::from_slice::<Value>(&body)
-            .map_err(|e| BridgeError::new(Reason::UpstreamError, format!("not JSON: {e}")))
-    };
-    let version = match tokio::time::timeout(limit, get("/api/version")).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => {
-            return (
-                json!({ "reachable": false, "error": e.message }),
-                Vec::new(),
-            )
-        }
-        Err(_) => {
-            return (
-                json!({ "reachable": false, "error": format!("no answer within {limit:?}") }),
-                Vec::new(),
-            )
-        }
-    };
-    let models = match tokio::time::timeout(limit, get("/api/tags")).await {
-        Ok(Ok(v)) => v["models"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|m| m["name"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    (
-        json!({ "reachable": true, "ollama_version": version["version"] }),
-        models,
-    )
-}
-
 /// The status document of a sandbox.
 pub async fn document(ctx: &SandboxCtx) -> Value {
     let sb = &ctx.sandbox;
     let cfg = &ctx.config;
-    let (upstream, local) = probe(ctx).await;
+    let health = ctx.shared.health.reading(&ctx.upstream).await;
     let mut available = Vec::new();
-    for name in local {
-        let Ok(m) = ModelName::parse(&name) else {
+    for name in &health.models {
+        let Ok(m) = ModelName::parse(name) else {
             continue;
         };
         if protocol::policy::model_allowed(sb, &m).is_err() {
@@ -183,8 +120,19 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         "body_buffer_held": ctx.limits.bodies.held(),
         // Not counting this status request itself.
         "in_flight": (ctx.shared.metrics.in_flight(sb.name.as_str()) - 1).max(0),
-        "upstream": upstream,
+        "upstream": upstream_json(&health),
     })
+}
+
+/// Ollama's state as the last probe found it, and how long ago that was.
+fn upstream_json(r: &Reading) -> Value {
+    let age = r.at.elapsed().as_millis() as u64;
+    match &r.version {
+        Ok(v) => {
+            json!({ "reachable": true, "ollama_version": v["version"], "checked_ms_ago": age })
+        }
+        Err(e) => json!({ "reachable": false, "error": e, "checked_ms_ago": age }),
+    }
 }
 
 /// Answers the status endpoint; its record is written before the answer leaves.
@@ -196,6 +144,13 @@ pub async fn serve(
     ex.rec.endpoint = Some(Endpoint::Bridge);
     if let Err(d) = protocol::policy::peer_allowed(&ctx.sandbox, ex.rec.peer.as_ref()) {
         return refuse(ex, d.to_error(), ErrorFormat::Ollama).await;
+    }
+    if let Err(e) = super::check::raw_framing(req.extensions()) {
+        return refuse(ex, e, ErrorFormat::Ollama).await;
+    }
+    // Its own bucket: never a token of requests_per_minute.
+    if let Err(e) = ctx.limits.check_status_rate(&ctx.sandbox) {
+        return refuse(ex, e, ErrorFormat::Ollama).await;
     }
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         let msg = format!("{STATUS_PATH} answers GET and HEAD");

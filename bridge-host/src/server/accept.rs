@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body::Body as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -15,12 +16,13 @@ use hyper_util::server::graceful::GracefulShutdown;
 use protocol::audit::Peer;
 use protocol::backoff::Backoff;
 use protocol::error::{BridgeError, Reason};
+use protocol::framing::Flaw;
 use protocol::route::ErrorFormat;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 use tracing::Instrument;
 
-use super::conn::{Observed, Seen, Served};
+use super::conn::{Heads, Observed, Seen, Served};
 use super::deadline::{expired, Clock, Expiry, Tracked};
 use crate::net::hangup::Hangup;
 use crate::net::listen::{Conn, Listener};
@@ -96,22 +98,45 @@ fn serve(
     let limits = ctx.sandbox.limits;
     let clock = Clock::new();
     let served = Served::default();
-    let (counter, cell2, clock2) = (served.clone(), cell.clone(), clock.clone());
+    let heads = Heads::new(limits.max_header_bytes);
+    let (counter, cell2, clock2, heads2) =
+        (served.clone(), cell.clone(), clock.clone(), heads.clone());
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         counter.add();
         if let Some(h) = &hangup {
             req.extensions_mut().insert(h.clone());
         }
+        // Framing hyper resolved in the head is refused by the gate, and the connection
+        // closes after the refusal.
+        let flaw = heads2.next_request(&req);
+        if let Some(f) = flaw {
+            if f == Flaw::Unverified {
+                tracing::warn!(peer = ?peer, "request framing not verified (the connection's earlier bytes were not followed); refusing");
+            }
+            req.extensions_mut().insert(f);
+        }
+        let http10 = req.version() == http::Version::HTTP_10;
         clock2.on_request();
         let clock = clock2.clone();
         // Each request is decided under the context current when it arrives.
         let answer = handle(current(&cell2), peer, req);
         async move {
-            let resp = answer.await?;
+            let mut resp = answer.await?;
+            // HTTP/1.0 has no chunked encoding: an answer of unknown length ends with
+            // the close, and says so. (Marked as HTTP/1.0, else hyper would add
+            // `keep-alive` to it.) One with a length keeps the connection if asked to.
+            let close_delimited = http10 && resp.body().size_hint().exact().is_none();
+            if close_delimited {
+                *resp.version_mut() = http::Version::HTTP_10;
+            }
+            if flaw.is_some() || close_delimited {
+                let v = http::HeaderValue::from_static("close");
+                resp.headers_mut().insert(http::header::CONNECTION, v);
+            }
             Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, clock)))
         }
     });
-    let (io, back) = Observed::new(io, clock.clone());
+    let (io, back) = Observed::new(io, clock.clone(), heads);
     let mut b = http1::Builder::new();
     b.timer(TokioTimer::new())
         .header_read_timeout(None) // super::deadline keeps both client timeouts
@@ -154,7 +179,9 @@ fn serve(
                 Err(Expiry::Idle) => tracing::debug!("idle connection closed (keepalive_timeout or request_header_timeout)"),
             }
             // The client sees the close only now, after the record is written.
-            drop(stream);
+            if let Some((mut io, _)) = stream {
+                let _ = tokio::time::timeout(REFUSE_WAIT, io.shutdown()).await;
+            }
         }
         .instrument(span),
     );

@@ -2,18 +2,24 @@
 //! line or header (hyper answers 400 itself), a head larger than the read buffer (431),
 //! a head the client cut off or did not finish within the header timeout (no answer).
 //! The connection's byte stream is wrapped to see what arrived; when `serve_connection`
-//! ends with such an error, one record is written — before the connection is closed,
-//! so a client that waits for the close finds the record in the file.
+//! ends with such an error, one record is written — before the connection is closed
+//! (the wrapper does not pass hyper's shutdown on), so a client that waits for the close
+//! finds the record in the file.
+//!
+//! The wrapper also feeds every byte to the connection's [`Heads`], which sees each
+//! request head as it was sent (hyper resolves repeated `Content-Length` and
+//! `Content-Length` with `Transfer-Encoding` before the service could see them).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use protocol::audit::{AuditRecord, Endpoint, Peer, UNKNOWN};
 use protocol::error::Reason;
+use protocol::framing::{Flaw, Scanner};
 use protocol::route::Route;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
@@ -36,23 +42,47 @@ pub struct Seen {
     pub first: Option<(u64, Instant)>,
 }
 
+/// The framing verdicts of a connection's request heads, in order (`protocol::framing`):
+/// fed by [`Observed`], taken by the service as hyper hands it each request.
+#[derive(Debug, Clone)]
+pub struct Heads(Arc<Mutex<Scanner>>);
+
+impl Heads {
+    /// For a connection whose heads hyper limits to `max_head` bytes.
+    pub fn new(max_head: usize) -> Heads {
+        Heads(Arc::new(Mutex::new(Scanner::new(max_head))))
+    }
+
+    fn scanner(&self) -> std::sync::MutexGuard<'_, Scanner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The verdict on the request hyper hands over now: `None` when its head is sound.
+    pub fn next_request<B>(&self, req: &http::Request<B>) -> Option<Flaw> {
+        let pq = req.uri().path_and_query().map(|p| p.as_str());
+        self.scanner().next_request(req.method().as_str(), pq)
+    }
+}
+
 /// Wraps a connection's stream; gives the stream back with [`Seen`] when dropped.
 pub struct Observed<T> {
     inner: Option<T>,
     seen: Seen,
     clock: Arc<Clock>,
+    heads: Heads,
     back: Option<oneshot::Sender<(T, Seen)>>,
 }
 
 impl<T> Observed<T> {
     /// The wrapper, and where the stream comes back when hyper is done with it.
-    /// Every read with bytes is told to `clock`.
-    pub fn new(inner: T, clock: Arc<Clock>) -> (Self, oneshot::Receiver<(T, Seen)>) {
+    /// Every read with bytes is told to `clock` and to `heads`.
+    pub fn new(inner: T, clock: Arc<Clock>, heads: Heads) -> (Self, oneshot::Receiver<(T, Seen)>) {
         let (tx, rx) = oneshot::channel();
         let o = Observed {
             inner: Some(inner),
             seen: Seen::default(),
             clock,
+            heads,
             back: Some(tx),
         };
         (o, rx)
@@ -84,6 +114,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Observed<T> {
         let new = &buf.filled()[before..];
         if !new.is_empty() {
             this.clock.on_read();
+            this.heads.scanner().feed(new);
             let s = &mut this.seen;
             if s.first.is_none() {
                 s.first = Some((unix_ms(), Instant::now()));
@@ -121,8 +152,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Observed<T> {
         Pin::new(self.get_mut().io()).poll_flush(cx)
     }
 
+    /// Only flushes: hyper shuts a connection down *before* it returns the error of a
+    /// request it rejected, and the client must not see the close before that request's
+    /// record is written. Whoever gets the stream back shuts it down (`server::accept`).
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().io()).poll_shutdown(cx)
+        Pin::new(self.get_mut().io()).poll_flush(cx)
     }
 }
 
@@ -258,3 +292,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "conn_tests.rs"]
+mod hyper_agrees;

@@ -6,7 +6,7 @@ use std::process::Output;
 
 use bridge_tests::double::{Double, DoubleConfig};
 use bridge_tests::harness::{bin, config, dead_upstream, guest_bin, require_root, socket, Host};
-use bridge_tests::http::{collect, req, send_unix, GUARD};
+use bridge_tests::http::{bridge_status, collect, req, send_unix, GUARD};
 use serde_json::Value;
 
 const SANDBOX: &str = "models = [\"qwen2.5:7b\", \"llama3.2:*\"]";
@@ -229,6 +229,15 @@ async fn host_status_command_reports_every_listener() {
     );
     assert!(lines[2].starts_with("other"), "{text}");
     drop(double); // Ollama goes away: the command says so and fails.
+                  // (Once the shared health reading, at most a second old, has seen it.)
+    let sock = socket(&host, "agent");
+    tokio::time::timeout(GUARD, async {
+        while bridge_status(&sock).await["upstream"]["reachable"] != false {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    })
+    .await
+    .expect("the status sees Ollama gone within the guard time");
     let out = tokio::process::Command::new(bin("bridge-host"))
         .args(["status", "--config"])
         .arg(&host.config)
