@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the committed seed corpus, fuzz/seeds/<target>/, from hand-picked inputs:
 the hostile request fixtures (tests/fixtures/hostile/*.http), requests for every route,
-strict-JSON edge cases, model names, and Ollama NDJSON streams as OLLAMA-WIRE.md shows
+strict-JSON edge cases, model names, and Ollama NDJSON streams as Ollama sends them
 them. Run from anywhere: python3 fuzz/seeds.py (it replaces fuzz/seeds/)."""
 import hashlib, json, os, re, shutil
 

@@ -1,6 +1,6 @@
 //! bridge-host: the host daemon. Listeners per sandbox, the request pipeline
 //! (read → check → rewrite → forward → relay → record), the upstream client and the audit log.
-#![deny(unsafe_code)] // allowed in one module only: os/sys.rs (STYLE.md rule 12)
+#![deny(unsafe_code)] // allowed in one module only: os/sys.rs
 
 mod cli;
 mod limits;

@@ -5,7 +5,7 @@
 //!
 //! Properties: nothing panics; classification is deterministic; an accepted request has
 //! no query, a canonical path (no `%`, `\`, dot or empty segments, control or non-ASCII
-//! bytes) that is exactly a route of the DESIGN.md table, and a raw target that is that
+//! bytes) that is exactly a route of the README's endpoint table, and a raw target that is that
 //! path (origin form) or `scheme://authority` + that path; the route's class matches the
 //! table; a permitted body, re-serialised as the host forwards it, names to Ollama's Go
 //! decoder exactly the models that were decided on (read only from the fields Ollama's
@@ -26,7 +26,7 @@ use protocol::route::{is_canonical_path, BodyKind, EndpointClass, Route};
 use protocol::ModelName;
 use serde_json::Value;
 
-/// The DESIGN.md endpoint table, written independently of `Route::classify`:
+/// The README's endpoint table, written independently of `Route::classify`:
 /// exact paths with their methods and class.
 const TABLE: &[(&str, &[&str], EndpointClass)] = &[
     ("/", &["GET", "HEAD"], EndpointClass::List),

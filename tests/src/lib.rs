@@ -1,5 +1,5 @@
-//! Test support for ollama-bridge: the Ollama test double (behaving as OLLAMA-WIRE.md
-//! says) and helpers that start bridge-host and bridge-guest as real processes on
+//! Test support for ollama-bridge: the Ollama test double (behaving as Ollama does,
+//! quirks included) and helpers that start bridge-host and bridge-guest as real processes on
 //! temp-dir sockets and port 0.
 #![forbid(unsafe_code)]
 

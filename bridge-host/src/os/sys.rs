@@ -1,5 +1,5 @@
-//! The crate's only unsafe code (STYLE.md rule 12): forking the privileged monitor while
-//! the process has a single thread, taking ownership of the file descriptors the kernel
+//! The crate's only unsafe code, each block with its SAFETY reason: forking the
+//! privileged monitor while the process has a single thread, taking ownership of the file descriptors the kernel
 //! installs when a message carries them (SCM_RIGHTS), and registering an owned
 //! descriptor with the runtime.
 #![allow(unsafe_code)]

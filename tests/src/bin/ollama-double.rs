@@ -14,7 +14,7 @@ enum Placement {
 }
 
 #[derive(Parser)]
-#[command(about = "A stand-in for Ollama that behaves as OLLAMA-WIRE.md says")]
+#[command(about = "A stand-in for Ollama that behaves as Ollama does, quirks included")]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:0")]

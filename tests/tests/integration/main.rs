@@ -1,4 +1,4 @@
-//! The integration tests of ollama-bridge: one test binary (STYLE.md rule 17), a module per
+//! The integration tests of ollama-bridge: one test binary (it links once), a module per
 //! area, sharing the helpers of the test library (`bridge_tests`). They start the real
 //! `bridge-host` and `bridge-guest` binaries, which `cargo test --workspace` builds first;
 //! `cargo test -p ollama-bridge-tests` refuses binaries older than their sources.
