@@ -176,6 +176,36 @@ impl Host {
         let text = config.replace("{dir}", &dir.path().display().to_string());
         let cfg = dir.path().join("bridge.toml");
         std::fs::write(&cfg, &text).expect("write config");
+        let mut args = vec!["--config".to_owned(), cfg.display().to_string()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        Host::spawn(dir, &text, wrapper, &args, &[]).await
+    }
+
+    /// The quick start: `WRAPPER... bridge-host serve ARGS...` with no file (e.g.
+    /// `--listen unix:{dir}/q.sock --upstream URL`, `{dir}` replaced by the temp dir) and
+    /// these extra environment variables. Its audit log is `host.audit` only if a test sets
+    /// it to where the built-in defaults put it.
+    pub async fn start_quick(
+        dir: tempfile::TempDir,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Host {
+        let d = dir.path().display().to_string();
+        let args: Vec<String> = args.iter().map(|a| a.replace("{dir}", &d)).collect();
+        Host::spawn(dir, "", wrapper, &args, env).await
+    }
+
+    /// Starts `WRAPPER... bridge-host serve ARGS...` and waits for one ready line per
+    /// sandbox of `text` (the configuration, empty for the quick start).
+    async fn spawn(
+        dir: tempfile::TempDir,
+        text: &str,
+        wrapper: &[&str],
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Host {
+        let cfg = dir.path().join("bridge.toml");
         let expected = text.matches("[[sandbox]]").count().max(1);
         let stderr = dir.path().join("host.stderr");
         let mut cmd = match wrapper.split_first() {
@@ -188,9 +218,8 @@ impl Host {
         };
         let mut child = cmd
             .arg("serve")
-            .arg("--config")
-            .arg(&cfg)
-            .args(extra)
+            .args(args)
+            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -7,7 +7,8 @@ use crate::double::{Double, DoubleConfig};
 use crate::harness::{config, socket, Guest, Host};
 use crate::http::{collect, post, send_tcp};
 
-/// Models and endpoint classes of the test sandboxes (no `openai_via_native`).
+/// Models and endpoint classes of the test sandboxes (`openai_via_native` at its default,
+/// on).
 pub const MODELS: &str = "models = [\"qwen2.5:7b\", \"llama3.2:*\", \"nomic-embed-text\"]\nendpoints = [\"chat\", \"embed\", \"openai\"]";
 /// qwen2.5:7b pinned to a context of 8192.
 pub const PINNED: &str = "[model.\"qwen2.5:7b\"]\nnum_ctx = 8192\n";
@@ -15,6 +16,12 @@ pub const PINNED: &str = "[model.\"qwen2.5:7b\"]\nnum_ctx = 8192\n";
 /// A sandbox with `openai_via_native = true`.
 pub fn sandbox() -> String {
     format!("{MODELS}\nopenai_via_native = true")
+}
+
+/// A sandbox whose operator turned `openai_via_native` off: `/v1` passes through to
+/// Ollama's own layer.
+pub fn passthrough() -> String {
+    format!("{MODELS}\nopenai_via_native = false")
 }
 
 /// The double, a host with sandbox "agent" (`sandbox()`, `PINNED`) and a guest.

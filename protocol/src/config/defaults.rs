@@ -107,7 +107,7 @@ impl Config {
                 socket_owner: None,
                 models,
                 endpoints: EndpointClass::DEFAULT.into_iter().collect(),
-                openai_via_native: false,
+                openai_via_native: true,
                 max_concurrent: None,
                 max_body: DEFAULT_MAX_BODY,
                 vsock_cid: None,

@@ -79,8 +79,9 @@ pub(super) struct RawSandbox {
     pub(super) models: Option<Vec<String>>,
     /// Endpoint classes from the README's endpoint table.
     pub(super) endpoints: Option<Vec<EndpointClass>>,
-    /// Serve /v1/chat/completions and /v1/embeddings through the native API.
-    #[serde(default)]
+    /// Serve /v1/chat/completions, /v1/completions and /v1/embeddings through the native
+    /// API (default true; false passes them to Ollama's own /v1 layer).
+    #[serde(default = "default_true")]
     pub(super) openai_via_native: bool,
     /// Requests in flight for this sandbox; more get 429.
     pub(super) max_concurrent: Option<u32>,
@@ -125,4 +126,8 @@ pub(super) struct RawModel {
     /// The longest keep_alive a sandbox may ask for; without it (or `keep_alive`), the
     /// sandbox's keep_alive is removed.
     pub(super) keep_alive_max: Option<toml::Value>,
+}
+
+fn default_true() -> bool {
+    true
 }

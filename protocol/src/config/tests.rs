@@ -229,6 +229,27 @@ fn num_ctx_default_must_lie_within_the_bounds() {
     assert!(Config::parse(ok, &env()).is_ok());
 }
 
+/// Issue 16: OpenAI clients get the native path unless an operator turns it off, in a
+/// file, in the built-in defaults and in the quick start alike.
+#[test]
+fn openai_via_native_is_on_by_default() {
+    let on = "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/r/a.sock\"\n";
+    let c = Config::parse(on, &env()).unwrap();
+    assert!(c.sandboxes[0].openai_via_native, "absent key");
+    let off = format!("{on}openai_via_native = false\n");
+    let c = Config::parse(&off, &env()).unwrap();
+    assert!(!c.sandboxes[0].openai_via_native, "turned off");
+    assert!(Config::builtin(&env()).sandboxes[0].openai_via_native);
+    let quick = Config::quick(
+        &env(),
+        ListenAddr::Unix("/r/q.sock".into()),
+        "http://127.0.0.1:1",
+        &["qwen2.5:7b".to_owned()],
+    )
+    .unwrap();
+    assert!(quick.sandboxes[0].openai_via_native, "quick start");
+}
+
 #[test]
 fn builtin_defaults() {
     let c = Config::builtin(&env());

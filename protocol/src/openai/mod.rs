@@ -168,12 +168,14 @@ impl CallNumbering {
     }
 }
 
-/// `finish_reason` from Ollama's `done_reason` and whether tools were called.
+/// `finish_reason` from Ollama's `done_reason` and whether tools were called. As in
+/// Ollama's layer, `tool_calls` only replaces `stop`: an answer cut at `num_predict`
+/// says `length` even when it called a tool.
 pub(crate) fn finish_reason(done_reason: Option<&str>, called: bool) -> &'static str {
-    if called {
-        "tool_calls"
-    } else if done_reason == Some("length") {
+    if done_reason == Some("length") {
         "length"
+    } else if called {
+        "tool_calls"
     } else {
         "stop"
     }
@@ -257,6 +259,8 @@ mod tests {
     fn finish_reasons_and_errors() {
         assert_eq!(finish_reason(Some("stop"), true), "tool_calls");
         assert_eq!(finish_reason(Some("length"), false), "length");
+        assert_eq!(finish_reason(Some("length"), true), "length");
+        assert_eq!(finish_reason(None, true), "tool_calls");
         assert_eq!(finish_reason(None, false), "stop");
         assert_eq!(native_error(&json!({"error":"boom"})), Some("boom".into()));
         assert_eq!(

@@ -1,7 +1,10 @@
-//! OpenAI `/v1/chat/completions` bodies to Ollama's `/api/chat` ones: messages, tool
-//! calls with string arguments (held to the strict rules of a body), tool results by id,
-//! images as data URLs, sampling options, response format, reasoning effort. Fields
-//! OpenAI servers ignore are ignored; wrong types are refused.
+//! OpenAI `/v1/chat/completions` bodies to Ollama's `/api/chat` ones, field by field as
+//! Ollama's own `/v1` layer maps them (`openai/openai.go` `FromChatRequest`, read at
+//! ollama main `fb30760`, after v0.33.0-rc2): messages (each content part its own
+//! message, images and audio as base64 data), tool calls with string arguments (held to
+//! the strict rules of a body), tool results by id, sampling options, response format,
+//! reasoning effort. Fields that layer ignores (`tool_choice`, `n`,
+//! `max_completion_tokens`, ...) are ignored; wrong types are refused.
 
 use serde_json::{json, Map, Value};
 
@@ -72,10 +75,10 @@ pub fn chat_request(req: &Map<String, Value>) -> Result<ChatRequest, TranslateEr
     native.insert("model".into(), json!(model));
     native.insert("messages".into(), Value::Array(messages));
     native.insert("stream".into(), json!(true));
-    let no_tools = matches!(field(req, "tool_choice"), Some(Value::String(s)) if s == "none");
+    // `tool_choice` is ignored, as by Ollama's layer: the tools go to the model.
     match field(req, "tools") {
         None => {}
-        Some(Value::Array(t)) if no_tools || t.is_empty() => {}
+        Some(Value::Array(t)) if t.is_empty() => {}
         Some(Value::Array(t)) => {
             for (i, tool) in t.iter().enumerate() {
                 if !tool.pointer("/function/name").is_some_and(Value::is_string) {
@@ -114,9 +117,10 @@ pub(crate) fn include_usage(req: &Map<String, Value>) -> Result<bool, TranslateE
     }
 }
 
-/// Sampling options of a chat request.
+/// Sampling options of a chat request (`max_completion_tokens` is ignored, as by
+/// Ollama's layer: only `max_tokens` becomes `num_predict`).
 fn options(req: &Map<String, Value>) -> Result<Map<String, Value>, TranslateError> {
-    sampling_options(req, &["max_completion_tokens", "max_tokens"])
+    sampling_options(req, &["max_tokens"])
 }
 
 /// Sampling options, shared by chat and (legacy) completions: `num_predict` from the
@@ -180,44 +184,56 @@ pub(crate) fn sampling_options(
     Ok(o)
 }
 
+/// `format` from `response_format`, as Ollama's layer reads it: the type trimmed and
+/// case-folded; `json_object` → `"json"`, `json_schema` → its `schema` (when there is
+/// one); `text` and any other type → no format.
 fn format(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
     let Some(rf) = field(req, "response_format") else {
         return Ok(None);
     };
-    let kind = rf.get("type").and_then(Value::as_str);
-    match kind {
-        Some("text") => Ok(None),
-        Some("json_object") => Ok(Some(json!("json"))),
-        Some("json_schema") => match rf.pointer("/json_schema/schema") {
-            Some(s @ Value::Object(_)) => Ok(Some(s.clone())),
-            _ => Err(invalid(
-                "response_format.json_schema.schema",
-                "a JSON schema object is required",
-            )),
+    let Value::Object(rf) = rf else {
+        return Err(type_err("response_format", "an object"));
+    };
+    let kind = match field(rf, "type") {
+        None => String::new(),
+        Some(Value::String(t)) => t.trim().to_lowercase(),
+        Some(_) => return Err(type_err("response_format.type", "a string")),
+    };
+    Ok(match kind.as_str() {
+        "json_object" => Some(json!("json")),
+        "json_schema" => match field(rf, "json_schema") {
+            Some(Value::Object(js)) => field(js, "schema").cloned(),
+            _ => None,
         },
-        _ => Err(invalid(
-            "response_format.type",
-            "must be \"text\", \"json_object\" or \"json_schema\"",
-        )),
-    }
+        _ => None,
+    })
 }
 
+/// `think` from `reasoning.effort` (when `reasoning` is there) or `reasoning_effort`, as
+/// Ollama's `thinkFromReasoningEffort`: OpenAI's tiers past Ollama's ends are clamped.
 fn think(req: &Map<String, Value>) -> Result<Option<Value>, TranslateError> {
     let (name, effort) = match (field(req, "reasoning"), field(req, "reasoning_effort")) {
         (Some(r), _) => ("reasoning.effort", r.get("effort")),
         (None, e) => ("reasoning_effort", e),
     };
-    match effort {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s == "none" => Ok(Some(json!(false))),
-        Some(Value::String(s)) if matches!(s.as_str(), "low" | "medium" | "high") => {
-            Ok(Some(json!(s)))
+    let effort = match effort {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(type_err(name, "a string")),
+    };
+    Ok(match effort {
+        "" => None,
+        "none" => Some(json!(false)),
+        "minimal" => Some(json!("low")),
+        "low" | "medium" | "high" | "max" => Some(json!(effort)),
+        "xhigh" | "ultra" => Some(json!("max")),
+        _ => {
+            return Err(invalid(
+                name,
+                format!("invalid reasoning value \"{effort}\" (must be \"minimal\", \"low\", \"medium\", \"high\", \"xhigh\", \"ultra\", \"max\", or \"none\")"),
+            ))
         }
-        _ => Err(invalid(
-            name,
-            "must be \"low\", \"medium\", \"high\" or \"none\"",
-        )),
-    }
+    })
 }
 
 fn messages(input: &[Value]) -> Result<Vec<Value>, TranslateError> {
@@ -233,13 +249,30 @@ fn messages(input: &[Value]) -> Result<Vec<Value>, TranslateError> {
             Some(r) => return Err(invalid(at("role"), format!("unknown role \"{r}\""))),
             None => return Err(TranslateError::Missing { field: at("role") }),
         };
-        let mut n = Map::new();
-        n.insert("role".into(), json!(role));
-        let (text, images) = content(field(m, "content"), &at("content"))?;
-        n.insert("content".into(), json!(text));
-        if !images.is_empty() {
-            n.insert("images".into(), json!(images));
+        // As in Ollama's layer, each part of a list of content parts is a message of its
+        // own (text, or one image); the message's other fields go on the last of them.
+        let parts = content(field(m, "content"), &at("content"))?;
+        let first = out.len();
+        for part in parts {
+            let mut n = Map::new();
+            n.insert("role".into(), json!(role));
+            match part {
+                Part::Text(t) => {
+                    n.insert("content".into(), json!(t));
+                }
+                Part::Image(b64) => {
+                    n.insert("content".into(), json!(""));
+                    n.insert("images".into(), json!([b64]));
+                }
+            }
+            out.push(Value::Object(n));
         }
+        if out.len() == first {
+            out.push(json!({"role": role, "content": ""}));
+        }
+        let Some(Value::Object(n)) = out.last_mut() else {
+            unreachable!("a message was just pushed");
+        };
         if role == "assistant" {
             if let Some(r) = field(m, "reasoning").or_else(|| field(m, "reasoning_content")) {
                 n.insert("thinking".into(), r.clone());
@@ -259,7 +292,14 @@ fn messages(input: &[Value]) -> Result<Vec<Value>, TranslateError> {
                 n.insert("tool_name".into(), json!(name));
             }
         }
-        out.push(Value::Object(n));
+        match field(m, "tool_call_id") {
+            None => {}
+            Some(Value::String(id)) if id.is_empty() => {}
+            Some(v @ Value::String(_)) => {
+                n.insert("tool_call_id".into(), v.clone());
+            }
+            Some(_) => return Err(type_err(at("tool_call_id"), "a string")),
+        }
     }
     Ok(out)
 }
@@ -327,21 +367,26 @@ fn arguments_problem(e: &JsonError) -> String {
     }
 }
 
-/// Text and base64 images of a message's content (a string or a list of parts).
-fn content(c: Option<&Value>, at: &str) -> Result<(String, Vec<String>), TranslateError> {
+/// One content part: its text, or one image (or audio clip) as base64.
+enum Part {
+    Text(String),
+    Image(String),
+}
+
+/// The parts of a message's content (a string is one text part).
+fn content(c: Option<&Value>, at: &str) -> Result<Vec<Part>, TranslateError> {
     let parts = match c {
-        None => return Ok((String::new(), Vec::new())),
-        Some(Value::String(s)) => return Ok((s.clone(), Vec::new())),
+        None => return Ok(Vec::new()),
+        Some(Value::String(s)) => return Ok(vec![Part::Text(s.clone())]),
         Some(Value::Array(parts)) => parts,
         Some(_) => return Err(type_err(at, "a string or an array of content parts")),
     };
-    let mut texts = Vec::new();
-    let mut images = Vec::new();
+    let mut out = Vec::with_capacity(parts.len());
     for (k, p) in parts.iter().enumerate() {
         let here = format!("{at}[{k}]");
         match p.get("type").and_then(Value::as_str) {
             Some("text") => match p.get("text") {
-                Some(Value::String(t)) => texts.push(t.as_str()),
+                Some(Value::String(t)) => out.push(Part::Text(t.clone())),
                 _ => return Err(type_err(format!("{here}.text"), "a string")),
             },
             Some("image_url") => {
@@ -350,12 +395,25 @@ fn content(c: Option<&Value>, at: &str) -> Result<(String, Vec<String>), Transla
                     Some(Value::Object(o)) => o.get("url").and_then(Value::as_str).unwrap_or(""),
                     _ => "",
                 };
-                images.push(data_url_image(url).ok_or_else(|| {
+                out.push(Part::Image(data_url_image(url).ok_or_else(|| {
                     invalid(
                         format!("{here}.image_url"),
-                        "images must be base64 data URLs (data:image/png;base64,...); the bridge does not fetch remote images",
+                        "images must be base64 data URLs (data:image/png;base64,..., jpeg, jpg, png or webp); the bridge does not fetch remote images",
                     )
-                })?);
+                })?));
+            }
+            Some("input_audio") => {
+                let data = p
+                    .pointer("/input_audio/data")
+                    .and_then(Value::as_str)
+                    .filter(|d| is_base64(d))
+                    .ok_or_else(|| {
+                        invalid(
+                            format!("{here}.input_audio.data"),
+                            "base64 audio data is required",
+                        )
+                    })?;
+                out.push(Part::Image(data.to_owned()));
             }
             Some("refusal") => {}
             Some(t) => {
@@ -371,19 +429,25 @@ fn content(c: Option<&Value>, at: &str) -> Result<(String, Vec<String>), Transla
             }
         }
     }
-    Ok((texts.join("\n"), images))
+    Ok(out)
 }
 
-/// The base64 payload of `data:image/<type>;base64,<payload>` (or `data:;base64,`).
+/// The base64 payload of `data:image/<jpeg|jpg|png|webp>;base64,<payload>` or
+/// `data:;base64,<payload>`: the data URLs Ollama's layer takes.
 fn data_url_image(url: &str) -> Option<String> {
     let rest = url.strip_prefix("data:")?;
     let (mime, payload) = rest.split_once(";base64,")?;
-    let ok_mime = mime.is_empty() || mime.starts_with("image/");
-    let ok_payload = !payload.is_empty()
-        && payload
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
-    (ok_mime && ok_payload).then(|| payload.to_owned())
+    let ok_mime = matches!(
+        mime,
+        "" | "image/jpeg" | "image/jpg" | "image/png" | "image/webp"
+    );
+    (ok_mime && is_base64(payload)).then(|| payload.to_owned())
+}
+
+fn is_base64(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
 }
 
 #[cfg(test)]

@@ -58,10 +58,16 @@ fn field_table() {
     let base = || json!({"model": "m", "messages": []});
     // (extra fields, key of the native body to look at, expected value or null if absent)
     let cases: Vec<(Value, &str, Value)> = vec![
+        // Ollama's layer reads max_tokens only.
         (
             json!({"max_completion_tokens": 7, "max_tokens": 3}),
             "/options/num_predict",
-            json!(7),
+            json!(3),
+        ),
+        (
+            json!({"max_completion_tokens": 7}),
+            "/options/num_predict",
+            Value::Null,
         ),
         (
             json!({"stop": ["a", "b"]}),
@@ -87,16 +93,51 @@ fn field_table() {
             json!("medium"),
         ),
         (json!({"reasoning_effort": null}), "/think", Value::Null),
+        (json!({"reasoning_effort": ""}), "/think", Value::Null),
+        (
+            json!({"reasoning_effort": "minimal"}),
+            "/think",
+            json!("low"),
+        ),
+        (json!({"reasoning_effort": "max"}), "/think", json!("max")),
+        (json!({"reasoning_effort": "xhigh"}), "/think", json!("max")),
+        (json!({"reasoning_effort": "ultra"}), "/think", json!("max")),
+        (
+            json!({"reasoning": {"effort": "none"}, "reasoning_effort": "high"}),
+            "/think",
+            json!(false),
+        ),
+        (
+            json!({"reasoning": {}, "reasoning_effort": "high"}),
+            "/think",
+            Value::Null,
+        ),
+        (
+            json!({"response_format": {"type": " JSON_Object "}}),
+            "/format",
+            json!("json"),
+        ),
+        (
+            json!({"response_format": {"type": "xml"}}),
+            "/format",
+            Value::Null,
+        ),
+        (
+            json!({"response_format": {"type": "json_schema"}}),
+            "/format",
+            Value::Null,
+        ),
         (json!({"tools": []}), "/tools", Value::Null),
         (
             json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
             "/tools",
             json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]),
         ),
+        // tool_choice is ignored, as by Ollama's layer.
         (
             json!({"tool_choice": "none", "tools": [{"type": "function", "function": {"name": "f"}}]}),
             "/tools",
-            Value::Null,
+            json!([{"type": "function", "function": {"name": "f"}}]),
         ),
         (json!({"Stream": true}), "/stream", json!(true)),
     ];
@@ -138,15 +179,18 @@ fn conversation_with_tools_and_images() {
         got["messages"],
         json!([
             {"role": "system", "content": "be brief"},
-            {"role": "user", "content": "what is this\nand the weather?", "images": ["iVBORw0KGgo=", "AAAA"]},
+            {"role": "user", "content": "what is this"},
+            {"role": "user", "content": "", "images": ["iVBORw0KGgo="]},
+            {"role": "user", "content": "and the weather?"},
+            {"role": "user", "content": "", "images": ["AAAA"]},
             {"role": "assistant", "content": "", "tool_calls": [
                 {"function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}, "id": "call_1"},
                 {"function": {"index": 1, "name": "get_time", "arguments": {}}, "id": "call_2"},
             ]},
-            {"role": "tool", "content": "10:00", "tool_name": "get_time"},
-            {"role": "tool", "content": "sunny", "tool_name": "get_weather"},
-            {"role": "tool", "content": "x", "tool_name": "explicit"},
-            {"role": "tool", "content": "y"},
+            {"role": "tool", "content": "10:00", "tool_name": "get_time", "tool_call_id": "call_2"},
+            {"role": "tool", "content": "sunny", "tool_name": "get_weather", "tool_call_id": "call_1"},
+            {"role": "tool", "content": "x", "tool_name": "explicit", "tool_call_id": "call_1"},
+            {"role": "tool", "content": "y", "tool_call_id": "unknown"},
             {"role": "assistant", "content": "It is sunny.", "thinking": "easy"},
         ])
     );
@@ -188,7 +232,15 @@ fn bad_requests_are_refused_with_the_field() {
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
-            "\"input_audio\" is not supported",
+            "\"messages[0].content[0].input_audio.data\"",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "data:image/gif;base64,AAAA"}]}]}),
+            "jpeg, jpg, png or webp",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "file"}]}]}),
+            "\"file\" is not supported",
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]}),
@@ -231,16 +283,16 @@ fn bad_requests_are_refused_with_the_field() {
             "\"tools[0]\": each tool needs",
         ),
         (
-            json!({"model": "m", "messages": user, "response_format": {"type": "xml"}}),
-            "\"response_format.type\"",
+            json!({"model": "m", "messages": user, "response_format": {"type": 1}}),
+            "\"response_format.type\" must be a string",
         ),
         (
-            json!({"model": "m", "messages": user, "response_format": {"type": "json_schema"}}),
-            "\"response_format.json_schema.schema\"",
+            json!({"model": "m", "messages": user, "reasoning_effort": "extreme"}),
+            "\"reasoning_effort\": invalid reasoning value \"extreme\"",
         ),
         (
-            json!({"model": "m", "messages": user, "reasoning_effort": "max"}),
-            "\"reasoning_effort\": must be",
+            json!({"model": "m", "messages": user, "reasoning": {"effort": "lots"}}),
+            "\"reasoning.effort\": invalid reasoning value",
         ),
     ];
     for (body, want) in cases {
@@ -307,4 +359,29 @@ fn tool_call_arguments_are_as_strict_as_a_body() {
             "{arguments:?}"
         );
     }
+}
+
+/// Audio parts travel as images, as in Ollama's layer; parts keep their order, each a
+/// message, and the message's tool fields go on the last one.
+#[test]
+fn parts_are_messages_and_audio_is_an_image() {
+    let got = native(json!({"model": "m", "messages": [
+        {"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+            {"type": "text", "text": "transcribe"},
+        ]},
+        {"role": "assistant", "content": [{"type": "text", "text": "calling"}, {"type": "refusal", "refusal": "no"}],
+         "tool_calls": [{"id": "c9", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "user", "content": []},
+    ]}));
+    assert_eq!(
+        got["messages"],
+        json!([
+            {"role": "user", "content": "", "images": ["UklGRg=="]},
+            {"role": "user", "content": "transcribe"},
+            {"role": "assistant", "content": "calling", "tool_calls": [
+                {"function": {"index": 0, "name": "f", "arguments": {}}, "id": "c9"}]},
+            {"role": "user", "content": ""},
+        ])
+    );
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+pub use native::THINKING;
 pub use server::ChanBody;
 
 /// A model the double "has".

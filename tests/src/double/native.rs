@@ -22,6 +22,20 @@ pub struct Plan {
     pub seen: Seen,
     pub done_reason: &'static str,
     pub script: Script,
+    /// What a thinking model thinks first, when the request's `think` asks for it.
+    pub thinking: Option<&'static str>,
+}
+
+/// The double's chat models think (a `message.thinking` chunk before the content) when
+/// `think` is `true` or a level, as Ollama's thinking models do.
+pub const THINKING: &str = "The user wants an answer.";
+
+fn thinking(req: &Map<String, Value>) -> Option<&'static str> {
+    match req.get("think") {
+        Some(Value::Bool(true)) => Some(THINKING),
+        Some(Value::String(s)) if !s.is_empty() => Some(THINKING),
+        _ => None,
+    }
 }
 
 pub fn parse_body(body: &[u8]) -> Result<Map<String, Value>, Response<DBody>> {
@@ -227,6 +241,7 @@ pub fn plan_chat(state: &State, req: &Map<String, Value>) -> Result<Plan, Respon
         seen,
         done_reason,
         script,
+        thinking: thinking(req),
     })
 }
 
@@ -260,11 +275,13 @@ pub fn chat_lines(plan: &Plan) -> Vec<Bytes> {
         m
     };
     let chunk = |m: Value| json!({"model": plan.model, "created_at": CREATED_AT, "message": m, "done": false});
-    let mut out: Vec<Bytes> = plan
-        .pieces
-        .iter()
-        .map(|p| line(&chunk(msg(p, None))))
-        .collect();
+    let mut out: Vec<Bytes> = Vec::new();
+    if let Some(t) = plan.thinking {
+        let mut m = msg("", None);
+        m["thinking"] = json!(t);
+        out.push(line(&chunk(m)));
+    }
+    out.extend(plan.pieces.iter().map(|p| line(&chunk(msg(p, None)))));
     let has_calls = !plan.calls.is_empty();
     match plan.script.tools {
         ToolPlacement::Intermediate if has_calls => {
@@ -367,6 +384,9 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         return super::stamp::stream(state, &plan, last);
     }
     let mut m = json!({"role": "assistant", "content": plan.pieces.concat()});
+    if let Some(t) = plan.thinking {
+        m["thinking"] = json!(t);
+    }
     if !plan.calls.is_empty() {
         m["tool_calls"] = Value::Array(plan.calls.clone());
     }
@@ -405,6 +425,7 @@ pub fn plan_generate(state: &State, req: &Map<String, Value>, model: &DoubleMode
         seen,
         done_reason,
         script,
+        thinking: None,
     }
 }
 

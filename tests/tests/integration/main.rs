@@ -25,6 +25,7 @@ mod monitor;
 mod num_ctx;
 mod openai;
 mod openai_errors;
+mod openai_fields;
 mod policy;
 mod privileges;
 mod reload;

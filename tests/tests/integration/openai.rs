@@ -3,14 +3,18 @@
 //! same requests sent straight to the double's `/v1` layer, which loses streamed tool
 //! calls as Ollama's does.
 
+use std::os::unix::fs::PermissionsExt;
+
 use bridge_tests::double::{Double, DoubleConfig, Script, ToolPlacement};
-use bridge_tests::harness::{config, json_output, repo, socket, Guest, Host};
+use bridge_tests::harness::{config, json_output, repo, require_root, socket, Guest, Host};
 use bridge_tests::http::{next_data, post, send_tcp, sse_events};
 use bridge_tests::oai::{
-    assert_two_calls, chain, chat, content, deltas, finish_reason, sandbox, send, tools, MODELS,
-    PINNED,
+    assert_two_calls, chain, chat, content, deltas, finish_reason, passthrough, sandbox, send,
+    tools, PINNED,
 };
 use serde_json::{json, Value};
+
+use crate::privileges::{setpriv, setpriv_ids, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_tool_calls_arrive_wherever_ollama_puts_them() {
@@ -235,7 +239,7 @@ async fn python_client(base_url: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_python_client_gets_both_streamed_tool_calls_only_through_the_bridge() {
     let double = Double::start(DoubleConfig::default()).await;
-    let sandboxes = [("agent", sandbox()), ("plain", MODELS.to_owned())];
+    let sandboxes = [("agent", sandbox()), ("plain", passthrough())];
     let sandboxes: Vec<(&str, &str)> = sandboxes.iter().map(|(n, b)| (*n, b.as_str())).collect();
     let host = Host::start(&config(&double.url(), &sandboxes, PINNED)).await;
     let guest = Guest::start(&socket(&host, "agent")).await;
@@ -265,8 +269,8 @@ async fn openai_python_client_gets_both_streamed_tool_calls_only_through_the_bri
         assert!(got["usage"]["prompt_tokens"].as_u64().unwrap() > 0, "{ctx}");
     }
 
-    // The same client straight at the double's /v1 layer, and through a sandbox without
-    // openai_via_native (passed through to that layer): the calls are lost.
+    // The same client straight at the double's /v1 layer, and through a sandbox with
+    // openai_via_native turned off (passed through to that layer): the calls are lost.
     double.set_script(Script::default());
     for (what, addr) in [
         ("straight to the double", double.addr()),
@@ -287,6 +291,46 @@ async fn openai_python_client_gets_both_streamed_tool_calls_only_through_the_bri
             "/v1/chat/completions"
         ]
     );
+}
+
+/// Issue 16: the quick start (`serve --listen --upstream --allow-model`, no file) serves
+/// OpenAI clients through the native path too: the `openai` client, streamed, with
+/// tools, gets both calls (Ollama's `/v1` layer, like the double's, loses them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_client_gets_streamed_tool_calls_through_the_quick_start() {
+    // As nobody, so that the quick start's built-in paths (audit log) stay in the temp dir.
+    require_root("setpriv starts the quick start as nobody");
+    let double = Double::start(DoubleConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let state = dir.path().join("state").display().to_string();
+    let (reuid, regid) = setpriv_ids(&user("nobody"));
+    let wrapper = [setpriv(), reuid.as_str(), regid.as_str(), "--clear-groups"];
+    let url = double.url();
+    let args = [
+        "--listen",
+        "unix:{dir}/quick.sock",
+        "--upstream",
+        url.as_str(),
+        "--allow-model",
+        "qwen2.5:7b",
+    ];
+    let env = [
+        ("HOME", state.as_str()),
+        ("XDG_STATE_HOME", state.as_str()),
+        ("XDG_RUNTIME_DIR", state.as_str()),
+    ];
+    let host = Host::start_quick(dir, &wrapper, &args, &env).await;
+    let guest = Guest::start(&host.dir.path().join("quick.sock")).await;
+    let got = python_client(&format!("http://{}/v1", guest.addr)).await;
+    let calls = got["calls"].as_array().expect("calls");
+    let names: Vec<&Value> = calls.iter().map(|c| &c["name"]).collect();
+    assert_eq!(names, [&json!("get_weather"), &json!("get_time")], "{got}");
+    assert_eq!(calls[0]["arguments"], json!({"city": "Paris"}), "{got}");
+    assert_eq!(calls[1]["index"], 1, "{got}");
+    assert_eq!(got["finish_reason"], "tool_calls", "{got}");
+    let paths: Vec<String> = double.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(paths, ["/api/chat"]);
 }
 
 /// A prompt of `words` words and a question (`words + 3` tokens for the double):

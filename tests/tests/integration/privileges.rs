@@ -71,7 +71,7 @@ pub(crate) fn user(name: &str) -> User {
 }
 
 /// `setpriv`'s `--reuid=` and `--regid=` arguments for `u` and its primary group.
-fn setpriv_ids(u: &User) -> (String, String) {
+pub(crate) fn setpriv_ids(u: &User) -> (String, String) {
     let group = Group::from_gid(u.gid).unwrap().expect("the user's group");
     (
         format!("--reuid={}", u.name),
@@ -242,7 +242,7 @@ async fn after_the_drop_reload_works_a_failed_audit_reopen_says_so_and_the_daemo
 }
 
 /// `setpriv` (util-linux), which starts a process as another user with chosen capabilities.
-fn setpriv() -> &'static str {
+pub(crate) fn setpriv() -> &'static str {
     ["/usr/bin/setpriv", "/bin/setpriv"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
