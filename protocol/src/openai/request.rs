@@ -3,7 +3,7 @@
 //! ollama main `fb30760`, after v0.33.0-rc2): messages (each content part its own
 //! message, images and audio as base64 data), tool calls with string arguments (held to
 //! the strict rules of a body), tool results by id, sampling options, response format,
-//! reasoning effort. Fields that layer ignores (`tool_choice`, `n`,
+//! reasoning effort, logprobs. Fields that layer ignores (`tool_choice`, `n`,
 //! `max_completion_tokens`, ...) are ignored; wrong types are refused.
 
 use serde_json::{json, Map, Value};
@@ -98,6 +98,20 @@ pub fn chat_request(req: &Map<String, Value>) -> Result<ChatRequest, TranslateEr
     }
     if let Some(t) = think(req)? {
         native.insert("think".into(), t);
+    }
+    // As Ollama's layer: `logprobs: true` asks for them, `top_logprobs` is passed when set.
+    if bool_field(req, "logprobs")? {
+        native.insert("logprobs".into(), json!(true));
+    }
+    match field(req, "top_logprobs") {
+        None => {}
+        Some(v) => match v.as_i64() {
+            Some(0) => {}
+            Some(n) => {
+                native.insert("top_logprobs".into(), json!(n));
+            }
+            None => return Err(type_err("top_logprobs", "an integer")),
+        },
     }
     Ok(ChatRequest {
         native,

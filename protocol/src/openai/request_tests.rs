@@ -40,7 +40,7 @@ fn options_format_and_think() {
         "max_tokens": 5, "temperature": 0.2, "top_p": 0.9, "seed": 42, "stop": "END",
         "frequency_penalty": 0.5, "presence_penalty": 0.1,
         "response_format": {"type": "json_object"}, "reasoning_effort": "low",
-        "user": "ignored", "logprobs": true, "n": 1, "parallel_tool_calls": true,
+        "user": "ignored", "n": 1, "parallel_tool_calls": true,
     }))
     .expect("ok");
     assert!(r.stream && r.include_usage);
@@ -140,6 +140,10 @@ fn field_table() {
             json!([{"type": "function", "function": {"name": "f"}}]),
         ),
         (json!({"Stream": true}), "/stream", json!(true)),
+        (json!({"logprobs": true}), "/logprobs", json!(true)),
+        (json!({"logprobs": false}), "/logprobs", Value::Null),
+        (json!({"top_logprobs": 3}), "/top_logprobs", json!(3)),
+        (json!({"top_logprobs": 0}), "/top_logprobs", Value::Null),
     ];
     for (extra, pointer, want) in cases {
         let mut body = base();
@@ -265,6 +269,14 @@ fn bad_requests_are_refused_with_the_field() {
         (
             json!({"model": "m", "messages": user, "stop": 1}),
             "\"stop\" must be",
+        ),
+        (
+            json!({"model": "m", "messages": user, "top_logprobs": "2"}),
+            "\"top_logprobs\" must be an integer",
+        ),
+        (
+            json!({"model": "m", "messages": user, "logprobs": 1}),
+            "\"logprobs\" must be a boolean",
         ),
         (
             json!({"model": "m", "messages": user, "stream": "yes"}),

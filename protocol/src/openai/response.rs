@@ -27,6 +27,8 @@ pub struct ChatCollector {
     content: String,
     thinking: String,
     calls: Vec<Call>,
+    /// Every chunk's `logprobs`, in order.
+    logprobs: Vec<Value>,
     /// `done_reason`, prompt and completion tokens of the final chunk.
     done: Option<(Option<String>, u64, u64)>,
     error: Option<CollectError>,
@@ -40,6 +42,7 @@ impl ChatCollector {
             content: String::new(),
             thinking: String::new(),
             calls: Vec::new(),
+            logprobs: Vec::new(),
             done: None,
             error: None,
         }
@@ -74,6 +77,9 @@ impl ChatCollector {
         }
         let calls = self.numbering.take(self.meta.seed, msg.get("tool_calls"));
         self.calls.extend(calls);
+        if let Some(Value::Array(l)) = super::stream::logprobs(v) {
+            self.logprobs.extend(l);
+        }
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             let count = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
             self.done = Some((
@@ -116,17 +122,21 @@ impl ChatCollector {
                 .collect();
             message.insert("tool_calls".into(), Value::Array(calls));
         }
+        let mut choice = json!({
+            "index": 0,
+            "message": message,
+            "finish_reason": finish_reason(reason.as_deref(), !self.calls.is_empty()),
+        });
+        if !self.logprobs.is_empty() {
+            choice["logprobs"] = json!({ "content": self.logprobs });
+        }
         Ok(json!({
             "id": self.meta.id,
             "object": "chat.completion",
             "created": self.meta.created,
             "model": self.meta.model,
             "system_fingerprint": "fp_ollama",
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason(reason.as_deref(), !self.calls.is_empty()),
-            }],
+            "choices": [choice],
             "usage": usage(prompt, completion),
         }))
     }
@@ -200,6 +210,22 @@ mod tests {
         assert_eq!(got["choices"][0]["message"]["content"], "All of it");
         assert_eq!(got["choices"][0]["finish_reason"], "stop");
         assert_eq!(got["usage"]["total_tokens"], 5);
+    }
+
+    #[test]
+    fn logprobs_of_every_chunk_are_gathered() {
+        let got = collect(&[
+            r#"{"message":{"role":"assistant","content":"A"},"logprobs":[{"token":"A","logprob":-1.0}],"done":false}"#,
+            r#"{"message":{"role":"assistant","content":"B"},"logprobs":[{"token":"B","logprob":-2.0}],"done":false}"#,
+            FINAL,
+        ])
+        .expect("complete");
+        assert_eq!(
+            got["choices"][0]["logprobs"],
+            json!({"content": [{"token": "A", "logprob": -1.0}, {"token": "B", "logprob": -2.0}]})
+        );
+        let got = collect(&[FINAL]).expect("complete");
+        assert!(got["choices"][0].get("logprobs").is_none());
     }
 
     #[test]

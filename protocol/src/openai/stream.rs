@@ -126,6 +126,8 @@ pub struct ChatStream {
     calls: CallNumbering,
     started: bool,
     state: State,
+    /// The native chunk's `logprobs`, for the first event made from it.
+    logprobs: Option<Value>,
 }
 
 impl ChatStream {
@@ -136,6 +138,7 @@ impl ChatStream {
             calls: CallNumbering::default(),
             started: false,
             state: State::Open,
+            logprobs: None,
         }
     }
 
@@ -163,6 +166,7 @@ impl ChatStream {
             return error_event(upstream_error_body(500, &msg));
         }
         let mut out = Vec::new();
+        self.logprobs = logprobs(v);
         let msg = v.get("message").unwrap_or(&Value::Null);
         for key in ["thinking", "content"] {
             if let Some(text) = msg
@@ -179,6 +183,7 @@ impl ChatStream {
             let list: Vec<Value> = calls.iter().map(streamed_call).collect();
             out.extend(self.delta("tool_calls", Value::Array(list)));
         }
+        self.logprobs = None;
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             if !self.started {
                 out.extend(self.delta("content", json!("")));
@@ -241,17 +246,35 @@ impl ChatStream {
             self.started = true;
         }
         d.insert(key.into(), value);
-        self.event(Value::Object(d), None)
+        let logprobs = self.logprobs.take();
+        self.event_with(Value::Object(d), None, logprobs)
     }
 
     fn event(&self, delta: Value, finish: Option<&str>) -> Vec<u8> {
+        self.event_with(delta, finish, None)
+    }
+
+    /// One chunk event; `logprobs` (the native chunk's list) as the choice's
+    /// `logprobs.content`, as Ollama's layer puts them.
+    fn event_with(&self, delta: Value, finish: Option<&str>, logprobs: Option<Value>) -> Vec<u8> {
+        let mut choice = json!({"index": 0, "delta": delta, "finish_reason": finish});
+        if let Some(l) = logprobs {
+            choice["logprobs"] = json!({ "content": l });
+        }
         sse(&json!({
             "id": self.meta.id, "object": "chat.completion.chunk",
             "created": self.meta.created, "model": self.meta.model,
             "system_fingerprint": "fp_ollama",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": [choice],
         }))
     }
+}
+
+/// A native chunk's `logprobs`, when it has some.
+pub(crate) fn logprobs(v: &Value) -> Option<Value> {
+    v.get("logprobs")
+        .filter(|l| l.as_array().is_some_and(|a| !a.is_empty()))
+        .cloned()
 }
 
 fn streamed_call(c: &Call) -> Value {

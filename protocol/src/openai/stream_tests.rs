@@ -322,3 +322,40 @@ fn line_splitter() {
         assert_eq!(lines, [b"ok".to_vec()], "{frames:?}");
     }
 }
+
+/// As Ollama's layer: a native chunk's `logprobs` go on the first event made from it, as
+/// the choice's `logprobs.content`; events without any have none.
+#[test]
+fn logprobs_ride_on_the_first_event_of_their_chunk() {
+    let lp = r#"[{"token":"Hi","logprob":-0.5,"bytes":[72,105],"top_logprobs":[{"token":"Hi","logprob":-0.5}]}]"#;
+    let mixed = format!(
+        r#"{{"message":{{"role":"assistant","content":"Hi","thinking":"hmm"}},"logprobs":{lp},"done":false}}"#
+    );
+    let got = run(&[mixed, text(" there"), last("stop")], false, None);
+    let lps: Vec<Value> = got
+        .iter()
+        .filter(|e| e.is_object())
+        .map(|e| {
+            e["choices"][0]
+                .get("logprobs")
+                .cloned()
+                .unwrap_or(Value::Null)
+        })
+        .collect();
+    let want: Value = serde_json::from_str(lp).unwrap();
+    assert_eq!(
+        lps,
+        vec![
+            json!({ "content": want }),
+            Value::Null,
+            Value::Null,
+            Value::Null
+        ],
+        "{got:?}"
+    );
+    assert_eq!(got[0]["choices"][0]["delta"]["reasoning"], "hmm");
+    // An empty list is no logprobs.
+    let empty = r#"{"message":{"role":"assistant","content":"a"},"logprobs":[],"done":false}"#;
+    let got = run(&[empty.to_owned(), last("stop")], false, None);
+    assert!(got[0]["choices"][0].get("logprobs").is_none(), "{got:?}");
+}

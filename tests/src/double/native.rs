@@ -24,11 +24,27 @@ pub struct Plan {
     pub script: Script,
     /// What a thinking model thinks first, when the request's `think` asks for it.
     pub thinking: Option<&'static str>,
+    /// `logprobs: true` asked for them: each content piece's, with this many alternatives.
+    pub logprobs: Option<usize>,
 }
 
 /// The double's chat models think (a `message.thinking` chunk before the content) when
 /// `think` is `true` or a level, as Ollama's thinking models do.
 pub const THINKING: &str = "The user wants an answer.";
+
+/// The logprobs the double reports for one piece of content: the piece as one token,
+/// and `top` alternatives (the piece again).
+pub fn piece_logprobs(piece: &str, top: usize) -> Value {
+    let entry = json!({"token": piece, "logprob": -0.25, "bytes": piece.as_bytes()});
+    let mut e = entry.clone();
+    e["top_logprobs"] = Value::Array(vec![entry; top]);
+    json!([e])
+}
+
+fn logprobs(req: &Map<String, Value>) -> Option<usize> {
+    (req.get("logprobs") == Some(&json!(true)))
+        .then(|| req.get("top_logprobs").and_then(Value::as_u64).unwrap_or(0) as usize)
+}
 
 fn thinking(req: &Map<String, Value>) -> Option<&'static str> {
     match req.get("think") {
@@ -242,6 +258,7 @@ pub fn plan_chat(state: &State, req: &Map<String, Value>) -> Result<Plan, Respon
         done_reason,
         script,
         thinking: thinking(req),
+        logprobs: logprobs(req),
     })
 }
 
@@ -281,7 +298,13 @@ pub fn chat_lines(plan: &Plan) -> Vec<Bytes> {
         m["thinking"] = json!(t);
         out.push(line(&chunk(m)));
     }
-    out.extend(plan.pieces.iter().map(|p| line(&chunk(msg(p, None)))));
+    out.extend(plan.pieces.iter().map(|p| {
+        let mut c = chunk(msg(p, None));
+        if let Some(top) = plan.logprobs {
+            c["logprobs"] = piece_logprobs(p, top);
+        }
+        line(&c)
+    }));
     let has_calls = !plan.calls.is_empty();
     match plan.script.tools {
         ToolPlacement::Intermediate if has_calls => {
@@ -391,6 +414,19 @@ pub async fn chat(state: &Arc<State>, body: &[u8]) -> Response<DBody> {
         m["tool_calls"] = Value::Array(plan.calls.clone());
     }
     let mut whole = json!({"model": plan.model, "created_at": CREATED_AT, "message": m});
+    if let Some(top) = plan.logprobs {
+        let all: Vec<Value> = plan
+            .pieces
+            .iter()
+            .flat_map(|p| {
+                piece_logprobs(p, top)
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        whole["logprobs"] = Value::Array(all);
+    }
     final_fields(&plan, whole.as_object_mut().expect("object"));
     respond(state, &req, plan, lines, whole).await
 }
@@ -426,6 +462,7 @@ pub fn plan_generate(state: &State, req: &Map<String, Value>, model: &DoubleMode
         done_reason,
         script,
         thinking: None,
+        logprobs: None,
     }
 }
 

@@ -59,10 +59,14 @@ fn answer(stream: bool, body: &[u8]) -> Value {
         assert_eq!(v["object"], "chat.completion", "{v}");
         let m = &v["choices"][0]["message"];
         let list = m["tool_calls"].as_array().cloned().unwrap_or_default();
+        let lp = v["choices"][0]["logprobs"]["content"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         return json!({
             "role": m["role"], "content": m["content"], "reasoning": m["reasoning"],
             "calls": calls(list), "finish_reason": v["choices"][0]["finish_reason"],
-            "usage": v["usage"], "done": Value::Null,
+            "usage": v["usage"], "done": Value::Null, "logprobs": logprobs(&lp),
         });
     }
     let events = sse_events(body);
@@ -92,7 +96,17 @@ fn answer(stream: bool, body: &[u8]) -> Value {
         .flatten()
         .collect();
     list.sort_by_key(|c| c["index"].as_u64());
+    let lp: Vec<Value> = chunks
+        .iter()
+        .filter_map(|c| {
+            c.pointer("/choices/0/logprobs/content")?
+                .as_array()
+                .cloned()
+        })
+        .flatten()
+        .collect();
     json!({
+        "logprobs": logprobs(&lp),
         "role": chunks.first().and_then(|c| c.pointer("/choices/0/delta/role")).cloned(),
         "content": text("content"),
         "reasoning": text("reasoning"),
@@ -103,6 +117,19 @@ fn answer(stream: bool, body: &[u8]) -> Value {
         "usage": chunks.iter().find_map(|c| c.get("usage")).cloned(),
         "done": done,
     })
+}
+
+/// The tokens of an answer's `logprobs.content`, joined, and how many alternatives the
+/// first has (null when there are none).
+fn logprobs(entries: &[Value]) -> Value {
+    if entries.is_empty() {
+        return Value::Null;
+    }
+    let tokens: String = entries
+        .iter()
+        .map(|e| e["token"].as_str().expect("a token"))
+        .collect();
+    json!({"tokens": tokens, "top": entries[0]["top_logprobs"].as_array().map(Vec::len)})
 }
 
 fn weather_and_time() -> Value {
@@ -132,7 +159,23 @@ fn cases() -> Vec<Case> {
                 ("/finish_reason", json!("stop")),
                 ("/usage/completion_tokens", json!(8)),
                 ("/calls", json!([])),
+                ("/logprobs", Value::Null),
             ],
+        ),
+        case(
+            "logprobs and top_logprobs, streamed",
+            json!({"logprobs": true, "top_logprobs": 2, "stream": true}),
+            vec![("/logprobs", json!(true)), ("/top_logprobs", json!(2))],
+            vec![
+                ("/logprobs", json!({"tokens": HELLO, "top": 2})),
+                ("/content", json!(HELLO)),
+            ],
+        ),
+        case(
+            "logprobs, whole",
+            json!({"logprobs": true}),
+            vec![("/logprobs", json!(true)), ("/top_logprobs", Value::Null)],
+            vec![("/logprobs", json!({"tokens": HELLO, "top": 0}))],
         ),
         case(
             "stream",
@@ -353,6 +396,7 @@ fn cases() -> Vec<Case> {
                 ("/options", defaults),
                 ("/n", Value::Null),
                 ("/user", Value::Null),
+                ("/logprobs", Value::Null),
                 ("/tools", Value::Null),
             ],
             vec![("/content", json!(HELLO))],
