@@ -4,7 +4,7 @@ let Ollama;
 try {
   ({ Ollama } = await import('ollama'));
 } catch (e) {
-  console.error('the `ollama` npm package is missing: (cd tests/clients && npm ci)');
+  console.error('the `ollama` npm package is missing: run the tests with ./scripts/test (it runs npm ci in tests/clients)');
   process.exit(1);
 }
 const client = new Ollama({ host: process.env.OLLAMA_HOST });

@@ -9,7 +9,7 @@ import sys
 try:
     import ollama
 except ImportError:
-    sys.exit("the `ollama` package is missing: python3 -m pip install -r tests/clients/requirements.txt")
+    sys.exit("the `ollama` package is missing: run the tests with ./scripts/test, which installs tests/clients/requirements.txt into tests/clients/.venv")
 
 client = ollama.Client()
 out = {}

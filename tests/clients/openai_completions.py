@@ -13,7 +13,7 @@ cut by `max_tokens`, and prints one JSON object on stdout:
  "short": {"text", "finish_reason"}}.
 
 Exit status 3 when the `openai` module is missing (the Rust test turns that into a
-failure telling you to `python3 -m pip install openai`).
+failure telling you to run the tests with ./scripts/test).
 """
 
 import json
@@ -23,7 +23,7 @@ try:
     import openai
 except ImportError:
     print(
-        "the `openai` Python module is missing: run `python3 -m pip install openai`",
+        "the `openai` Python module is missing: run the tests with ./scripts/test (it installs tests/clients/requirements.txt into tests/clients/.venv)",
         file=sys.stderr,
     )
     sys.exit(3)

@@ -10,7 +10,7 @@ deltas the way agents do (by `index`), and prints one JSON object on stdout:
 Arguments that are not valid JSON are reported as {"_unparsed": "<text>"}.
 
 Exit status 3 when the `openai` module is missing (the Rust test turns that into a
-failure telling you to `python3 -m pip install openai`).
+failure telling you to run the tests with ./scripts/test).
 """
 
 import json
@@ -20,7 +20,7 @@ try:
     import openai
 except ImportError:
     print(
-        "the `openai` Python module is missing: run `python3 -m pip install openai`",
+        "the `openai` Python module is missing: run the tests with ./scripts/test (it installs tests/clients/requirements.txt into tests/clients/.venv)",
         file=sys.stderr,
     )
     sys.exit(3)

@@ -328,6 +328,27 @@ impl Host {
     }
 }
 
+/// The Python that runs the real clients (tests/clients/*.py), as a path usable inside
+/// the sandbox: `$OLLAMA_BRIDGE_PYTHON`, else the venv `scripts/test` makes in
+/// tests/clients/.venv, else the interpreter behind `python3` (pyenv shims need not work
+/// inside the sandbox). A missing client module fails its test with the install command.
+pub fn python() -> String {
+    if let Some(p) = std::env::var_os("OLLAMA_BRIDGE_PYTHON") {
+        return p.to_string_lossy().into_owned();
+    }
+    let venv = repo().join("tests/clients/.venv/bin/python3");
+    if venv.exists() {
+        return venv.to_string_lossy().into_owned();
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run python3 ({e}): run the tests with ./scripts/test, which installs what they need")
+        });
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A process's peak resident set (VmHWM) in bytes.
 pub fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -1,21 +1,14 @@
 //! Real agent clients in a real sandbox: the bubblewrap recipe (deploy/bwrap/ollama-sandbox)
 //! runs each client with no network but the bridged `127.0.0.1:11434`, against the test
-//! double through bridge-host. The clients are installed by `.ci/run`
-//! (`pip install -r tests/clients/requirements.txt`, `npm ci` in tests/clients); a missing
-//! one fails its test with the install command.
+//! double through bridge-host. The clients are installed by `scripts/test` (a venv in
+//! tests/clients/.venv from requirements.txt, `npm ci` in tests/clients); a missing one
+//! fails its test with the install command.
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, bin_dir, config, guest_bin, json_output, repo, socket, Host};
+use bridge_tests::harness::{
+    bin, bin_dir, config, guest_bin, json_output, python, repo, socket, Host,
+};
 use serde_json::{json, Value};
-
-/// The real interpreter behind `python3` (pyenv shims need not work inside the sandbox).
-fn python() -> String {
-    let out = std::process::Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 on PATH");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 async fn setup() -> (Double, Host) {
     let double = Double::start(DoubleConfig::default()).await;

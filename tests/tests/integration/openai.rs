@@ -231,7 +231,7 @@ async fn embeddings_through_api_embed() {
 /// (Without the `openai` module the script fails saying `python3 -m pip install openai`.)
 async fn python_client(base_url: &str) -> Value {
     let script = repo().join("tests/clients/openai_tools.py");
-    let mut run = tokio::process::Command::new("python3");
+    let mut run = tokio::process::Command::new(bridge_tests::harness::python());
     run.arg(&script).arg(base_url);
     json_output(&mut run, "the python client (python3)").await.0
 }
@@ -570,7 +570,7 @@ async fn completion_failures_are_openai_errors() {
 /// Runs `tests/clients/openai_completions.py BASE_URL` (the `openai` Python client).
 async fn python_completions(base_url: &str) -> Value {
     let script = repo().join("tests/clients/openai_completions.py");
-    let mut run = tokio::process::Command::new("python3");
+    let mut run = tokio::process::Command::new(bridge_tests::harness::python());
     run.arg(&script).arg(base_url);
     json_output(&mut run, "the python client (python3)").await.0
 }
