@@ -8,7 +8,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{
@@ -230,22 +230,25 @@ fn bind_unix(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<OwnedF
     let mut hand_over = None;
     if let Some(dir) = path.parent() {
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|source| ListenError::Dir {
+            super::dirs::create_socket_dir(dir).map_err(|source| ListenError::Dir {
                 path: dir.to_owned(),
                 source,
             })?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).map_err(
-                |source| ListenError::Dir {
-                    path: dir.to_owned(),
-                    source,
-                },
-            )?;
             hand_over = Some(dir);
         } else if owner.is_some() {
             hand_over = reclaim_dir(dir);
         }
     }
     let bound = replace_and_bind(path, mode, owner);
+    if let Some((uid, gid)) = owner {
+        if let Some(b) = super::dirs::unreachable(path, uid, gid) {
+            tracing::warn!(
+                socket = %path.display(),
+                "socket_owner {uid}:{gid} cannot reach its socket: it cannot search {b}; make the directory passable (chmod o+x {d}, e.g. mode 0711) or move the socket",
+                d = b.dir.display()
+            );
+        }
+    }
     if let (Some(dir), Some((uid, gid))) = (hand_over, owner) {
         // Also when the bind failed: a directory taken back goes back to its owner.
         let handed = chown(dir, uid, gid);
@@ -362,6 +365,7 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), ListenError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn perms_never_follow_a_link_that_replaced_the_socket() {

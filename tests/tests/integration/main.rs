@@ -30,5 +30,6 @@ mod policy;
 mod privileges;
 mod reload;
 mod sandbox_e2e;
+mod socket_dirs;
 mod status;
 mod vsock;

@@ -1,0 +1,95 @@
+//! A `socket_owner` can reach its socket: the parents the bridge creates are 0711 (pass
+//! through, no listing), the socket's own directory 0750 and the owner's. A parent that
+//! already exists and shuts the owner out is named at start in the log, and the bwrap
+//! recipe says which directory the user cannot reach instead of "does not exist".
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use bridge_tests::double::{Double, DoubleConfig};
+use bridge_tests::harness::{guest_bin, repo, require_root, Host};
+
+use crate::privileges::setpriv;
+
+const NOBODY: &str = "65534";
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Runs `args` as nobody; returns the exit code and stderr.
+fn as_nobody(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(setpriv())
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+        ])
+        .args(args)
+        .output()
+        .expect("setpriv runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_socket_owner_reaches_its_socket_or_is_told_which_directory_stops_it() {
+    require_root("sockets are handed to another user (nobody)");
+    let double = Double::start(DoubleConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o711)).unwrap();
+    let d = dir.path().display().to_string();
+    // "a" makes {dir}/run its socket directory (0750, root's); "b" lives below it and
+    // belongs to nobody, who cannot pass run/. "deep" gets parents the bridge creates.
+    let config = format!(
+        "[upstream]\nurl = \"{up}\"\n\n[audit]\npath = \"{d}/audit.jsonl\"\n\n\
+         [[sandbox]]\nname = \"a\"\nlisten = \"unix:{d}/run/ollama.sock\"\n\n\
+         [[sandbox]]\nname = \"b\"\nlisten = \"unix:{d}/run/b/ollama.sock\"\nsocket_owner = \"{NOBODY}:{NOBODY}\"\n\n\
+         [[sandbox]]\nname = \"deep\"\nlisten = \"unix:{d}/x/y/deep/ollama.sock\"\nsocket_owner = \"{NOBODY}:{NOBODY}\"\n",
+        up = double.url()
+    );
+    let host = Host::start_in(dir, &config, &[]).await;
+
+    // Parents the bridge created: passable; the socket's directory: closed, nobody's.
+    assert_eq!(mode(&host.path("x")), 0o711);
+    assert_eq!(mode(&host.path("x/y")), 0o711);
+    let deep = host.path("x/y/deep");
+    assert_eq!(mode(&deep), 0o750);
+    assert_eq!(std::fs::metadata(&deep).unwrap().uid(), 65534);
+    let sock = deep.join("ollama.sock");
+    let (code, err) = as_nobody(&["test", "-S", sock.to_str().unwrap()]);
+    assert_eq!(code, 0, "nobody reaches its socket: {err}");
+
+    // run/ was made 0750 for "a": the log names it for "b"'s owner.
+    let run = host.path("run");
+    let log = host.log();
+    assert!(
+        log.contains("socket_owner 65534:65534 cannot reach its socket")
+            && log.contains(&format!("{} (mode 0750", run.display())),
+        "{log}"
+    );
+    // And the recipe tells nobody which directory stops it.
+    let recipe = repo().join("deploy/bwrap/ollama-sandbox");
+    let guest = guest_bin();
+    let b_dir = host.path("run/b");
+    let (code, err) = as_nobody(&[
+        "sh",
+        recipe.to_str().unwrap(),
+        "-s",
+        b_dir.to_str().unwrap(),
+        "-g",
+        guest.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 77, "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot reach it: {} is not searchable",
+            run.display()
+        )),
+        "{err}"
+    );
+}
