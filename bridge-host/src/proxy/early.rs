@@ -25,6 +25,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use super::record::Exchange;
 use super::relay::{ended, BoxError, RespBody, StreamKind};
 use super::respond::set_request_id;
+use crate::net::hangup::Hangup;
 
 /// The SSE comment sent while the model loads.
 pub const WAITING: &[u8] = b": waiting for the model\n\n";
@@ -59,6 +60,45 @@ pub async fn head_by<K>(
         biased;
         r = sending.as_mut() => Ok(r),
         () = tokio::time::sleep_until(at) => Err(kind),
+    }
+}
+
+/// Ollama's answer after early headers, or `None` once the client closed its connection
+/// (seen by `hangup`, where the listener keeps one; elsewhere the departure shows at the
+/// next write: an SSE comment, Ollama's answer or the bridge's error).
+pub async fn wait(
+    sending: Sending,
+    hangup: Option<Hangup>,
+) -> Option<Result<Response<Incoming>, BridgeError>> {
+    let Some(h) = hangup else {
+        return Some(sending.await);
+    };
+    tokio::select! {
+        r = sending => Some(r),
+        () = h.gone() => None,
+    }
+}
+
+/// The client went away while Ollama loaded: the upstream request is dropped with the
+/// exchange, whose record says `client_closed` with the 200 sent; the body fails, so the
+/// connection closes.
+pub fn gone(ex: Exchange) -> RespBody {
+    drop(ex);
+    Gone.boxed_unsync()
+}
+
+/// A body that fails at once.
+struct Gone;
+
+impl Body for Gone {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(Some(Err("the client went away".into())))
     }
 }
 

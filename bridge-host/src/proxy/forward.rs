@@ -46,11 +46,14 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         Err(kind) => {
             // Ollama is still silent (a model load): the head goes now, the rest later.
             let (budget, permit) = (c.budget, c.permit);
+            let hangup = c.hangup;
             let hold = permit.map(|p| Box::new(p) as Box<dyn Send>);
             let idle = up.cfg.idle_timeout;
             let capture = ctx.config.audit.log_prompts;
             return early::answer(kind, ex, move |ex| async move {
-                let sent = sending.await;
+                let Some(sent) = early::wait(sending, hangup).await else {
+                    return early::gone(ex);
+                };
                 drop(budget);
                 early::then(kind, sent, ex, hold, idle, move |body, ex, hold| {
                     let mut relay = Relay::new(body, kind, idle, ex, hold);

@@ -57,9 +57,12 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         Err(kind) => {
             // Ollama is still silent (a model load): the head goes now, the rest later.
             let held = (c.body, c.budget);
+            let hangup = c.hangup;
             let idle = ctx.upstream.cfg.idle_timeout;
             return early::answer(kind, ex, move |ex| async move {
-                let sent = sending.await;
+                let Some(sent) = early::wait(sending, hangup).await else {
+                    return early::gone(ex);
+                };
                 drop(held);
                 early::then(kind, sent, ex, hold, idle, move |body, ex, hold| {
                     streamed(target, body, idle, ex, hold)

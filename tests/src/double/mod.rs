@@ -268,6 +268,13 @@ impl Double {
         let _ = rx.wait_for(|&v| v >= n).await;
     }
 
+    /// Waits until at most `n` requests are held before their headers (the others were
+    /// released, or their connection closed).
+    pub async fn wait_held_at_most(&self, n: u64) {
+        let mut rx = self.state.held.subscribe();
+        let _ = rx.wait_for(|&v| v <= n).await;
+    }
+
     /// Chunks written so far, across all streams.
     pub fn emitted(&self) -> u64 {
         *self.state.emitted.borrow()

@@ -200,11 +200,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
 async fn load(state: &State) -> Option<Response<DBody>> {
     let script = state.config.lock().unwrap().script.clone();
     if script.hold_headers {
+        // Counted while held: also when the request is dropped (the bridge hung up).
+        struct Held<'a>(&'a State);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.held.send_modify(|n| *n -= 1);
+            }
+        }
         state.held.send_modify(|n| *n += 1);
+        let _held = Held(state);
         if let Ok(p) = state.heads.acquire().await {
             p.forget();
         }
-        state.held.send_modify(|n| *n -= 1);
     }
     if !script.head_delay.is_zero() {
         tokio::time::sleep(script.head_delay).await;

@@ -13,15 +13,22 @@ use bridge_tests::http::{collect, ndjson, post, send_unix, sse_events, GUARD, RE
 use http::Response;
 use hyper::body::Incoming;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SANDBOX: &str = "models = [\"qwen2.5:7b\", \"llama3.2:*\"]\nendpoints = [\"chat\", \"generate\", \"openai\"]\nopenai_via_native = true";
 const PASS: &str = "models = [\"qwen2.5:7b\", \"llama3.2:*\"]\nendpoints = [\"chat\", \"generate\", \"openai\"]\nopenai_via_native = false";
+const WATCHED: &str = "models = [\"qwen2.5:7b\"]\nendpoints = [\"chat\"]\nmax_concurrent = 4\nqueue_timeout = \"30s\"";
 const THRESHOLD: Duration = Duration::from_millis(300);
 
 /// A host over `double` with `early_headers` (and the other upstream keys of
 /// [`config`], header_timeout replaced when given).
 async fn host(double: &Double, early: &str, header_timeout: Option<&str>) -> Host {
-    let mut cfg = config(&double.url(), &[("agent", SANDBOX), ("pass", PASS)], "").replace(
+    let mut cfg = config(
+        &double.url(),
+        &[("agent", SANDBOX), ("pass", PASS), ("watched", WATCHED)],
+        "",
+    )
+    .replace(
         "idle_timeout = \"30s\"\n",
         &format!("idle_timeout = \"30s\"\nearly_headers = \"{early}\"\n"),
     );
@@ -117,6 +124,58 @@ async fn a_streamed_request_gets_its_headers_while_ollama_loads_then_the_whole_a
         assert_eq!(events.last().unwrap(), "[DONE]", "{sandbox}: {events:?}");
         assert!(events.len() > 2, "{sandbox}: {events:?}");
     }
+
+    // A client gone while Ollama still loads (on a listener that watches for hang-ups):
+    // the upstream request is dropped, the record says client_closed with the 200 sent.
+    let mut s = tokio::net::UnixStream::connect(socket(&host, "watched"))
+        .await
+        .unwrap();
+    let body = serde_json::to_vec(&chat(None)).unwrap();
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(GUARD, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the head came: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(double.held(), 1);
+    drop(s);
+    tokio::time::timeout(GUARD, double.wait_held_at_most(0))
+        .await
+        .expect("the upstream request was dropped");
+    let gone = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{REQUEST_ID}: ")))
+        .expect("the request id")
+        .to_owned();
+    let r = tokio::time::timeout(GUARD, async {
+        loop {
+            let found = host
+                .audit_records()
+                .into_iter()
+                .find(|r| r["request_id"] == gone.as_str());
+            if let Some(r) = found {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the record of the client gone");
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["reason"], "client_closed", "{r}");
+    assert_eq!(r.get("upstream_status"), None, "{r}");
 
     let records = host.audit_records();
     for id in &ids {
