@@ -59,6 +59,11 @@ pub struct AuditRecord {
     pub keep_alive_sent: Option<String>,
     /// The status actually sent to the client.
     pub status: u16,
+    /// Ollama's status, when the bridge had already sent the client its own headers
+    /// (early headers of a streamed request waiting for a model load): `status` is then
+    /// the 200 sent, and an error of Ollama's went into the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: u64,
@@ -104,6 +109,7 @@ impl AuditRecord {
             keep_alive_requested: None,
             keep_alive_sent: None,
             status: 0,
+            upstream_status: None,
             bytes_in: 0,
             bytes_out: 0,
             duration_ms: 0,
@@ -314,6 +320,15 @@ mod tests {
             r#""num_ctx_sent":32768,"options_removed":["num_gpu","num_batch"],"keep_alive_requested":"-1","keep_alive_sent":"30m","status":200"#
         ), "{text}");
         assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), o);
+        // Ollama's status after early headers, right after the status sent.
+        let mut u = r.clone();
+        u.upstream_status = Some(404);
+        let text = serde_json::to_string(&u).unwrap();
+        assert!(
+            text.contains(r#""status":200,"upstream_status":404,"bytes_in":120"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), u);
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Checked {
     /// head has arrived (or the send failed). The bytes handed to the upstream client are
     /// gone by then; holding until the head is a small over-approximation.
     pub budget: Held,
+    /// The watch on the client's connection, where the listener keeps one: a wait for
+    /// Ollama after early headers ends when the client is gone.
+    pub hangup: Option<Hangup>,
 }
 
 /// The gate, phase by phase: framing, route, body, decision. Fills the audit record as
@@ -71,6 +74,7 @@ pub async fn check(
         raw,
         permit,
         budget,
+        hangup: parts.extensions.get::<Hangup>().cloned(),
     })
 }
 

@@ -6,6 +6,7 @@
 
 mod check;
 mod ctx;
+mod early;
 mod forward;
 mod health;
 mod listing;

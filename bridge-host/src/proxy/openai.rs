@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use protocol::error::{BridgeError, Reason};
@@ -27,9 +27,11 @@ use serde_json::{Map, Value};
 
 use super::check::Checked;
 use super::ctx::SandboxCtx;
+use super::early::{self, Sending};
 use super::record::Exchange;
 use super::relay::{RespBody, StreamKind, Transform};
 use super::respond::{complete, refuse, set_request_id};
+use super::upstream::Upstream;
 use crate::os::clock::unix_secs;
 
 /// Longest NDJSON line accepted from Ollama.
@@ -38,14 +40,37 @@ const MAX_LINE: usize = 16 << 20;
 const MAX_GATHER: usize = 64 << 20;
 
 /// Serves a checked `/v1/chat/completions`, `/v1/completions` or `/v1/embeddings` request
-/// natively: translate, send, then answer in OpenAI's format.
+/// natively: translate, send, then answer in OpenAI's format. A streamed one gets its
+/// SSE headers early when Ollama has not answered within `[upstream] early_headers`.
 pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Response<RespBody> {
     let (native, target) = match translate(ctx, &c, &mut ex) {
         Ok(t) => t,
         Err(e) => return refuse(ex, e, ErrorFormat::OpenAi).await,
     };
     let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
-    let sent = send(ctx, &c.headers, native, target.path()).await;
+    let early = early::deadline(&ex, ctx.upstream.cfg.early_headers)
+        .filter(|_| target.streams())
+        .map(|at| (at, StreamKind::Sse));
+    let mut sending = send(ctx.upstream.clone(), c.headers, native, target.path());
+    let sent = match early::head_by(&mut sending, early).await {
+        Ok(sent) => sent,
+        Err(kind) => {
+            // Ollama is still silent (a model load): the head goes now, the rest later.
+            let held = (c.body, c.budget);
+            let hangup = c.hangup;
+            let idle = ctx.upstream.cfg.idle_timeout;
+            return early::answer(kind, ex, move |ex| async move {
+                let Some(sent) = early::wait(sending, hangup).await else {
+                    return early::gone(ex);
+                };
+                drop(held);
+                early::then(kind, sent, ex, hold, idle, move |body, ex, hold| {
+                    streamed(target, body, idle, ex, hold)
+                })
+                .await
+            });
+        }
+    };
     // The body has gone upstream (or never will): free it and give back its budget share.
     drop((c.body, c.budget));
     match sent {
@@ -92,19 +117,44 @@ fn translate(
     Ok((native, target))
 }
 
-/// Sends the native request.
-async fn send(
-    ctx: &SandboxCtx,
-    headers: &http::HeaderMap,
+/// Sends the native request (the future owns what it needs: it may outlive the head).
+fn send(
+    up: Arc<Upstream>,
+    headers: HeaderMap,
     native: Map<String, Value>,
-    path: &str,
-) -> Result<Response<Incoming>, BridgeError> {
+    path: &'static str,
+) -> Sending {
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
     drop(native);
     let json = Some("application/json");
-    ctx.upstream
-        .send(Method::POST, path, headers, json, bytes)
-        .await
+    Box::pin(async move { up.send(Method::POST, path, &headers, json, bytes).await })
+}
+
+/// The SSE body of a streamed request's successful answer (after early headers).
+fn streamed(
+    target: Target,
+    body: Incoming,
+    idle: Duration,
+    ex: Exchange,
+    hold: Option<Box<dyn Send>>,
+) -> RespBody {
+    let created = unix_secs();
+    match target {
+        Target::Chat(r) => {
+            let meta = Meta::new(ex.id(), created, &r.model);
+            let stream = ChatStream::new(meta, r.include_usage);
+            sse_body(body, stream, idle, ex, hold)
+        }
+        Target::Completion(r) => {
+            let meta = completion_meta(ex.id(), created, &r.model);
+            let stream = CompletionStream::new(meta, r.include_usage, r.echo);
+            sse_body(body, stream, idle, ex, hold)
+        }
+        Target::Embed(_) => {
+            let e = BridgeError::new(Reason::Internal, "an embedding does not stream");
+            early::failed(StreamKind::Sse, e, ex, hold)
+        }
+    }
 }
 
 /// Answers from Ollama's native answer: an SSE stream, or a gathered OpenAI object.
@@ -187,10 +237,6 @@ fn sse<S: SseStream + 'static>(
     mut ex: Exchange,
     hold: Option<Box<dyn Send>>,
 ) -> Response<RespBody> {
-    let t = SseTransform {
-        lines: LineSplitter::new(MAX_LINE),
-        stream,
-    };
     ex.rec.status = 200;
     let mut out = Response::new(());
     let h = out.headers_mut();
@@ -200,9 +246,24 @@ fn sse<S: SseStream + 'static>(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     set_request_id(h, ex.id());
-    let relay =
-        super::relay::Relay::new(body, StreamKind::Sse, idle, ex, hold).with_transform(Box::new(t));
-    out.map(|()| relay.boxed_unsync())
+    out.map(|()| sse_body(body, stream, idle, ex, hold))
+}
+
+/// Ollama's NDJSON as SSE through the relay.
+fn sse_body<S: SseStream + 'static>(
+    body: Incoming,
+    stream: S,
+    idle: Duration,
+    ex: Exchange,
+    hold: Option<Box<dyn Send>>,
+) -> RespBody {
+    let t = SseTransform {
+        lines: LineSplitter::new(MAX_LINE),
+        stream,
+    };
+    super::relay::Relay::new(body, StreamKind::Sse, idle, ex, hold)
+        .with_transform(Box::new(t))
+        .boxed_unsync()
 }
 
 /// The answer to a non-streamed request from what was gathered: the OpenAI object,
@@ -232,6 +293,15 @@ enum Target {
 }
 
 impl Target {
+    /// The client asked for a stream.
+    fn streams(&self) -> bool {
+        match self {
+            Target::Chat(r) => r.stream,
+            Target::Completion(r) => r.stream,
+            Target::Embed(_) => false,
+        }
+    }
+
     /// Ollama's native route for it.
     fn path(&self) -> &'static str {
         match self {

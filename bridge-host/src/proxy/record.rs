@@ -47,6 +47,9 @@ pub struct Exchange {
     /// Counts the request in flight until the record is written.
     flight: Option<InFlight>,
     written: bool,
+    /// The bridge already sent the client this status (early headers): a request cut
+    /// off from now on keeps it in its record.
+    head_sent: Option<u16>,
 }
 
 impl Exchange {
@@ -70,6 +73,7 @@ impl Exchange {
             start: Instant::now(),
             flight: Some(flight),
             written: false,
+            head_sent: None,
         }
     }
 
@@ -82,6 +86,7 @@ impl Exchange {
             start: Instant::now(),
             flight: None,
             written: false,
+            head_sent: None,
         }
     }
 
@@ -103,6 +108,7 @@ impl Exchange {
             start: Instant::now(),
             flight: None,
             written: false,
+            head_sent: None,
         }
     }
 
@@ -114,6 +120,18 @@ impl Exchange {
     /// The record's id (also sent to the client as a response header).
     pub fn id(&self) -> &str {
         &self.rec.request_id
+    }
+
+    /// When the request arrived at the bridge.
+    pub fn started(&self) -> Instant {
+        self.start
+    }
+
+    /// The bridge sent the client `status` and the headers itself, before Ollama's
+    /// answer: the record says so whatever happens next.
+    pub fn head_sent(&mut self, status: u16) {
+        self.rec.status = status;
+        self.head_sent = Some(status);
     }
 
     /// The policy allowed the request.
@@ -193,7 +211,7 @@ impl Drop for Exchange {
         }
         // Nobody finished it: the request's future was dropped (the client's connection
         // failed, or shutdown's grace period ended) or a task panicked.
-        self.rec.status = 0;
+        self.rec.status = self.head_sent.unwrap_or(0);
         self.rec.reason = Some(self.cut_off());
         self.rec.duration_ms = self.start.elapsed().as_millis() as u64;
         drop(self.write());

@@ -35,6 +35,19 @@ pub fn full(b: Bytes) -> RespBody {
         .boxed_unsync()
 }
 
+/// A stream that is only its last bytes, `tail`: the answer failed before any of
+/// Ollama's body came (its head went early). `reason` goes to the record, which is
+/// written before the client sees the end.
+pub fn ended(tail: Bytes, reason: Reason, ex: Exchange, hold: Option<Box<dyn Send>>) -> RespBody {
+    let empty = http_body_util::Empty::<Bytes>::new();
+    // Never polled: the tail goes at once.
+    let idle = Duration::from_secs(3600);
+    let mut r = Relay::new(empty, StreamKind::Opaque, idle, ex, hold);
+    r.outcome.failure = Some(reason);
+    r.state = State::Tail(tail);
+    r.boxed_unsync()
+}
+
 /// What a client is told when Ollama goes silent mid-answer.
 pub fn idle_message(idle: Duration) -> String {
     format!("Ollama sent nothing for {idle:?} mid-answer (idle_timeout); the answer is incomplete")

@@ -94,6 +94,7 @@ impl Config {
                 connect_timeout: Duration::from_secs(3),
                 header_timeout: Duration::from_secs(600),
                 idle_timeout: Duration::from_secs(120),
+                early_headers: Some(super::DEFAULT_EARLY_HEADERS),
                 ..upstream
             },
             audit: AuditSettings {

@@ -92,7 +92,13 @@ pub struct Upstream {
     pub connect_timeout: Duration,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A streamed request with no response headers sent this long after its arrival
+    /// gets the bridge's own 200 and stream headers (`None`: `"off"`).
+    pub early_headers: Option<Duration>,
 }
+
+/// `[upstream] early_headers` when the configuration does not set it.
+pub const DEFAULT_EARLY_HEADERS: Duration = Duration::from_secs(2);
 
 /// The audit log settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -52,6 +52,25 @@ pub(super) struct RawUpstream {
     pub(super) header_timeout: Option<HumanDuration>,
     /// Longest silence between two chunks of a streamed answer.
     pub(super) idle_timeout: Option<HumanDuration>,
+    /// When a streamed request gets the bridge's own headers, or `"off"`.
+    pub(super) early_headers: Option<OrOff>,
+}
+
+/// A duration, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct OrOff(pub(super) Option<std::time::Duration>);
+
+impl TryFrom<String> for OrOff {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.trim() == "off" {
+            return Ok(OrOff(None));
+        }
+        crate::units::parse_duration(&s)
+            .map(|d| OrOff(Some(d)))
+            .map_err(|e| format!("{e}, or \"off\""))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -41,6 +41,7 @@ fn contract_example_parses() {
     let c = Config::parse(EXAMPLE, &env()).unwrap();
     assert_eq!(c.upstream.authority, "127.0.0.1:11434");
     assert_eq!(c.upstream.header_timeout, Duration::from_secs(600));
+    assert_eq!(c.upstream.early_headers, Some(Duration::from_secs(2)));
     let s = &c.sandboxes[0];
     assert_eq!(s.name.as_str(), "automation");
     assert_eq!(s.socket_owner, Some((1000, 1000)));
@@ -96,6 +97,11 @@ fn bad_values_are_refused() {
             "invalid listen",
         ),
         ("[upstream]\nconnect_timeout=\"3\"\n", "invalid duration"),
+        ("[upstream]\nearly_headers=\"soon\"\n", "or \"off\""),
+        (
+            "[upstream]\nearly_headers=\"0s\"\n",
+            "early_headers must be",
+        ),
         (
             "[[sandbox]]\nname=\"a\"\nlisten=\"unix:/a\"\nendpoints=[\"chat\",\"bogus\"]\n",
             "bogus",
@@ -404,4 +410,17 @@ num_ctx = 0
         ty.to_string().contains("keep_alive: expected a duration"),
         "{ty}"
     );
+}
+
+#[test]
+fn early_headers_take_a_duration_or_off() {
+    let with = |v: &str| {
+        let text = format!(
+            "[upstream]\nearly_headers = \"{v}\"\n{}",
+            &EXAMPLE[EXAMPLE.find("[audit]").unwrap()..]
+        );
+        Config::parse(&text, &env()).unwrap().upstream.early_headers
+    };
+    assert_eq!(with("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(with("off"), None);
 }

@@ -20,7 +20,7 @@ use super::values::{parse_keep_alive, parse_mode, parse_owner, parse_runner_pins
 use super::{
     parse_metrics_listen, AuditSettings, Config, ConfigError, ConfigErrors, DefaultsEnv,
     KeepAlivePolicy, MetricsListen, ModelPolicy, NumCtxPolicy, Privileges, Sandbox, SandboxName,
-    Upstream, DEFAULT_MAX_BODY, DEFAULT_UPSTREAM, MAX_NUM_CTX,
+    Upstream, DEFAULT_EARLY_HEADERS, DEFAULT_MAX_BODY, DEFAULT_UPSTREAM, MAX_NUM_CTX,
 };
 
 impl Config {
@@ -127,8 +127,17 @@ fn check_upstream(raw: &RawUpstream, found: &mut Found) -> Upstream {
         connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(3), |d| d.0),
         header_timeout: raw.header_timeout.map_or(Duration::from_secs(600), |d| d.0),
         idle_timeout: raw.idle_timeout.map_or(Duration::from_secs(120), |d| d.0),
+        early_headers: raw
+            .early_headers
+            .map_or(Some(DEFAULT_EARLY_HEADERS), |d| d.0),
         ..upstream
     };
+    if upstream.early_headers == Some(Duration::ZERO) {
+        found.push(
+            None,
+            "[upstream] early_headers must be greater than zero (or \"off\")".into(),
+        );
+    }
     for (name, d) in [
         ("connect_timeout", upstream.connect_timeout),
         ("header_timeout", upstream.header_timeout),

@@ -43,6 +43,7 @@ pub(super) fn parse_upstream(url: &str) -> Result<Upstream, String> {
         connect_timeout: Duration::ZERO,
         header_timeout: Duration::ZERO,
         idle_timeout: Duration::ZERO,
+        early_headers: None,
     })
 }
 

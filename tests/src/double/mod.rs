@@ -54,6 +54,12 @@ pub struct Script {
     pub stall_after: Option<usize>,
     /// Never answer the headers.
     pub stall_headers: bool,
+    /// A model load: every POST waits for [`Double::release_headers`] before its headers.
+    pub hold_headers: bool,
+    /// A model load of a fixed length: every POST waits this long before its headers.
+    pub head_delay: Duration,
+    /// After the wait, answer this status with `{"error": message}` (a load that failed).
+    pub head_error: Option<(u16, String)>,
     /// Delay between chunks.
     pub pace: Duration,
     /// Wait for `Double::release` before each chunk after the first.
@@ -73,6 +79,9 @@ impl Default for Script {
             error_after: None,
             stall_after: None,
             stall_headers: false,
+            hold_headers: false,
+            head_delay: Duration::ZERO,
+            head_error: None,
             pace: Duration::ZERO,
             gated: false,
             fragment: None,
@@ -168,6 +177,10 @@ pub struct State {
     pub config: Mutex<DoubleConfig>,
     pub requests: Mutex<Vec<Recorded>>,
     pub gate: Arc<Semaphore>,
+    /// Permits for requests held before their headers (`Script::hold_headers`).
+    pub heads: Arc<Semaphore>,
+    /// Requests held before their headers right now.
+    pub held: tokio::sync::watch::Sender<u64>,
     /// Chunks written so far, across all streams.
     pub emitted: tokio::sync::watch::Sender<u64>,
     /// Set when the double stops: every connection closes.
@@ -197,6 +210,8 @@ impl Double {
             config: Mutex::new(config),
             requests: Mutex::new(Vec::new()),
             gate: Arc::new(Semaphore::new(0)),
+            heads: Arc::new(Semaphore::new(0)),
+            held: tokio::sync::watch::channel(0).0,
             emitted: tokio::sync::watch::channel(0).0,
             stopped: tokio::sync::watch::channel(false).0,
         });
@@ -236,6 +251,29 @@ impl Double {
     /// Lets `n` more gated chunks out.
     pub fn release(&self, n: usize) {
         self.state.gate.add_permits(n);
+    }
+
+    /// Lets `n` requests held before their headers answer.
+    pub fn release_headers(&self, n: usize) {
+        self.state.heads.add_permits(n);
+    }
+
+    /// Requests held before their headers right now.
+    pub fn held(&self) -> u64 {
+        *self.state.held.borrow()
+    }
+
+    /// Waits until at least `n` requests are held before their headers.
+    pub async fn wait_held(&self, n: u64) {
+        let mut rx = self.state.held.subscribe();
+        let _ = rx.wait_for(|&v| v >= n).await;
+    }
+
+    /// Waits until at most `n` requests are held before their headers (the others were
+    /// released, or their connection closed).
+    pub async fn wait_held_at_most(&self, n: u64) {
+        let mut rx = self.state.held.subscribe();
+        let _ = rx.wait_for(|&v| v <= n).await;
     }
 
     /// Chunks written so far, across all streams.

@@ -157,6 +157,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
         return Ok(full(StatusCode::FORBIDDEN, "text/plain", Bytes::new()));
     }
     let m = parts.method.as_str();
+    if m == "POST" {
+        if let Some(resp) = load(&state).await {
+            return Ok(resp);
+        }
+    }
     let resp = match (m, path.as_str()) {
         ("GET" | "HEAD", "/") => full(
             StatusCode::OK,
@@ -188,6 +193,32 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
         _ => full(StatusCode::NOT_FOUND, "text/plain", "404 page not found"),
     };
     Ok(resp)
+}
+
+/// A model load before the headers (`hold_headers`, `head_delay`), and its failure
+/// (`head_error`).
+async fn load(state: &State) -> Option<Response<DBody>> {
+    let script = state.config.lock().unwrap().script.clone();
+    if script.hold_headers {
+        // Counted while held: also when the request is dropped (the bridge hung up).
+        struct Held<'a>(&'a State);
+        impl Drop for Held<'_> {
+            fn drop(&mut self) {
+                self.0.held.send_modify(|n| *n -= 1);
+            }
+        }
+        state.held.send_modify(|n| *n += 1);
+        let _held = Held(state);
+        if let Ok(p) = state.heads.acquire().await {
+            p.forget();
+        }
+    }
+    if !script.head_delay.is_zero() {
+        tokio::time::sleep(script.head_delay).await;
+    }
+    let (code, msg) = script.head_error?;
+    let status = StatusCode::from_u16(code).expect("a valid status");
+    Some(error(status, &msg))
 }
 
 #[cfg(test)]

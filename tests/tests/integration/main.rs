@@ -14,6 +14,7 @@ mod chain;
 mod clients;
 mod deploy;
 mod doctor;
+mod early_headers;
 mod framing;
 mod hostile;
 mod limits;
