@@ -25,7 +25,7 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Configuration file [default: /etc/ollama-bridge/bridge.toml if it exists, else built-in defaults].
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["listen", "upstream", "allow_model"])]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["listen", "upstream", "allow_model", "num_ctx", "audit", "metrics", "socket_owner", "socket_mode"])]
     pub config: Option<PathBuf>,
     /// Quick start without a file: one sandbox "default" listening here (unix:PATH, vsock:PORT, vsock-uds:PATH_PORT).
     #[arg(long, value_name = "ADDR")]
@@ -36,6 +36,21 @@ pub struct ServeArgs {
     /// Quick start: allow this model (glob over canonical names; repeatable) [default: every local model].
     #[arg(long = "allow-model", value_name = "NAME", requires = "listen")]
     pub allow_model: Vec<String>,
+    /// Quick start: pin a model's context length, as `[model."MODEL"] num_ctx = N` (repeatable; MODEL may be a glob).
+    #[arg(long = "num-ctx", value_name = "MODEL=N", requires = "listen")]
+    pub num_ctx: Vec<String>,
+    /// Quick start: the audit log, as `[audit] path` [default: the built-in path].
+    #[arg(long, value_name = "PATH", requires = "listen")]
+    pub audit: Option<String>,
+    /// Quick start: serve Prometheus metrics here, as `[metrics] listen` (loopback IP:PORT or unix:PATH).
+    #[arg(long, value_name = "ADDR", requires = "listen")]
+    pub metrics: Option<String>,
+    /// Quick start: the socket's owner, as `socket_owner` ("UID:GID").
+    #[arg(long = "socket-owner", value_name = "UID:GID", requires = "listen")]
+    pub socket_owner: Option<String>,
+    /// Quick start: the socket's mode, as `socket_mode` (e.g. "0660").
+    #[arg(long = "socket-mode", value_name = "MODE", requires = "listen")]
+    pub socket_mode: Option<String>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -52,15 +67,21 @@ fn resolve_config(args: &ServeArgs) -> Result<(Config, String), ConfigErrors> {
                 message: m,
             }])
         };
-        let addr = ListenAddr::parse(listen).map_err(|e| one(format!("--listen: {e}")))?;
+        ListenAddr::parse(listen).map_err(|e| one(format!("--listen: {e}")))?;
         let up = args
             .upstream
             .as_deref()
             .unwrap_or(protocol::config::DEFAULT_UPSTREAM);
-        return Ok((
-            Config::quick(&defaults_env(), addr, up, &args.allow_model)?,
-            "command line".into(),
-        ));
+        let flags = protocol::config::QuickFlags {
+            num_ctx: args.num_ctx.clone(),
+            audit: args.audit.clone(),
+            metrics: args.metrics.clone(),
+            socket_owner: args.socket_owner.clone(),
+            socket_mode: args.socket_mode.clone(),
+        };
+        let env = defaults_env();
+        let config = Config::quick_start(&env, listen, up, &args.allow_model, &flags)?;
+        return Ok((config, "command line".into()));
     }
     if let Some(p) = &args.config {
         return Ok((load_config(p)?, p.display().to_string()));

@@ -17,8 +17,14 @@ use super::config::{defaults_env, load_config, DEFAULT_CONFIG, EXIT_CONFIG};
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Configuration of the running daemon [default: /etc/ollama-bridge/bridge.toml if it exists, else built-in defaults].
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "listen")]
     pub config: Option<PathBuf>,
+    /// Probe this listener instead (a quick-start daemon: the `--listen` it was started with).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// With --listen: the daemon's upstream, named when Ollama is down [default: http://127.0.0.1:11434].
+    #[arg(long, value_name = "URL", requires = "listen")]
+    pub upstream: Option<String>,
     /// Print one JSON object per listener instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -60,12 +66,21 @@ async fn fetch(path: &std::path::Path) -> Result<Result<Value, String>, String> 
 
 /// Runs the subcommand: exit 0 when every probed listener answers and Ollama is reachable.
 pub fn run(args: StatusArgs) -> ExitCode {
-    let config = match &args.config {
-        Some(p) => load_config(p),
-        None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+    let config = match (&args.listen, &args.config) {
+        (Some(l), _) => protocol::Config::quick_start(
+            &defaults_env(),
+            l,
+            args.upstream
+                .as_deref()
+                .unwrap_or(protocol::config::DEFAULT_UPSTREAM),
+            &[],
+            &protocol::config::QuickFlags::default(),
+        ),
+        (None, Some(p)) => load_config(p),
+        (None, None) if std::path::Path::new(DEFAULT_CONFIG).exists() => {
             load_config(std::path::Path::new(DEFAULT_CONFIG))
         }
-        None => Ok(protocol::Config::builtin(&defaults_env())),
+        (None, None) => Ok(protocol::Config::builtin(&defaults_env())),
     };
     let config = match config {
         Ok(c) => c,

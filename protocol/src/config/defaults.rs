@@ -120,3 +120,99 @@ impl Config {
         })
     }
 }
+
+/// The quick start's flags beyond `--listen`, `--upstream` and `--allow-model`, each the
+/// command-line form of one configuration key.
+#[derive(Debug, Default, Clone)]
+pub struct QuickFlags {
+    /// `--num-ctx MODEL=N` (repeatable): `[model."MODEL"] num_ctx = N`.
+    pub num_ctx: Vec<String>,
+    /// `--audit PATH`: `[audit] path`.
+    pub audit: Option<String>,
+    /// `--metrics ADDR`: `[metrics] listen`.
+    pub metrics: Option<String>,
+    /// `--socket-owner UID:GID`: the sandbox's `socket_owner`.
+    pub socket_owner: Option<String>,
+    /// `--socket-mode MODE`: the sandbox's `socket_mode`.
+    pub socket_mode: Option<String>,
+}
+
+impl Config {
+    /// The quick start with its flags: written as the configuration file they mirror and
+    /// validated as one, so a flag means exactly what its key means.
+    pub fn quick_start(
+        env: &DefaultsEnv,
+        listen: &str,
+        upstream: &str,
+        models: &[String],
+        flags: &QuickFlags,
+    ) -> Result<Config, ConfigErrors> {
+        use toml::{Table, Value};
+        let one = |m: String| {
+            ConfigErrors(vec![ConfigError {
+                line: None,
+                message: m,
+            }])
+        };
+        let mut doc = Table::new();
+        let mut up = Table::new();
+        up.insert("url".into(), Value::from(upstream));
+        doc.insert("upstream".into(), Value::Table(up));
+        if let Some(p) = &flags.audit {
+            let mut t = Table::new();
+            t.insert("path".into(), Value::from(p.as_str()));
+            doc.insert("audit".into(), Value::Table(t));
+        }
+        if let Some(a) = &flags.metrics {
+            let mut t = Table::new();
+            t.insert("listen".into(), Value::from(a.as_str()));
+            doc.insert("metrics".into(), Value::Table(t));
+        }
+        let mut sb = Table::new();
+        sb.insert("name".into(), Value::from("default"));
+        sb.insert("listen".into(), Value::from(listen));
+        let models: Vec<Value> = if models.is_empty() {
+            vec![Value::from("*")]
+        } else {
+            models.iter().map(|m| Value::from(m.as_str())).collect()
+        };
+        sb.insert("models".into(), Value::Array(models));
+        if let Some(o) = &flags.socket_owner {
+            sb.insert("socket_owner".into(), Value::from(o.as_str()));
+        }
+        if let Some(m) = &flags.socket_mode {
+            sb.insert("socket_mode".into(), Value::from(m.as_str()));
+        }
+        doc.insert("sandbox".into(), Value::Array(vec![Value::Table(sb)]));
+        let mut model = Table::new();
+        for spec in &flags.num_ctx {
+            let parsed = spec
+                .rsplit_once('=')
+                .and_then(|(m, n)| Some((m.trim(), n.trim().parse::<i64>().ok()?)))
+                .filter(|(m, _)| !m.is_empty());
+            let Some((m, n)) = parsed else {
+                return Err(one(format!(
+                    "--num-ctx {spec:?}: write MODEL=N, e.g. --num-ctx 'llama3.2:*=16384'"
+                )));
+            };
+            let mut t = Table::new();
+            t.insert("num_ctx".into(), Value::from(n));
+            model.insert(m.to_owned(), Value::Table(t));
+        }
+        if !model.is_empty() {
+            doc.insert("model".into(), Value::Table(model));
+        }
+        let text = toml::to_string(&doc).map_err(|e| one(e.to_string()))?;
+        // Line numbers of the generated text mean nothing to the user: the flags do.
+        Config::parse(&text, env).map_err(|e| {
+            ConfigErrors(
+                e.0.into_iter()
+                    .map(|c| ConfigError {
+                        line: None,
+                        message: format!("command line: {}", c.message),
+                    })
+                    .collect(),
+            )
+        })
+    }
+}

@@ -23,7 +23,7 @@ mod validate;
 mod values;
 
 pub use crate::limits::DEFAULT_MAX_BODY;
-pub use defaults::{DefaultsEnv, DEFAULT_UPSTREAM};
+pub use defaults::{DefaultsEnv, QuickFlags, DEFAULT_UPSTREAM};
 pub use privileges::{check_name, Privileges, DEFAULT_USER, FALLBACK_USER};
 
 /// Largest context length a policy may set.

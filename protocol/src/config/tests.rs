@@ -424,3 +424,43 @@ fn early_headers_take_a_duration_or_off() {
     assert_eq!(with("500ms"), Some(Duration::from_millis(500)));
     assert_eq!(with("off"), None);
 }
+
+#[test]
+fn quick_start_flags_are_their_configuration_keys() {
+    let flags = super::QuickFlags {
+        num_ctx: vec!["qwen2.5:*=12345".into()],
+        audit: Some("/srv/audit.jsonl".into()),
+        metrics: Some("127.0.0.1:9464".into()),
+        socket_owner: Some("1000:1000".into()),
+        socket_mode: Some("0600".into()),
+    };
+    let c = Config::quick_start(
+        &env(),
+        "unix:/run/q.sock",
+        "http://127.0.0.1:11434",
+        &[],
+        &flags,
+    )
+    .unwrap();
+    let q = crate::ModelName::parse("qwen2.5:7b").unwrap();
+    assert_eq!(c.num_ctx_policy(&q), Some(NumCtxPolicy::Pin(12345)));
+    assert_eq!(c.audit.path, std::path::PathBuf::from("/srv/audit.jsonl"));
+    assert!(c.metrics.is_some());
+    assert_eq!(c.sandboxes[0].socket_owner, Some((1000, 1000)));
+    assert_eq!(c.sandboxes[0].socket_mode, 0o600);
+    assert!(c.sandboxes[0].openai_via_native);
+    for bad in ["qwen2.5:7b", "=5", "m=x"] {
+        let f = super::QuickFlags {
+            num_ctx: vec![bad.into()],
+            ..Default::default()
+        };
+        let e = Config::quick_start(&env(), "unix:/run/q.sock", "http://x:1", &[], &f).unwrap_err();
+        assert!(e.to_string().contains("MODEL=N"), "{bad}: {e}");
+    }
+    let f = super::QuickFlags {
+        metrics: Some("0.0.0.0:9464".into()),
+        ..Default::default()
+    };
+    let e = Config::quick_start(&env(), "unix:/run/q.sock", "http://x:1", &[], &f).unwrap_err();
+    assert!(e.to_string().starts_with("command line: "), "{e}");
+}

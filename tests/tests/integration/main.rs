@@ -29,6 +29,7 @@ mod openai_errors;
 mod openai_fields;
 mod policy;
 mod privileges;
+mod quick_start;
 mod reload;
 mod sandbox_e2e;
 mod socket_dirs;
