@@ -427,6 +427,11 @@ socket_mode = "999"
 name = "b"
 listen = "unix:/run/a.sock"
 max_connections = 0
+
+[[sandbox]]
+name = "bad name"
+listen = "tcp:1"
+max_concurrent = 0
 "#;
     let e = Config::parse(text, &env()).unwrap_err();
     let got: Vec<(Option<usize>, &str)> =
@@ -442,6 +447,9 @@ max_connections = 0
         (11, "sandbox \"a\""),
         (15, "sandbox \"b\""),
         (16, "sandbox \"b\""),
+        (19, "sandbox \"bad name\": invalid sandbox name"),
+        (20, "sandbox \"bad name\": invalid listen address"),
+        (21, "sandbox \"bad name\": max_concurrent"),
     ] {
         assert!(
             e.0.iter()
@@ -449,7 +457,7 @@ max_connections = 0
             "want {start:?} on line {line}: {got:?} {all}"
         );
     }
-    assert_eq!(e.0.len(), 7, "{all}");
+    assert_eq!(e.0.len(), 10, "{all}");
 }
 
 /// Allowed but surely wrong: a warning, not an error, each on its key's line.

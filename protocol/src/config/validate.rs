@@ -97,28 +97,30 @@ fn check_sandboxes(raw: &[Spanned<RawSandbox>], found: &mut Found) -> Vec<Sandbo
     let mut addrs = HashSet::new();
     for spanned in raw {
         let s = spanned.get_ref();
-        let name = match SandboxName::new(&s.name) {
-            Ok(n) => n,
-            Err(m) => {
-                found.push(Some(spanned.span()), m);
-                continue;
-            }
-        };
         let mut t = Table {
             found: &mut *found,
             span: spanned.span(),
             ctx: format!("sandbox {:?}", s.name),
         };
-        if !names.insert(name.clone()) {
+        // A wrong name or address is reported and the rest of the table still checked.
+        let name = SandboxName::new(&s.name).map_err(|m| t.err(m)).ok();
+        let listen = ListenAddr::parse(s.listen.get_ref())
+            .map_err(|m| t.err(m))
+            .ok();
+        if name.as_ref().is_some_and(|n| !names.insert(n.clone())) {
             t.err("the name is used by another [[sandbox]]");
         }
-        if !addrs.insert(s.listen.clone()) {
-            t.err(format_args!(
-                "listen {} is used by another [[sandbox]]",
-                s.listen
-            ));
+        if let Some(l) = listen.as_ref().filter(|l| !addrs.insert((*l).clone())) {
+            t.err(format_args!("listen {l} is used by another [[sandbox]]"));
         }
-        sandboxes.push(check_sandbox(name, s, &mut t));
+        let ok = name.is_some() && listen.is_some();
+        // Stand-ins, when wrong: the table is checked, not used.
+        let name = name.unwrap_or_else(|| SandboxName("_".into()));
+        let listen = listen.unwrap_or(ListenAddr::Vsock { port: 0 });
+        let sandbox = check_sandbox(name, listen, s, &mut t);
+        if ok {
+            sandboxes.push(sandbox);
+        }
     }
     if raw.is_empty() && !found.dropped_table {
         found.push(
@@ -129,12 +131,12 @@ fn check_sandboxes(raw: &[Spanned<RawSandbox>], found: &mut Found) -> Vec<Sandbo
     sandboxes
 }
 
-/// One `[[sandbox]]` table whose name is already checked.
-fn check_sandbox(name: SandboxName, s: &RawSandbox, t: &mut Table) -> Sandbox {
+/// One `[[sandbox]]` table whose name and address are already checked.
+fn check_sandbox(name: SandboxName, listen: ListenAddr, s: &RawSandbox, t: &mut Table) -> Sandbox {
     let (socket_mode, socket_owner) = check_socket(s, t);
     let models = check_sandbox_models(s.models.as_deref(), t);
     let (max_body, limits) = check_limits(s, t);
-    if s.vsock_cid.is_some() && !matches!(s.listen, ListenAddr::Vsock { .. }) {
+    if s.vsock_cid.is_some() && !matches!(listen, ListenAddr::Vsock { .. }) {
         t.err("vsock_cid applies only to vsock: listeners");
     }
     if s.endpoints.as_ref().is_some_and(|e| e.is_empty()) {
@@ -142,7 +144,7 @@ fn check_sandbox(name: SandboxName, s: &RawSandbox, t: &mut Table) -> Sandbox {
     }
     Sandbox {
         name,
-        listen: s.listen.clone(),
+        listen,
         socket_mode,
         socket_owner,
         models,
