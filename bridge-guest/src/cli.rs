@@ -8,6 +8,18 @@ use tokio::net::TcpListener;
 
 pub use crate::addrs::{Addrs, DEFAULT_CONNECT, DEFAULT_LISTEN};
 
+/// `run --help`'s exit codes.
+const RUN_EXIT_CODES: &str = "\
+`--` ends bridge-guest's own options: everything after it is COMMAND and its arguments.
+OLLAMA_HOST is set for COMMAND to the relay's address unless already set.
+
+Exit codes:
+  N      COMMAND's own exit status
+  128+N  COMMAND was killed by signal N
+  126    COMMAND could not be started (e.g. not executable)
+  127    COMMAND was not found
+  69     the listen address is taken (another bridge-guest or Ollama?)";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "bridge-guest",
@@ -25,6 +37,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Relay while COMMAND runs, then exit with its status (for container entrypoints).
+    #[command(
+        override_usage = "bridge-guest run [--listen ADDR] [--connect ADDR] -- COMMAND [ARGS]...",
+        after_help = RUN_EXIT_CODES
+    )]
     Run {
         /// The command and its arguments.
         #[arg(
@@ -36,6 +52,7 @@ pub enum Cmd {
         command: Vec<String>,
     },
     /// Check each hop to Ollama and say which one is broken.
+    #[command(after_help = crate::doctor::EXIT_CODES)]
     Doctor {
         /// Also check that this model is allowed and answers.
         #[arg(long, value_name = "NAME")]

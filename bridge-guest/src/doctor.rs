@@ -16,6 +16,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::addrs::Addrs;
 
+/// `doctor --help`'s exit-code table: the first broken hop names the code.
+pub const EXIT_CODES: &str = "\
+Exit codes (the first broken hop):
+  0  every hop works
+  1  the listen address is taken by something that is not bridge-guest
+  2  no socket at --connect (the directory is not bind-mounted)
+  3  the socket is not accessible to this user (owner and mode are shown)
+  4  nobody listens on the socket (bridge-host is not running)
+  5  the socket answers, but not with the bridge's status
+  6  bridge-host cannot reach Ollama
+  7  --model is not allowed for this sandbox
+  8  --model does not load (e.g. not pulled on the host)";
+
 fn ok(what: &str) {
     println!("ok    {what}");
 }

@@ -89,3 +89,29 @@ fn a_bad_connect_address_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn run_help_shows_the_separator_and_the_exit_codes() {
+    let out = guest().args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("-- COMMAND [ARGS]..."), "{text}");
+    for code in ["126", "127", "128+N", "69"] {
+        assert!(text.contains(code), "{code}: {text}");
+    }
+}
+
+#[test]
+fn doctor_help_has_the_exit_code_table() {
+    let out = guest().args(["doctor", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Exit codes"), "{text}");
+    for code in 0..=8 {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{code}  "))),
+            "{code}: {text}"
+        );
+    }
+}

@@ -40,13 +40,37 @@ fn every_deploy_and_valid_fixture_config_passes_check_config() {
             .arg(&f)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}: {}",
-            f.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}: {err}", f.display());
+        // A fixture's `# warn line N: ...` lines name the warnings it must produce.
+        let text = std::fs::read_to_string(&f).unwrap();
+        for want in expected(&f, &text, "warn") {
+            assert!(
+                err.contains(&want),
+                "{}: want {want:?} in {err}",
+                f.display()
+            );
+        }
+        if !text.contains("# warn") {
+            assert!(!err.contains("warning"), "{}: {err}", f.display());
+        }
     }
+}
+
+/// The `# KIND: message` and `# KIND line N: message` lines at the top of a fixture, as
+/// check-config must print them (`PATH: message` is not required for the first form).
+fn expected(f: &Path, text: &str, kind: &str) -> Vec<String> {
+    text.lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&format!("# {kind}"))?;
+            if let Some(m) = rest.strip_prefix(": ") {
+                return Some(m.to_owned());
+            }
+            let (n, m) = rest.strip_prefix(" line ")?.split_once(": ")?;
+            Some(format!("{}:{n}: {m}", f.display()))
+        })
+        .collect()
 }
 
 #[test]
@@ -62,18 +86,18 @@ fn every_invalid_fixture_config_exits_64_with_a_line() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{}: {err}", f.display());
-        // Each fixture names the message it must produce on its first line: `# expect: ...`.
+        // Each fixture names the messages it must produce at its top: `# expect: ...`,
+        // or `# expect line N: ...` for a message on line N; every one is printed.
         let text = std::fs::read_to_string(&f).unwrap();
-        let want = text
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("# expect: "))
-            .expect("expect line");
-        assert!(
-            err.contains(want),
-            "{}: want {want:?} in {err}",
-            f.display()
-        );
+        let wants = expected(&f, &text, "expect");
+        assert!(!wants.is_empty(), "{}: no expect line", f.display());
+        for want in &wants {
+            assert!(
+                err.contains(want.as_str()),
+                "{}: want {want:?} in {err}",
+                f.display()
+            );
+        }
         assert!(err.contains(&format!("{}:", f.display())), "{err}");
     }
 }
@@ -153,5 +177,53 @@ fn help_lists_the_contract_commands() {
         "--log-format",
     ] {
         assert!(text.contains(flag), "{text}");
+    }
+}
+
+#[test]
+fn help_subcommand_answers_its_own_help_and_a_subcommands() {
+    let out = host().args(["help", "--help"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = host().args(["help", "check-config"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("--config"), "{text}");
+}
+
+#[test]
+fn top_level_quick_start_uses_the_readmes_socket_path() {
+    let out = host().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let quick = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Quick start:"))
+        .expect("a quick start line");
+    let listen = quick
+        .split_whitespace()
+        .skip_while(|w| *w != "--listen")
+        .nth(1)
+        .expect("--listen ADDR");
+    assert!(
+        readme.contains(&format!("--listen {listen}")),
+        "{listen} is not the README's"
+    );
+}
+
+#[test]
+fn check_config_defaults_to_the_same_file_as_serve() {
+    let out = host().args(["check-config", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/etc/ollama-bridge/bridge.toml"), "{text}");
+    // Without --config it reads that file (absent here: an error naming it, exit 64).
+    if !Path::new("/etc/ollama-bridge/bridge.toml").exists() {
+        let out = host().arg("check-config").output().unwrap();
+        assert_eq!(out.status.code(), Some(64));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("/etc/ollama-bridge/bridge.toml"), "{err}");
     }
 }

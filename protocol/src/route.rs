@@ -12,6 +12,10 @@ use thiserror::Error;
 /// with 508 `loop_detected` before anything else happens.
 pub const FORWARDED_HEADER: &str = "x-ollama-bridge-forwarded";
 
+/// The header on the one health probe `serve` sends at start (value `start`), so that
+/// whoever watches Ollama's requests can tell it from the probes status calls cause.
+pub const STARTUP_PROBE_HEADER: &str = "x-ollama-bridge-probe";
+
 /// The bridge's own status endpoint on every listener (never forwarded).
 pub const STATUS_PATH: &str = "/_bridge/status";
 

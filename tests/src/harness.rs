@@ -326,6 +326,25 @@ impl Host {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+
+    /// Waits (within the guard time) for a line of the daemon's stderr containing
+    /// `needle`, and returns it. The log is a file: it is re-read as it grows.
+    pub async fn wait_log(&self, needle: &str) -> String {
+        let find = async {
+            loop {
+                if let Some(l) = self.log().lines().find(|l| l.contains(needle)) {
+                    return l.to_owned();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(GUARD, find).await.unwrap_or_else(|_| {
+            panic!(
+                "no log line with {needle:?} within the guard time: {}",
+                self.log()
+            )
+        })
+    }
 }
 
 /// The Python that runs the real clients (tests/clients/*.py), as a path usable inside

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use protocol::config::{Config, ConfigErrors, DefaultsEnv};
+use protocol::ConfigError;
 
 /// Exit status for a bad configuration or bad usage (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -31,7 +32,7 @@ pub fn defaults_env() -> DefaultsEnv {
 /// Loads and validates a configuration file.
 pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![protocol::ConfigError {
+        ConfigErrors(vec![ConfigError {
             line: None,
             message: format!("cannot read {}: {e}", path.display()),
         }])
@@ -39,12 +40,32 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigErrors> {
     Config::parse(&text, &defaults_env())
 }
 
+/// `PATH:LINE: message`, or `PATH: message` when the line is not known.
+pub fn located(path: &str, e: &ConfigError) -> String {
+    match e.line {
+        Some(l) => format!("{path}:{l}: {}", e.message),
+        None => format!("{path}: {}", e.message),
+    }
+}
+
 pub fn print_errors(path: &str, errs: &ConfigErrors) {
     for e in &errs.0 {
-        match e.line {
-            Some(l) => eprintln!("{path}:{l}: {}", e.message),
-            None => eprintln!("{path}: {}", e.message),
-        }
+        eprintln!("{}", located(path, e));
+    }
+}
+
+/// Values that are allowed but surely wrong: `PATH:LINE: warning: message` on stderr.
+pub fn print_warnings(path: &str, c: &Config) {
+    for w in &c.warnings {
+        eprintln!("{}", located(path, &warning(w)));
+    }
+}
+
+/// A warning as a line: its message prefixed `warning: `.
+pub fn warning(w: &ConfigError) -> ConfigError {
+    ConfigError {
+        line: w.line,
+        message: format!("warning: {}", w.message),
     }
 }
 
@@ -56,12 +77,18 @@ pub fn check_config(path: &Path) -> ExitCode {
                 eprintln!("{}: {e}", path.display());
                 return ExitCode::from(EXIT_CONFIG);
             }
+            print_warnings(&path.display().to_string(), &c);
             println!(
-                "{}: ok ({} sandbox{}, upstream {})",
+                "{}: ok ({} sandbox{}, upstream {}{})",
                 path.display(),
                 c.sandboxes.len(),
                 if c.sandboxes.len() == 1 { "" } else { "es" },
-                c.upstream.base
+                c.upstream.base,
+                match c.warnings.len() {
+                    0 => String::new(),
+                    1 => ", 1 warning".to_owned(),
+                    n => format!(", {n} warnings"),
+                }
             );
             ExitCode::SUCCESS
         }

@@ -17,7 +17,8 @@ use clap::{Parser, Subcommand};
     about = "The host side of ollama-bridge: the one policed path from sandboxes to Ollama",
     long_about = "Listens on one unix socket (or vsock port) per sandbox, checks every request against \
 that sandbox's policy, rewrites what must be rewritten, forwards it to Ollama and writes an audit record.\n\n\
-Quick start:  bridge-host serve --listen unix:/run/ollama-bridge/ollama.sock --upstream http://127.0.0.1:11434"
+Quick start:  bridge-host serve --listen unix:/run/ollama-bridge/agent/ollama.sock --upstream http://127.0.0.1:11434",
+    disable_help_subcommand = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -31,13 +32,19 @@ pub enum Cmd {
     /// Validate a configuration file: exit 0, or print each error with its line and exit 64.
     CheckConfig {
         /// The configuration file.
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Read the audit log.
     Audit(audit::AuditArgs),
     /// Ask the running daemon's listeners how they are: served, in flight, Ollama reachable.
     Status(status::StatusArgs),
+    /// Print this help, or the help of the given subcommand (`help serve`).
+    Help {
+        /// The subcommand whose help to print.
+        #[arg(value_name = "COMMAND")]
+        command: Vec<String>,
+    },
 }
 
 /// Entry point of the binary.
@@ -48,5 +55,13 @@ pub fn main() -> ExitCode {
         Cmd::Serve(args) => serve::serve(args),
         Cmd::Audit(args) => audit::run(args),
         Cmd::Status(args) => status::run(args),
+        Cmd::Help { command } => {
+            // `help X Y` is `X Y --help`: clap prints it and exits 0 (2 for an unknown X).
+            let args = std::iter::once("bridge-host".to_owned())
+                .chain(command)
+                .chain(std::iter::once("--help".to_owned()));
+            Cli::parse_from(args);
+            ExitCode::SUCCESS
+        }
     }
 }

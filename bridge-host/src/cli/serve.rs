@@ -208,6 +208,9 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     };
     let (code, audit) = rt.block_on(async move {
         tracing::info!(config = %source, upstream = %config.upstream.base, audit = %config.audit.path.display(), "starting");
+        for w in &config.warnings {
+            tracing::warn!("{}", super::config::located(&source, w));
+        }
         // Handlers first: a signal that arrives once we are ready must not kill us.
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (

@@ -10,9 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::BodyExt;
 use protocol::error::{BridgeError, Reason};
+use protocol::route::STARTUP_PROBE_HEADER;
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -79,12 +80,26 @@ impl Health {
                 }
                 if !st.probing {
                     st.probing = true;
-                    tokio::spawn(probe_task(self.inner.clone(), up.clone()));
+                    tokio::spawn(probe_task(self.inner.clone(), up.clone(), None));
                 }
                 // Subscribed under the lock: the end of the probe in progress is seen.
                 self.inner.done.subscribe()
             };
             let _ = done.changed().await;
+        }
+    }
+}
+
+impl Health {
+    /// `serve`'s probe at start, in its own task (readiness does not wait for it): when
+    /// Ollama cannot be reached, the warning (naming the upstream and the fix) is logged
+    /// now rather than at the first request. A probe already running is left alone.
+    pub fn probe_at_start(&self, up: &Arc<Upstream>) {
+        let mut st = self.inner.lock();
+        if !st.probing {
+            st.probing = true;
+            let mark = (STARTUP_PROBE_HEADER, HeaderValue::from_static("start"));
+            tokio::spawn(probe_task(self.inner.clone(), up.clone(), Some(mark)));
         }
     }
 }
@@ -114,9 +129,10 @@ impl Drop for Ending {
             let was_up = st.last.as_ref().map(|l| l.version.is_ok());
             let base = &r.upstream.cfg.base;
             match (&r.version, was_up) {
-                (Err(e), None | Some(true)) => {
-                    tracing::warn!(upstream = %base, error = %e, "Ollama is not reachable")
-                }
+                (Err(e), None | Some(true)) => tracing::warn!(
+                    upstream = %base, error = %e,
+                    "Ollama is not reachable at {base}: start it (`ollama serve`, or `systemctl start ollama`) or point [upstream] url (--upstream) at it; until then requests get 502"
+                ),
                 (Ok(_), Some(false)) => {
                     tracing::info!(upstream = %base, "Ollama is reachable again")
                 }
@@ -129,12 +145,15 @@ impl Drop for Ending {
     }
 }
 
-async fn probe_task(inner: Arc<Inner>, up: Arc<Upstream>) {
+/// A header marking a probe (the one at start).
+type Mark = Option<(&'static str, HeaderValue)>;
+
+async fn probe_task(inner: Arc<Inner>, up: Arc<Upstream>, mark: Mark) {
     let mut ending = Ending {
         inner,
         reading: None,
     };
-    let (version, models) = probe(&up).await;
+    let (version, models) = probe(&up, mark).await;
     ending.reading = Some(Arc::new(Reading {
         at: Instant::now(),
         version,
@@ -144,32 +163,42 @@ async fn probe_task(inner: Arc<Inner>, up: Arc<Upstream>) {
 }
 
 /// Asks Ollama for its version and its models (both small answers).
-async fn probe(up: &Upstream) -> (Result<Value, String>, Vec<String>) {
+async fn probe(up: &Upstream, mark: Mark) -> (Result<Value, String>, Vec<String>) {
     let limit = up.cfg.connect_timeout + PROBE_EXTRA;
-    let get = |path: &'static str| async move {
-        let resp = up
-            .send(Method::GET, path, &HeaderMap::new(), None, Bytes::new())
-            .await?;
-        let status = resp.status();
-        let body = tokio::time::timeout(limit, resp.into_body().collect())
-            .await
-            .map_err(|_| BridgeError::new(Reason::UpstreamTimeout, "no answer in time"))?
-            .map_err(|e| BridgeError::new(Reason::UpstreamError, e.to_string()))?
-            .to_bytes();
-        if status.as_u16() == Reason::LoopDetected.status() {
-            return Err(BridgeError::new(
+    let get = |path: &'static str| {
+        let mark = mark.clone();
+        async move {
+            let resp = up
+                .send_marked(
+                    Method::GET,
+                    path,
+                    &HeaderMap::new(),
+                    None,
+                    Bytes::new(),
+                    mark,
+                )
+                .await?;
+            let status = resp.status();
+            let body = tokio::time::timeout(limit, resp.into_body().collect())
+                .await
+                .map_err(|_| BridgeError::new(Reason::UpstreamTimeout, "no answer in time"))?
+                .map_err(|e| BridgeError::new(Reason::UpstreamError, e.to_string()))?
+                .to_bytes();
+            if status.as_u16() == Reason::LoopDetected.status() {
+                return Err(BridgeError::new(
                 Reason::LoopDetected,
                 "loop detected: the bridge's upstream leads back to a bridge listener, not to Ollama (fix [upstream] url)",
             ));
+            }
+            if !status.is_success() {
+                return Err(BridgeError::new(
+                    Reason::UpstreamError,
+                    format!("HTTP {status}"),
+                ));
+            }
+            serde_json::from_slice::<Value>(&body)
+                .map_err(|e| BridgeError::new(Reason::UpstreamError, format!("not JSON: {e}")))
         }
-        if !status.is_success() {
-            return Err(BridgeError::new(
-                Reason::UpstreamError,
-                format!("HTTP {status}"),
-            ));
-        }
-        serde_json::from_slice::<Value>(&body)
-            .map_err(|e| BridgeError::new(Reason::UpstreamError, format!("not JSON: {e}")))
     };
     let version = match tokio::time::timeout(limit, get("/api/version")).await {
         Ok(Ok(v)) => v,

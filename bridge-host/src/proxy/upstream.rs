@@ -52,9 +52,27 @@ impl Upstream {
         content_type: Option<&'static str>,
         body: impl Into<Chunks>,
     ) -> Result<Response<Incoming>, BridgeError> {
+        self.send_marked(method, path, client_headers, content_type, body, None)
+            .await
+    }
+
+    /// [`Self::send`], with the bridge's own `(name, value)` header added (a sandbox's
+    /// headers pass only through the `FORWARDED` list).
+    pub async fn send_marked(
+        &self,
+        method: Method,
+        path: &str,
+        client_headers: &HeaderMap,
+        content_type: Option<&'static str>,
+        body: impl Into<Chunks>,
+        mark: Option<(&'static str, HeaderValue)>,
+    ) -> Result<Response<Incoming>, BridgeError> {
         let uri = format!("{}{}", self.cfg.base, path);
         let mut req = Request::builder().method(method).uri(&uri);
         let h = req.headers_mut().expect("builder is valid");
+        if let Some((name, v)) = mark {
+            h.insert(name, v);
+        }
         for name in FORWARDED {
             if let Some(v) = client_headers.get(&name) {
                 h.insert(name, v.clone());

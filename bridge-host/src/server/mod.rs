@@ -135,6 +135,8 @@ impl Server {
             .take()
             .map(|m| tokio::spawn(metrics_loop(m, self.shared.clone(), stop_rx)));
         crate::os::notify::notify("READY=1");
+        // One probe of Ollama now, in its own task: a warning if it is down (it may come later).
+        self.shared.health.probe_at_start(&self.upstream);
         let mut failure = None;
         loop {
             tokio::select! {

@@ -103,7 +103,14 @@ impl Source {
                 Err(e) => return Err(monitor_failure(format!("{} was not read", path.display()), e)),
             },
         };
-        Config::parse(&text, env).map_err(|errs| {
+        let parsed = Config::parse(&text, env);
+        if let Ok(c) = &parsed {
+            for w in &c.warnings {
+                let at = w.line.map_or(String::new(), |l| format!(":{l}"));
+                tracing::warn!("{}{at}: {}", self.path().display(), w.message);
+            }
+        }
+        parsed.map_err(|errs| {
             let path = self.path();
             invalid(
                 path,

@@ -117,6 +117,7 @@ impl Config {
             models: Vec::new(),
             metrics: None,
             privileges: Privileges::default(),
+            warnings: Vec::new(),
         })
     }
 }

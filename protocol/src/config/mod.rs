@@ -15,6 +15,7 @@ use crate::ollama_opts::KeepAlive;
 use crate::route::EndpointClass;
 
 mod defaults;
+mod found;
 mod privileges;
 mod raw;
 #[cfg(test)]
@@ -41,6 +42,8 @@ pub struct Config {
     pub metrics: Option<MetricsListen>,
     /// Whom `serve` runs as after start-up.
     pub privileges: Privileges,
+    /// Values that are allowed but surely not what was meant, each with its line.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// The metrics listener: host-only by construction.

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::listen::ListenAddr;
 use crate::route::EndpointClass;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -89,7 +88,7 @@ pub(super) struct RawSandbox {
     /// The sandbox's name in logs, errors and the audit record.
     pub(super) name: String,
     /// `unix:/path`, `vsock:PORT` or `vsock-uds:/path_PORT`.
-    pub(super) listen: ListenAddr,
+    pub(super) listen: toml::Spanned<String>,
     /// Octal permission bits of the unix socket, e.g. "0660".
     pub(super) socket_mode: Option<String>,
     /// `uid:gid` owning the socket and its directory.

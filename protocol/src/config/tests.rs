@@ -394,9 +394,10 @@ num_ctx = 0
             .unwrap()
             .line
     };
-    assert_eq!(line("options.bogus"), Some(1));
-    assert_eq!(line("not both"), Some(4));
-    assert_eq!(line("keep_alive_max must be"), Some(8));
+    // Each on the line of the key it is about, not the table's.
+    assert_eq!(line("options.bogus"), Some(2));
+    assert_eq!(line("not both"), Some(5));
+    assert_eq!(line("keep_alive_max must be"), Some(9));
     // A table with both keep_alive keys is one error, not a parse of each.
     assert!(!all.contains("missing unit"), "{all}");
     let one = Config::parse("[model.\"d:*\"]\nkeep_alive = \"30\"\n", &env()).unwrap_err();
@@ -463,4 +464,74 @@ fn quick_start_flags_are_their_configuration_keys() {
     };
     let e = Config::quick_start(&env(), "unix:/run/q.sock", "http://x:1", &[], &f).unwrap_err();
     assert!(e.to_string().starts_with("command line: "), "{e}");
+}
+
+/// Every error is reported, serde's (unknown keys, bad values) and the validators', each
+/// on the line of its key; a key serde refuses is left out and the rest still checked.
+#[test]
+fn every_error_is_reported_on_the_line_of_its_key() {
+    let text = r#"[upstream]
+idle_timeout = "0s"
+nope = 1
+
+[[sandbox]]
+name = "a"
+listen = "unix:/run/a.sock"
+endpoints = ["chat",
+  "bogus"]
+max_body = "huge"
+socket_mode = "999"
+
+[[sandbox]]
+name = "b"
+listen = "unix:/run/a.sock"
+max_connections = 0
+
+[[sandbox]]
+name = "bad name"
+listen = "tcp:1"
+max_concurrent = 0
+"#;
+    let e = Config::parse(text, &env()).unwrap_err();
+    let got: Vec<(Option<usize>, &str)> =
+        e.0.iter()
+            .map(|x| (x.line, x.message.split(':').next().unwrap()))
+            .collect();
+    let all = e.to_string();
+    for (line, start) in [
+        (3, "unknown field `nope`"),
+        (9, "unknown variant `bogus`"),
+        (10, "invalid size \"huge\""),
+        (2, "[upstream] idle_timeout must be greater than zero"),
+        (11, "sandbox \"a\""),
+        (15, "sandbox \"b\""),
+        (16, "sandbox \"b\""),
+        (19, "sandbox \"bad name\": invalid sandbox name"),
+        (20, "sandbox \"bad name\": invalid listen address"),
+        (21, "sandbox \"bad name\": max_concurrent"),
+    ] {
+        assert!(
+            e.0.iter()
+                .any(|x| x.line == Some(line) && x.message.starts_with(start)),
+            "want {start:?} on line {line}: {got:?} {all}"
+        );
+    }
+    assert_eq!(e.0.len(), 10, "{all}");
+}
+
+/// Allowed but surely wrong: a warning, not an error, each on its key's line.
+#[test]
+fn surely_wrong_values_are_warnings() {
+    let text = "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/run/a.sock\"\nendpoints = []\n";
+    let c = Config::parse(text, &env()).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert_eq!(c.warnings[0].line, Some(4));
+    assert!(c.warnings[0].message.contains("endpoints = []"));
+    assert!(Config::parse(EXAMPLE, &env()).unwrap().warnings.is_empty());
+    // A model glob with a URL's shape is no name Ollama has: refused.
+    let url =
+        "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/run/a.sock\"\nmodels = [\"https://evil/x\"]\n";
+    let e = Config::parse(url, &env()).unwrap_err();
+    assert_eq!(e.0[0].line, Some(4), "{e}");
+    assert!(e.0[0].message.contains("invalid model name"), "{e}");
 }

@@ -3,8 +3,6 @@
 //! URL, socket mode and owner) are parsed in [`super::values`].
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
-use std::ops::Range;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -14,27 +12,30 @@ use crate::listen::ListenAddr;
 use crate::model::ModelPattern;
 use crate::route::EndpointClass;
 
+use super::found::{Found, Table};
 use super::privileges::RawPrivileges;
-use super::raw::{RawAudit, RawConfig, RawMetrics, RawModel, RawSandbox, RawUpstream};
+use super::raw::{RawAudit, RawMetrics, RawModel, RawSandbox, RawUpstream};
 use super::values::{parse_keep_alive, parse_mode, parse_owner, parse_runner_pins, parse_upstream};
 use super::{
-    parse_metrics_listen, AuditSettings, Config, ConfigError, ConfigErrors, DefaultsEnv,
-    KeepAlivePolicy, MetricsListen, ModelPolicy, NumCtxPolicy, Privileges, Sandbox, SandboxName,
-    Upstream, DEFAULT_EARLY_HEADERS, DEFAULT_MAX_BODY, DEFAULT_UPSTREAM, MAX_NUM_CTX,
+    parse_metrics_listen, AuditSettings, Config, ConfigErrors, DefaultsEnv, KeepAlivePolicy,
+    MetricsListen, ModelPolicy, NumCtxPolicy, Privileges, Sandbox, SandboxName, Upstream,
+    DEFAULT_EARLY_HEADERS, DEFAULT_MAX_BODY, DEFAULT_UPSTREAM, MAX_NUM_CTX,
 };
 
 impl Config {
     /// Parses and validates a configuration file's text. Each section has its validator;
     /// they run in this order, so the errors are listed in the same order every time.
     pub fn parse(text: &str, env: &DefaultsEnv) -> Result<Config, ConfigErrors> {
-        let raw = read_toml(text)?;
         let mut found = Found::new(text);
+        let Some(raw) = found.read_toml() else {
+            return Err(found.finish().expect_err("an error was found"));
+        };
         let upstream = check_upstream(&raw.upstream, &mut found);
         let sandboxes = check_sandboxes(&raw.sandbox, &mut found);
         let models = check_models(&raw.model, &mut found);
         let metrics = check_metrics(raw.metrics.as_ref(), &mut found);
         let privileges = check_privileges(&raw.privileges, &mut found);
-        found.finish()?;
+        let warnings = found.finish()?;
         Ok(Config {
             upstream,
             audit: audit_settings(raw.audit, env),
@@ -42,69 +43,8 @@ impl Config {
             models,
             metrics,
             privileges,
+            warnings,
         })
-    }
-}
-
-/// A byte range of the configuration text.
-type Span = Range<usize>;
-
-/// The line (from 1) of a byte offset.
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
-/// The TOML, deserialised into the raw types; a syntax error or an unknown key is the
-/// only error reported.
-fn read_toml(text: &str) -> Result<RawConfig, ConfigErrors> {
-    toml::from_str(text).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            line: e.span().map(|s| line_of(text, s.start)),
-            message: e.message().trim().to_owned(),
-        }])
-    })
-}
-
-/// The errors found so far, each placed on the line of its span.
-struct Found<'t> {
-    text: &'t str,
-    errs: Vec<ConfigError>,
-}
-
-impl<'t> Found<'t> {
-    fn new(text: &'t str) -> Self {
-        Found {
-            text,
-            errs: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, span: Option<Span>, message: String) {
-        let line = span.map(|s| line_of(self.text, s.start));
-        self.errs.push(ConfigError { line, message });
-    }
-
-    fn finish(self) -> Result<(), ConfigErrors> {
-        if self.errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(self.errs))
-        }
-    }
-}
-
-/// The errors of one `[[sandbox]]` or `[model]` table: each is prefixed with the table's
-/// name and placed on its line.
-struct Table<'f, 't> {
-    found: &'f mut Found<'t>,
-    span: Span,
-    ctx: String,
-}
-
-impl Table<'_, '_> {
-    fn err(&mut self, message: impl fmt::Display) {
-        let message = format!("{}: {message}", self.ctx);
-        self.found.push(Some(self.span.clone()), message);
     }
 }
 
@@ -144,7 +84,8 @@ fn check_upstream(raw: &RawUpstream, found: &mut Found) -> Upstream {
         ("idle_timeout", upstream.idle_timeout),
     ] {
         if d.is_zero() {
-            found.push(None, format!("[upstream] {name} must be greater than zero"));
+            let m = format!("[upstream] {name} must be greater than zero");
+            found.section_err("upstream", name, m);
         }
     }
     upstream
@@ -165,30 +106,32 @@ fn check_sandboxes(raw: &[Spanned<RawSandbox>], found: &mut Found) -> Vec<Sandbo
     let mut addrs = HashSet::new();
     for spanned in raw {
         let s = spanned.get_ref();
-        let name = match SandboxName::new(&s.name) {
-            Ok(n) => n,
-            Err(m) => {
-                found.push(Some(spanned.span()), m);
-                continue;
-            }
-        };
         let mut t = Table {
             found: &mut *found,
             span: spanned.span(),
             ctx: format!("sandbox {:?}", s.name),
         };
-        if !names.insert(name.clone()) {
+        // A wrong name or address is reported and the rest of the table still checked.
+        let name = SandboxName::new(&s.name).map_err(|m| t.err(m)).ok();
+        let listen = ListenAddr::parse(s.listen.get_ref())
+            .map_err(|m| t.err(m))
+            .ok();
+        if name.as_ref().is_some_and(|n| !names.insert(n.clone())) {
             t.err("the name is used by another [[sandbox]]");
         }
-        if !addrs.insert(s.listen.clone()) {
-            t.err(format_args!(
-                "listen {} is used by another [[sandbox]]",
-                s.listen
-            ));
+        if let Some(l) = listen.as_ref().filter(|l| !addrs.insert((*l).clone())) {
+            t.err(format_args!("listen {l} is used by another [[sandbox]]"));
         }
-        sandboxes.push(check_sandbox(name, s, &mut t));
+        let ok = name.is_some() && listen.is_some();
+        // Stand-ins, when wrong: the table is checked, not used.
+        let name = name.unwrap_or_else(|| SandboxName("_".into()));
+        let listen = listen.unwrap_or(ListenAddr::Vsock { port: 0 });
+        let sandbox = check_sandbox(name, listen, s, &mut t);
+        if ok {
+            sandboxes.push(sandbox);
+        }
     }
-    if raw.is_empty() {
+    if raw.is_empty() && !found.dropped_table {
         found.push(
             None,
             "no [[sandbox]] is configured; add at least one listener".into(),
@@ -197,17 +140,20 @@ fn check_sandboxes(raw: &[Spanned<RawSandbox>], found: &mut Found) -> Vec<Sandbo
     sandboxes
 }
 
-/// One `[[sandbox]]` table whose name is already checked.
-fn check_sandbox(name: SandboxName, s: &RawSandbox, t: &mut Table) -> Sandbox {
+/// One `[[sandbox]]` table whose name and address are already checked.
+fn check_sandbox(name: SandboxName, listen: ListenAddr, s: &RawSandbox, t: &mut Table) -> Sandbox {
     let (socket_mode, socket_owner) = check_socket(s, t);
     let models = check_sandbox_models(s.models.as_deref(), t);
     let (max_body, limits) = check_limits(s, t);
-    if s.vsock_cid.is_some() && !matches!(s.listen, ListenAddr::Vsock { .. }) {
+    if s.vsock_cid.is_some() && !matches!(listen, ListenAddr::Vsock { .. }) {
         t.err("vsock_cid applies only to vsock: listeners");
+    }
+    if s.endpoints.as_ref().is_some_and(|e| e.is_empty()) {
+        t.warn("endpoints = [] allows no endpoint class, so every request for Ollama is refused (remove the key for the default classes)");
     }
     Sandbox {
         name,
-        listen: s.listen.clone(),
+        listen,
         socket_mode,
         socket_owner,
         models,
@@ -255,6 +201,11 @@ fn check_sandbox_models(raw: Option<&[String]>, t: &mut Table) -> Vec<ModelPatte
     }
     if models.is_empty() && raw.is_some_and(|m| m.is_empty()) {
         t.err("models is empty; nothing could be used (write \"*\" for every local model)");
+    }
+    for m in raw.unwrap_or_default().iter().filter(|m| m.contains("://")) {
+        t.warn(format_args!(
+            "models: {m:?}: Ollama's model names have no scheme; it is ignored (write the name as `ollama list` shows it)"
+        ));
     }
     models
 }

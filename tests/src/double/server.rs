@@ -132,21 +132,27 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
         let v = serde_json::to_value(&*state.requests.lock().unwrap()).expect("json");
         return Ok(json(StatusCode::OK, &v));
     }
-    state.requests.lock().unwrap().push(Recorded {
-        method: parts.method.to_string(),
-        path: parts.uri.to_string(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
-    });
+    // bridge-host's probe at start is not one of a test's requests.
+    let startup_probe = parts
+        .headers
+        .contains_key(protocol::route::STARTUP_PROBE_HEADER);
+    if !startup_probe {
+        state.requests.lock().unwrap().push(Recorded {
+            method: parts.method.to_string(),
+            path: parts.uri.to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            body: body.to_vec(),
+        });
+    }
     // Ollama's Host check: 403 with an empty body.
     let host = parts
         .headers

@@ -148,3 +148,27 @@ async fn listeners_are_added_and_removed() {
         .collect();
     assert_eq!(sandboxes, ["extra", "extra"]);
 }
+
+/// A value that is allowed but surely wrong (`endpoints = []`) is logged as a warning
+/// with its line, at start and again by a reload that keeps it; the daemon serves.
+#[tokio::test]
+async fn surely_wrong_values_are_logged_as_warnings_at_start_and_on_reload() {
+    let double = Double::start(DoubleConfig::default()).await;
+    let text = config(&double.url(), &[("agent", "endpoints = []")], "");
+    let mut host = Host::start(&text).await;
+    let line = host
+        .wait_log("endpoints = [] allows no endpoint class")
+        .await;
+    assert!(
+        line.contains("WARN") && line.contains("bridge.toml:"),
+        "{line}"
+    );
+    host.reconfigure(&text);
+    host.wait_line("reloaded configuration").await;
+    let warned = host
+        .log()
+        .lines()
+        .filter(|l| l.contains("endpoints = [] allows no endpoint class"))
+        .count();
+    assert_eq!(warned, 2, "{}", host.log());
+}
