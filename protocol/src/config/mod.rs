@@ -20,6 +20,8 @@ mod privileges;
 mod raw;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_more;
 mod validate;
 mod values;
 
