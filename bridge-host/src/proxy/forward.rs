@@ -22,6 +22,7 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     if ctx.config.audit.log_prompts {
         ex.rec.prompt = c.body.as_ref().map(|b| b.to_value());
     }
+    let salvage = super::salvage::for_request(ctx, &c, &ex);
     // The kept fields go out as slices of the received body: no second copy of it.
     let (content_type, body) = match c.body {
         Some(b) => (Some("application/json"), b.chunks()),
@@ -56,6 +57,9 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     let mut relay = Relay::new(inner, kind, up.cfg.idle_timeout, ex, hold);
     if ctx.config.audit.log_prompts {
         relay = relay.capture_output(OUTPUT_LIMIT);
+    }
+    if let Some(s) = salvage.filter(|_| parts.status.is_success()) {
+        relay = relay.with_transform(super::salvage::NativeSalvage::boxed(s, kind));
     }
     Response::from_parts(parts, relay.boxed_unsync())
 }

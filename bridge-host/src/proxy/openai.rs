@@ -22,6 +22,7 @@ use protocol::openai::{
 };
 use protocol::policy::rewrite_native;
 use protocol::route::{ErrorFormat, Route};
+use protocol::salvage::ChatSalvage;
 use protocol::ModelName;
 use serde_json::{Map, Value};
 
@@ -44,12 +45,13 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         Ok(t) => t,
         Err(e) => return refuse(ex, e, ErrorFormat::OpenAi).await,
     };
+    let salvage = super::salvage::for_request(ctx, &c, &ex);
     let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
     let sent = send(ctx, &c.headers, native, target.path()).await;
     // The body has gone upstream (or never will): free it and give back its budget share.
     drop((c.body, c.budget));
     match sent {
-        Ok(resp) => respond(ctx, resp, target, ex, hold).await,
+        Ok(resp) => respond(ctx, resp, target, ex, hold, salvage).await,
         Err(e) => refuse(ex, e, ErrorFormat::OpenAi).await,
     }
 }
@@ -112,8 +114,9 @@ async fn respond(
     ctx: &SandboxCtx,
     resp: Response<Incoming>,
     target: Target,
-    ex: Exchange,
+    mut ex: Exchange,
     hold: Option<Box<dyn Send>>,
+    salvage: Option<ChatSalvage>,
 ) -> Response<RespBody> {
     let status = resp.status();
     let idle = ctx.upstream.cfg.idle_timeout;
@@ -134,12 +137,12 @@ async fn respond(
         Target::Chat(r) if r.stream => {
             let meta = Meta::new(ex.id(), created, &r.model);
             let stream = ChatStream::new(meta, r.include_usage);
-            sse(resp.into_body(), stream, idle, ex, hold)
+            sse(resp.into_body(), stream, idle, ex, hold, salvage)
         }
         Target::Chat(r) => {
             let meta = Meta::new(ex.id(), created, &r.model);
             let answer = match gather(resp.into_body(), idle).await {
-                Ok(b) => collect_chat(meta, &b),
+                Ok(b) => collect_chat(meta, &b, salvage, &mut ex),
                 Err(e) => Err(Failure::Bridge(e)),
             };
             gathered(ex, answer, hold).await
@@ -147,7 +150,7 @@ async fn respond(
         Target::Completion(r) if r.stream => {
             let meta = completion_meta(ex.id(), created, &r.model);
             let stream = CompletionStream::new(meta, r.include_usage, r.echo);
-            sse(resp.into_body(), stream, idle, ex, hold)
+            sse(resp.into_body(), stream, idle, ex, hold, None)
         }
         Target::Completion(r) => {
             let meta = completion_meta(ex.id(), created, &r.model);
@@ -186,10 +189,12 @@ fn sse<S: SseStream + 'static>(
     idle: Duration,
     mut ex: Exchange,
     hold: Option<Box<dyn Send>>,
+    salvage: Option<ChatSalvage>,
 ) -> Response<RespBody> {
     let t = SseTransform {
         lines: LineSplitter::new(MAX_LINE),
         stream,
+        salvage,
     };
     ex.rec.status = 200;
     let mut out = Response::new(());
@@ -282,11 +287,24 @@ async fn gather(mut body: Incoming, idle: Duration) -> Result<Bytes, BridgeError
     }
 }
 
-/// Gathers Ollama's NDJSON chat chunks into one `chat.completion`.
-fn collect_chat(meta: Meta, body: &[u8]) -> Result<Value, Failure> {
+/// Gathers Ollama's NDJSON chat chunks into one `chat.completion` (through the salvage,
+/// when it has one).
+fn collect_chat(
+    meta: Meta,
+    body: &[u8],
+    mut salvage: Option<ChatSalvage>,
+    ex: &mut Exchange,
+) -> Result<Value, Failure> {
     let mut c = ChatCollector::new(meta);
     for line in body.split(|&b| b == b'\n') {
-        c.line(line);
+        match &mut salvage {
+            Some(s) => s.each_line(line, |l| c.line(l)),
+            None => c.line(line),
+        }
+    }
+    if let Some(s) = &mut salvage {
+        s.finish_each(|l| c.line(l));
+        ex.rec.tool_calls_salvaged = Some(s.salvaged() as u64).filter(|&n| n > 0);
     }
     c.finish().map_err(failure)
 }
@@ -317,6 +335,8 @@ fn json(ex: Exchange, v: &Value, hold: Option<Box<dyn Send>>) -> Response<RespBo
 struct SseTransform<S> {
     lines: LineSplitter,
     stream: S,
+    /// Tool-call salvage on Ollama's lines before they are translated.
+    salvage: Option<ChatSalvage>,
 }
 
 impl<S: SseStream> Transform for SseTransform<S> {
@@ -325,8 +345,12 @@ impl<S: SseStream> Transform for SseTransform<S> {
             return Bytes::new(); // the client's stream is complete; the rest is not read
         }
         let mut out = Vec::new();
-        let stream = &mut self.stream;
-        if let Err(e) = self.lines.feed(data, |l| out.extend(stream.line(l))) {
+        let (stream, salvage) = (&mut self.stream, &mut self.salvage);
+        let fed = self.lines.feed(data, |l| match salvage {
+            Some(s) => s.each_line(l, |l| out.extend(stream.line(l))),
+            None => out.extend(stream.line(l)),
+        });
+        if let Err(e) = fed {
             let err = BridgeError::new(Reason::UpstreamError, e.to_string());
             out.extend(stream.fail(&err));
         }
@@ -335,8 +359,15 @@ impl<S: SseStream> Transform for SseTransform<S> {
 
     fn finish(&mut self) -> Bytes {
         let mut out = Vec::new();
+        let (stream, salvage) = (&mut self.stream, &mut self.salvage);
         if let Some(l) = self.lines.finish() {
-            out.extend(self.stream.line(&l));
+            match salvage {
+                Some(s) => s.each_line(&l, |l| out.extend(stream.line(l))),
+                None => out.extend(stream.line(&l)),
+            }
+        }
+        if let Some(s) = salvage {
+            s.finish_each(|l| out.extend(stream.line(l)));
         }
         out.extend(self.stream.finish());
         Bytes::from(out)
@@ -348,5 +379,9 @@ impl<S: SseStream> Transform for SseTransform<S> {
 
     fn failed(&self) -> bool {
         self.stream.failed()
+    }
+
+    fn tool_calls_salvaged(&self) -> usize {
+        self.salvage.as_ref().map_or(0, ChatSalvage::salvaged)
     }
 }

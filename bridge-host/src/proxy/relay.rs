@@ -94,6 +94,10 @@ pub trait Transform: Send {
     fn failed(&self) -> bool {
         false
     }
+    /// Tool calls it recovered from the reply's text (tool-call salvage).
+    fn tool_calls_salvaged(&self) -> usize {
+        0
+    }
 }
 
 enum State {
@@ -322,6 +326,9 @@ impl<B> Relay<B> {
         self.outcome.tokens = self.scanner.finish();
         self.outcome.upstream_error = self.scanner.saw_error();
         self.outcome.output = self.output.take().map(OutputCollector::finish);
+        if let Some(t) = &self.transform {
+            self.outcome.tool_calls_salvaged = t.tool_calls_salvaged() as u64;
+        }
     }
 }
 

@@ -125,4 +125,6 @@ pub(super) struct RawModel {
     /// The longest keep_alive a sandbox may ask for; without it (or `keep_alive`), the
     /// sandbox's keep_alive is removed.
     pub(super) keep_alive_max: Option<toml::Value>,
+    /// Recover tool calls the model printed as text (default true).
+    pub(super) tool_salvage: Option<bool>,
 }

@@ -28,6 +28,7 @@ mod openai_errors;
 mod policy;
 mod privileges;
 mod reload;
+mod salvage;
 mod sandbox_e2e;
 mod status;
 mod vsock;
