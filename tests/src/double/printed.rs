@@ -20,6 +20,10 @@ pub enum Printed {
     Pythonic,
     /// The script's `text` as written, whatever it is (for replies that are not calls).
     Verbatim,
+    /// The form the last user message names (`form=bare`, `fenced`, `tagged`,
+    /// `python_tag`, `pythonic`; bare when it names none): one client process can ask
+    /// for each form in turn.
+    AskedFor,
 }
 
 impl Printed {
@@ -32,8 +36,38 @@ impl Printed {
     ];
 }
 
+impl Printed {
+    /// The form `prompt` asks for ([`Printed::AskedFor`]).
+    pub fn asked_in(prompt: &str) -> Printed {
+        let named = prompt
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("form="))
+            .unwrap_or("bare");
+        match named.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_') {
+            "fenced" => Printed::Fenced,
+            "tagged" => Printed::Tagged,
+            "python_tag" => Printed::PythonTag,
+            "pythonic" => Printed::Pythonic,
+            _ => Printed::Bare,
+        }
+    }
+
+    /// Its name in prompts and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Printed::Bare => "bare",
+            Printed::Fenced => "fenced",
+            Printed::Tagged => "tagged",
+            Printed::PythonTag => "python_tag",
+            Printed::Pythonic => "pythonic",
+            Printed::Verbatim => "verbatim",
+            Printed::AskedFor => "asked_for",
+        }
+    }
+}
+
 /// The reply text for `calls` (Ollama's shape: `{"function":{"name","arguments"}}`).
-pub fn text(form: Printed, calls: &[Value], verbatim: Option<&str>) -> String {
+pub fn text(form: Printed, calls: &[Value], verbatim: Option<&str>, prompt: &str) -> String {
     let named = |c: &Value| -> (String, Value) {
         let f = &c["function"];
         (
@@ -49,6 +83,7 @@ pub fn text(form: Printed, calls: &[Value], verbatim: Option<&str>) -> String {
         serde_json::to_string(&Value::Object(m)).expect("json")
     };
     match form {
+        Printed::AskedFor => text(Printed::asked_in(prompt), calls, verbatim, prompt),
         Printed::Verbatim => verbatim.unwrap_or("").to_owned(),
         Printed::Bare => calls
             .iter()

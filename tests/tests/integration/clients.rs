@@ -9,7 +9,7 @@ use bridge_tests::harness::{bin, bin_dir, config, guest_bin, json_output, repo, 
 use serde_json::{json, Value};
 
 /// The real interpreter behind `python3` (pyenv shims need not work inside the sandbox).
-fn python() -> String {
+pub(crate) fn python() -> String {
     let out = std::process::Command::new("python3")
         .args(["-c", "import sys; print(sys.executable)"])
         .output()
@@ -32,7 +32,7 @@ async fn setup() -> (Double, Host) {
 }
 
 /// Runs COMMAND through the bwrap recipe; returns its stdout as JSON.
-async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
+pub(crate) async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
     let sock_dir = socket(host, "agent").parent().unwrap().to_owned();
     let mut recipe = tokio::process::Command::new("sh");
     recipe

@@ -250,4 +250,8 @@ async fn plain_text_with_tools_is_not_held_back() {
         };
         assert_eq!(got, text, "{path}");
     }
+    // While the same chain does hold, and salvage, a call.
+    printing(&double, Printed::Bare, None);
+    let (text, calls) = native(&guest, &native_chat(true, true)).await;
+    assert_eq!((text.as_str(), calls), ("", two_calls()));
 }
