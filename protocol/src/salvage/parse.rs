@@ -56,6 +56,27 @@ pub(super) fn classify(s: &str, tools: &Tools, end: bool) -> Verdict {
     }
 }
 
+/// The keys a call object may have.
+const CALL_KEYS: [&str; 4] = ["name", "type", "parameters", "arguments"];
+
+/// A JSON object (`s` starts with `{`) whose first key no call object has is decided at
+/// once, not when it closes (data, not a call: no need to hold it).
+fn first_key(s: &str) -> Result<(), Stop> {
+    let rest = s[1..].trim_start();
+    let Some(key) = rest.strip_prefix('"') else {
+        return if rest.is_empty() {
+            Err(Stop::More)
+        } else {
+            Err(Stop::No)
+        };
+    };
+    match key.find('"') {
+        Some(end) if CALL_KEYS.contains(&&key[..end]) => Ok(()),
+        None if CALL_KEYS.iter().any(|k| k.starts_with(key)) => Err(Stop::More),
+        _ => Err(Stop::No),
+    }
+}
+
 struct Parser<'a> {
     s: &'a str,
     pos: usize,
@@ -106,6 +127,7 @@ impl Parser<'_> {
                 }
                 self.pos += PYTHON_TAG.len();
             } else if rest.starts_with('{') {
+                first_key(rest)?;
                 let v = self.json()?;
                 self.push(&v)?;
             } else if rest.starts_with('[') {
@@ -159,7 +181,7 @@ impl Parser<'_> {
         let inner = self.rest()[1..].trim_start();
         match inner.bytes().next() {
             None => Err(Stop::More),
-            Some(b'{') => match self.json()? {
+            Some(b'{') => match first_key(inner).and_then(|()| self.json())? {
                 Value::Array(items) if !items.is_empty() => {
                     items.iter().try_for_each(|v| self.push(v))
                 }

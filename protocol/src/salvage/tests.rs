@@ -141,9 +141,14 @@ fn text_that_cannot_start_a_call_passes_at_once() {
     assert_eq!(r.feed(" ``"), " ");
     assert_eq!(r.feed("`python\n"), "```python\n");
     // A brace that closes without a call is released when it closes.
-    assert_eq!(r.feed("{\"a\": "), "");
-    assert_eq!(r.feed("1} ok"), "{\"a\": 1} ok");
+    assert_eq!(r.feed("{\"name\": "), "");
+    assert_eq!(r.feed("1} ok"), "{\"name\": 1} ok");
     assert_eq!(r.feed("[see"), "[see");
+    // JSON that is data, not a call, is released from its first key.
+    assert_eq!(r.feed(" {\"ci"), " {\"ci");
+    assert_eq!(r.feed("ty\": 1} {\"ty"), "ty\": 1} ");
+    assert_eq!(r.feed("pe_of\": 1}"), "{\"type_of\": 1}");
+    assert_eq!(r.feed(" [{\"temp\": 21}]"), " [{\"temp\": 21}]");
     assert_eq!(r.finish(), End::default());
 }
 
