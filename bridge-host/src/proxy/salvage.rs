@@ -30,7 +30,12 @@ pub fn for_request(ctx: &SandboxCtx, c: &Checked, ex: &Exchange) -> Option<ChatS
     if !ctx.config.tool_salvage(&model) {
         return None;
     }
-    let tools = Tools::from_request(&c.body.as_ref()?.field("tools")?)?;
+    let body = c.body.as_ref()?;
+    if c.route == Route::OaiChat && body.field("tool_choice").is_some_and(|t| t == "none") {
+        // The translation drops the tools: the client wants no calls.
+        return None;
+    }
+    let tools = Tools::from_request(&body.field("tools")?)?;
     Some(ChatSalvage::new(Arc::new(tools), ex.id()))
 }
 

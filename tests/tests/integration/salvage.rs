@@ -174,6 +174,13 @@ async fn replies_that_are_not_calls_come_back_as_written() {
     printing(&double, Printed::Verbatim, Some(call));
     let (text, calls) = native(&guest, &native_chat(true, false)).await;
     assert_eq!((text.as_str(), calls.len()), (call, 0));
+    // OpenAI's `tool_choice: "none"` (the translation drops the tools): as written.
+    let mut none = oai_chat(true);
+    none["tool_choice"] = json!("none");
+    let (_, _, body) = send(guest.addr, "/v1/chat/completions", &none).await;
+    let events = sse_events(&body);
+    assert_eq!(content(&events), call);
+    assert_eq!(finish_reason(&events).as_deref(), Some("stop"));
     // The same text with the tools offered is a call.
     let (text, calls) = native(&guest, &native_chat(true, true)).await;
     assert_eq!(text, "");
