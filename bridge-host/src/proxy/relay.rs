@@ -170,6 +170,9 @@ where
         tracing::warn!(reason = err.reason.as_str(), error = %err.message, "stream ended early");
         self.outcome.failure = Some(err.reason);
         let tail = match &mut self.transform {
+            // An opaque body (a non-streamed answer) has no error frame, rewritten or
+            // not: the client sees the cut.
+            Some(_) if self.kind == StreamKind::Opaque => None,
             Some(t) => Some(t.fail(&err)),
             None => self.kind.error_frame(&err),
         };
