@@ -15,7 +15,7 @@ minutes=${1:-10}
 shift $(($# > 0 ? 1 : 0))
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(http_request json_strict model_name ndjson_sse)
+  targets=(http_request json_strict model_name ndjson_sse salvage)
 fi
 case $minutes in
   '' | 0 | *[!0-9]*) echo "usage: fuzz/run.sh [MINUTES] [TARGET...]  (MINUTES >= 1)" >&2; exit 64 ;;

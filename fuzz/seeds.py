@@ -210,8 +210,27 @@ def ndjson_seeds():
     write("ndjson_sse", items)
 
 
+def salvage_seeds():
+    """Model text for the tool-call salvage: each form, and text that is not a call."""
+    texts = {
+        "bare": '{"name": "get_weather", "parameters": {"city": "Paris"}}',
+        "fenced": 'Let me check.\n```json\n[{"name": "get_time", "arguments": {"timezone": "UTC"}}]\n```',
+        "tagged": '<tool_call>\n{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}\n</tool_call>',
+        "python-tag": '<|python_tag|>{"name": "get_time", "parameters": {}}; {"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}',
+        "pythonic": '[get_weather(city="Paris", unit=\'celsius\'), get_time(timezone="UTC")]',
+        "unknown-tool": '{"name": "launch", "parameters": {}}',
+        "bad-enum": '{"name": "get_weather", "parameters": {"city": "Paris", "unit": "kelvin"}}',
+        "python-fence": '```python\nget_weather(city="Paris")\n```',
+        "prose": 'Use {braces}, [links](x), `code` and a < b; then {"name": "get_time"} done.',
+    }
+    items = []
+    for name, text in texts.items():
+        items.append((name, bytes([7, 5]) + text.encode()))
+    write("salvage", items)
+
+
 if __name__ == "__main__":
     shutil.rmtree(OUT, ignore_errors=True)
-    http_seeds(); json_seeds(); model_seeds(); ndjson_seeds()
+    http_seeds(); json_seeds(); model_seeds(); ndjson_seeds(); salvage_seeds()
     for t in sorted(os.listdir(OUT)):
         print(t, len(os.listdir(os.path.join(OUT, t))))

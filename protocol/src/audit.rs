@@ -57,6 +57,9 @@ pub struct AuditRecord {
     /// The `keep_alive` sent to Ollama (a Go duration, `-1` for forever), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_alive_sent: Option<String>,
+    /// Tool calls the bridge recovered from the reply's text (tool-call salvage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls_salvaged: Option<u64>,
     /// The status actually sent to the client.
     pub status: u16,
     /// Ollama's status, when the bridge had already sent the client its own headers
@@ -108,6 +111,7 @@ impl AuditRecord {
             options_removed: Vec::new(),
             keep_alive_requested: None,
             keep_alive_sent: None,
+            tool_calls_salvaged: None,
             status: 0,
             upstream_status: None,
             bytes_in: 0,
@@ -315,9 +319,10 @@ mod tests {
         o.options_removed = vec!["num_gpu".into(), "num_batch".into()];
         o.keep_alive_requested = Some("-1".into());
         o.keep_alive_sent = Some("30m".into());
+        o.tool_calls_salvaged = Some(2);
         let text = serde_json::to_string(&o).unwrap();
         assert!(text.contains(
-            r#""num_ctx_sent":32768,"options_removed":["num_gpu","num_batch"],"keep_alive_requested":"-1","keep_alive_sent":"30m","status":200"#
+            r#""num_ctx_sent":32768,"options_removed":["num_gpu","num_batch"],"keep_alive_requested":"-1","keep_alive_sent":"30m","tool_calls_salvaged":2,"status":200"#
         ), "{text}");
         assert_eq!(serde_json::from_str::<AuditRecord>(&text).unwrap(), o);
         // Ollama's status after early headers, right after the status sent.

@@ -122,6 +122,22 @@ impl CheckedBody {
         serde_json::from_slice(&self.to_vec()).expect("the forwarded body is JSON")
     }
 
+    /// One top-level field as a value, parsed on demand when it is kept as written
+    /// (keys compared under Go's folding, as Ollama reads them; the last one wins).
+    pub fn field(&self, key: &str) -> Option<Value> {
+        let key = go_fold(key);
+        if let Some(r) = self.kept.iter().rev().find(|(k, _)| go_fold(k) == key) {
+            return serde_json::from_slice(&self.source[r.1.clone()]).ok();
+        }
+        let mut found = None;
+        for (k, v) in &self.fields {
+            if go_fold(k) == key {
+                found = Some(v);
+            }
+        }
+        found.cloned()
+    }
+
     /// The names of the fields kept as written.
     pub fn kept_fields(&self) -> impl Iterator<Item = &str> {
         self.kept.iter().map(|(k, _)| k.as_str())

@@ -80,3 +80,17 @@ fn parse_all_keeps_nothing_and_holds_no_source() {
     let empty = CheckedBody::parse_all(Bytes::from_static(b"{}")).unwrap();
     assert_eq!(empty.to_vec(), b"{}");
 }
+
+#[test]
+fn one_field_as_a_value_kept_or_parsed() {
+    let b = native(r#"{"model":"m","Tools":[{"type":"function"}],"stream":true}"#).unwrap();
+    assert!(b.kept_fields().any(|k| k == "Tools"));
+    assert_eq!(
+        b.field("tools"),
+        Some(serde_json::json!([{"type": "function"}]))
+    );
+    assert_eq!(b.field("stream"), Some(Value::Bool(true)));
+    assert_eq!(b.field("messages"), None);
+    let all = CheckedBody::parse_all(Bytes::from_static(br#"{"tools":[]}"#)).unwrap();
+    assert_eq!(all.field("tools"), Some(serde_json::json!([])));
+}

@@ -18,6 +18,7 @@ pub mod openai;
 pub mod output;
 pub mod policy;
 pub mod route;
+pub mod salvage;
 pub mod scan;
 pub mod tokens;
 pub mod units;

@@ -34,6 +34,12 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    sandbox: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SandboxLabels {
     sandbox: String,
 }
@@ -61,6 +67,7 @@ pub struct Metrics {
     tokens: Family<TokenLabels, Counter>,
     in_flight: Family<SandboxLabels, Gauge>,
     upstream_errors: Family<ReasonLabels, Counter>,
+    tool_calls_salvaged: Family<ModelLabels, Counter>,
     connections_refused: Family<SandboxLabels, Counter>,
     audit_dropped: Gauge,
 }
@@ -85,6 +92,7 @@ impl Metrics {
         let in_flight = Family::<SandboxLabels, Gauge>::default();
         let upstream_errors = Family::<ReasonLabels, Counter>::default();
         let connections_refused = Family::<SandboxLabels, Counter>::default();
+        let tool_calls_salvaged = Family::<ModelLabels, Counter>::default();
         let audit_dropped = Gauge::default();
         registry.register(
             "requests",
@@ -112,6 +120,11 @@ impl Metrics {
             upstream_errors.clone(),
         );
         registry.register(
+            "tool_calls_salvaged",
+            "Tool calls recovered from text the model printed, by sandbox and model",
+            tool_calls_salvaged.clone(),
+        );
+        registry.register(
             "connections_refused",
             "Connections answered 503 and closed at max_connections (not requests: no audit record)",
             connections_refused.clone(),
@@ -128,6 +141,7 @@ impl Metrics {
             tokens,
             in_flight,
             upstream_errors,
+            tool_calls_salvaged,
             connections_refused,
             audit_dropped,
         }
@@ -203,6 +217,14 @@ impl Metrics {
                     })
                     .inc_by(n);
             }
+        }
+        if let Some(n) = rec.tool_calls_salvaged {
+            self.tool_calls_salvaged
+                .get_or_create(&ModelLabels {
+                    sandbox: rec.sandbox.clone(),
+                    model: model.clone(),
+                })
+                .inc_by(n);
         }
         if let Some(r) = rec.reason.filter(|r| r.is_upstream()) {
             self.upstream_errors

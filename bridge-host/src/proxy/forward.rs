@@ -27,6 +27,7 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     if ctx.config.audit.log_prompts {
         ex.rec.prompt = c.body.as_ref().map(|b| b.to_value());
     }
+    let salvage = super::salvage::for_request(ctx, &c, &ex);
     let up = &ctx.upstream;
     let early = early_kind(&c.route, c.body.as_ref())
         .zip(early::deadline(&ex, up.cfg.early_headers))
@@ -60,6 +61,9 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
                     if capture {
                         relay = relay.capture_output(OUTPUT_LIMIT);
                     }
+                    if let Some(s) = salvage {
+                        relay = relay.with_transform(super::salvage::NativeSalvage::boxed(s, kind));
+                    }
                     relay.boxed_unsync()
                 })
                 .await
@@ -91,6 +95,9 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     let mut relay = Relay::new(inner, kind, up.cfg.idle_timeout, ex, hold);
     if ctx.config.audit.log_prompts {
         relay = relay.capture_output(OUTPUT_LIMIT);
+    }
+    if let Some(s) = salvage.filter(|_| parts.status.is_success()) {
+        relay = relay.with_transform(super::salvage::NativeSalvage::boxed(s, kind));
     }
     Response::from_parts(parts, relay.boxed_unsync())
 }

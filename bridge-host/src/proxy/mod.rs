@@ -15,6 +15,7 @@ mod record;
 pub mod relay;
 mod reqbody;
 mod respond;
+mod salvage;
 mod status;
 mod upstream;
 

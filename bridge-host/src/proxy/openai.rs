@@ -22,6 +22,7 @@ use protocol::openai::{
 };
 use protocol::policy::rewrite_native;
 use protocol::route::{ErrorFormat, Route};
+use protocol::salvage::ChatSalvage;
 use protocol::ModelName;
 use serde_json::{Map, Value};
 
@@ -47,6 +48,7 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         Ok(t) => t,
         Err(e) => return refuse(ex, e, ErrorFormat::OpenAi).await,
     };
+    let salvage = super::salvage::for_request(ctx, &c, &ex);
     let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
     let early = early::deadline(&ex, ctx.upstream.cfg.early_headers)
         .filter(|_| target.streams())
@@ -65,7 +67,7 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
                 };
                 drop(held);
                 early::then(kind, sent, ex, hold, idle, move |body, ex, hold| {
-                    streamed(target, body, idle, ex, hold)
+                    streamed(target, body, idle, ex, hold, salvage)
                 })
                 .await
             });
@@ -74,7 +76,7 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     // The body has gone upstream (or never will): free it and give back its budget share.
     drop((c.body, c.budget));
     match sent {
-        Ok(resp) => respond(ctx, resp, target, ex, hold).await,
+        Ok(resp) => respond(ctx, resp, target, ex, hold, salvage).await,
         Err(e) => refuse(ex, e, ErrorFormat::OpenAi).await,
     }
 }
@@ -137,18 +139,19 @@ fn streamed(
     idle: Duration,
     ex: Exchange,
     hold: Option<Box<dyn Send>>,
+    salvage: Option<ChatSalvage>,
 ) -> RespBody {
     let created = unix_secs();
     match target {
         Target::Chat(r) => {
             let meta = Meta::new(ex.id(), created, &r.model);
             let stream = ChatStream::new(meta, r.include_usage);
-            sse_body(body, stream, idle, ex, hold)
+            sse_body(body, stream, idle, ex, hold, salvage)
         }
         Target::Completion(r) => {
             let meta = completion_meta(ex.id(), created, &r.model);
             let stream = CompletionStream::new(meta, r.include_usage, r.echo);
-            sse_body(body, stream, idle, ex, hold)
+            sse_body(body, stream, idle, ex, hold, None)
         }
         Target::Embed(_) => {
             let e = BridgeError::new(Reason::Internal, "an embedding does not stream");
@@ -162,8 +165,9 @@ async fn respond(
     ctx: &SandboxCtx,
     resp: Response<Incoming>,
     target: Target,
-    ex: Exchange,
+    mut ex: Exchange,
     hold: Option<Box<dyn Send>>,
+    salvage: Option<ChatSalvage>,
 ) -> Response<RespBody> {
     let status = resp.status();
     let idle = ctx.upstream.cfg.idle_timeout;
@@ -184,12 +188,12 @@ async fn respond(
         Target::Chat(r) if r.stream => {
             let meta = Meta::new(ex.id(), created, &r.model);
             let stream = ChatStream::new(meta, r.include_usage);
-            sse(resp.into_body(), stream, idle, ex, hold)
+            sse(resp.into_body(), stream, idle, ex, hold, salvage)
         }
         Target::Chat(r) => {
             let meta = Meta::new(ex.id(), created, &r.model);
             let answer = match gather(resp.into_body(), idle).await {
-                Ok(b) => collect_chat(meta, &b),
+                Ok(b) => collect_chat(meta, &b, salvage, &mut ex),
                 Err(e) => Err(Failure::Bridge(e)),
             };
             gathered(ex, answer, hold).await
@@ -197,7 +201,7 @@ async fn respond(
         Target::Completion(r) if r.stream => {
             let meta = completion_meta(ex.id(), created, &r.model);
             let stream = CompletionStream::new(meta, r.include_usage, r.echo);
-            sse(resp.into_body(), stream, idle, ex, hold)
+            sse(resp.into_body(), stream, idle, ex, hold, None)
         }
         Target::Completion(r) => {
             let meta = completion_meta(ex.id(), created, &r.model);
@@ -236,6 +240,7 @@ fn sse<S: SseStream + 'static>(
     idle: Duration,
     mut ex: Exchange,
     hold: Option<Box<dyn Send>>,
+    salvage: Option<ChatSalvage>,
 ) -> Response<RespBody> {
     ex.rec.status = 200;
     let mut out = Response::new(());
@@ -246,7 +251,7 @@ fn sse<S: SseStream + 'static>(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     set_request_id(h, ex.id());
-    out.map(|()| sse_body(body, stream, idle, ex, hold))
+    out.map(|()| sse_body(body, stream, idle, ex, hold, salvage))
 }
 
 /// Ollama's NDJSON as SSE through the relay.
@@ -256,10 +261,12 @@ fn sse_body<S: SseStream + 'static>(
     idle: Duration,
     ex: Exchange,
     hold: Option<Box<dyn Send>>,
+    salvage: Option<ChatSalvage>,
 ) -> RespBody {
     let t = SseTransform {
         lines: LineSplitter::new(MAX_LINE),
         stream,
+        salvage,
     };
     super::relay::Relay::new(body, StreamKind::Sse, idle, ex, hold)
         .with_transform(Box::new(t))
@@ -352,11 +359,24 @@ async fn gather(mut body: Incoming, idle: Duration) -> Result<Bytes, BridgeError
     }
 }
 
-/// Gathers Ollama's NDJSON chat chunks into one `chat.completion`.
-fn collect_chat(meta: Meta, body: &[u8]) -> Result<Value, Failure> {
+/// Gathers Ollama's NDJSON chat chunks into one `chat.completion` (through the salvage,
+/// when it has one).
+fn collect_chat(
+    meta: Meta,
+    body: &[u8],
+    mut salvage: Option<ChatSalvage>,
+    ex: &mut Exchange,
+) -> Result<Value, Failure> {
     let mut c = ChatCollector::new(meta);
     for line in body.split(|&b| b == b'\n') {
-        c.line(line);
+        match &mut salvage {
+            Some(s) => s.each_line(line, |l| c.line(l)),
+            None => c.line(line),
+        }
+    }
+    if let Some(s) = &mut salvage {
+        s.finish_each(|l| c.line(l));
+        ex.rec.tool_calls_salvaged = Some(s.salvaged() as u64).filter(|&n| n > 0);
     }
     c.finish().map_err(failure)
 }
@@ -387,6 +407,8 @@ fn json(ex: Exchange, v: &Value, hold: Option<Box<dyn Send>>) -> Response<RespBo
 struct SseTransform<S> {
     lines: LineSplitter,
     stream: S,
+    /// Tool-call salvage on Ollama's lines before they are translated.
+    salvage: Option<ChatSalvage>,
 }
 
 impl<S: SseStream> Transform for SseTransform<S> {
@@ -395,8 +417,12 @@ impl<S: SseStream> Transform for SseTransform<S> {
             return Bytes::new(); // the client's stream is complete; the rest is not read
         }
         let mut out = Vec::new();
-        let stream = &mut self.stream;
-        if let Err(e) = self.lines.feed(data, |l| out.extend(stream.line(l))) {
+        let (stream, salvage) = (&mut self.stream, &mut self.salvage);
+        let fed = self.lines.feed(data, |l| match salvage {
+            Some(s) => s.each_line(l, |l| out.extend(stream.line(l))),
+            None => out.extend(stream.line(l)),
+        });
+        if let Err(e) = fed {
             let err = BridgeError::new(Reason::UpstreamError, e.to_string());
             out.extend(stream.fail(&err));
         }
@@ -405,8 +431,15 @@ impl<S: SseStream> Transform for SseTransform<S> {
 
     fn finish(&mut self) -> Bytes {
         let mut out = Vec::new();
+        let (stream, salvage) = (&mut self.stream, &mut self.salvage);
         if let Some(l) = self.lines.finish() {
-            out.extend(self.stream.line(&l));
+            match salvage {
+                Some(s) => s.each_line(&l, |l| out.extend(stream.line(l))),
+                None => out.extend(stream.line(&l)),
+            }
+        }
+        if let Some(s) = salvage {
+            s.finish_each(|l| out.extend(stream.line(l)));
         }
         out.extend(self.stream.finish());
         Bytes::from(out)
@@ -418,5 +451,9 @@ impl<S: SseStream> Transform for SseTransform<S> {
 
     fn failed(&self) -> bool {
         self.stream.failed()
+    }
+
+    fn tool_calls_salvaged(&self) -> usize {
+        self.salvage.as_ref().map_or(0, ChatSalvage::salvaged)
     }
 }

@@ -36,6 +36,8 @@ pub struct Outcome {
     pub upstream_error: bool,
     /// With output capture: the assistant text and whether it was cut.
     pub output: Option<(String, bool)>,
+    /// Tool calls recovered from the reply's text.
+    pub tool_calls_salvaged: u64,
 }
 
 /// A request and its audit record, from arrival to the one write of the record.
@@ -173,6 +175,9 @@ impl Exchange {
         rec.prompt_tokens = o.tokens.prompt;
         rec.completion_tokens = o.tokens.completion;
         rec.duration_ms = self.start.elapsed().as_millis() as u64;
+        if o.tool_calls_salvaged > 0 {
+            rec.tool_calls_salvaged = Some(o.tool_calls_salvaged);
+        }
         if let Some((text, cut)) = o.output {
             rec.output = Some(text);
             rec.output_truncated = cut;

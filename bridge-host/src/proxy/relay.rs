@@ -107,6 +107,10 @@ pub trait Transform: Send {
     fn failed(&self) -> bool {
         false
     }
+    /// Tool calls it recovered from the reply's text (tool-call salvage).
+    fn tool_calls_salvaged(&self) -> usize {
+        0
+    }
 }
 
 enum State {
@@ -179,6 +183,9 @@ where
         tracing::warn!(reason = err.reason.as_str(), error = %err.message, "stream ended early");
         self.outcome.failure = Some(err.reason);
         let tail = match &mut self.transform {
+            // An opaque body (a non-streamed answer) has no error frame, rewritten or
+            // not: the client sees the cut.
+            Some(_) if self.kind == StreamKind::Opaque => None,
             Some(t) => Some(t.fail(&err)),
             None => self.kind.error_frame(&err),
         };
@@ -335,6 +342,9 @@ impl<B> Relay<B> {
         self.outcome.tokens = self.scanner.finish();
         self.outcome.upstream_error = self.scanner.saw_error();
         self.outcome.output = self.output.take().map(OutputCollector::finish);
+        if let Some(t) = &self.transform {
+            self.outcome.tool_calls_salvaged = t.tool_calls_salvaged() as u64;
+        }
     }
 }
 

@@ -204,3 +204,45 @@ async fn a_transform_rewrites_while_tokens_are_read_from_the_upstream() {
     assert_eq!(rec.completion_tokens, Some(3));
     assert_eq!(rec.bytes_out, (4 + LAST.len() + 3) as u64);
 }
+
+#[tokio::test]
+async fn a_broken_opaque_body_is_cut_even_when_rewritten() {
+    let f = Fixture::new();
+    let r = f.relay(vec![Step::Data("abc"), Step::Fail], StreamKind::Opaque);
+    let mut r = r.with_transform(Box::new(Shout));
+    let (_, end) = drain(&mut r).await;
+    assert!(
+        end.is_some(),
+        "a transform does not turn a cut into a clean end"
+    );
+    drop(r);
+    assert_eq!(f.records()[0].reason, Some(Reason::UpstreamError));
+}
+
+/// Says it salvaged two tool calls.
+struct Salvaged;
+
+impl Transform for Salvaged {
+    fn feed(&mut self, data: &[u8]) -> Bytes {
+        Bytes::copy_from_slice(data)
+    }
+    fn finish(&mut self) -> Bytes {
+        Bytes::new()
+    }
+    fn fail(&mut self, _: &BridgeError) -> Bytes {
+        Bytes::new()
+    }
+    fn tool_calls_salvaged(&self) -> usize {
+        2
+    }
+}
+
+#[tokio::test]
+async fn salvaged_tool_calls_reach_the_record() {
+    let f = Fixture::new();
+    let r = f.relay(vec![Step::Data(LAST)], StreamKind::Ndjson);
+    let mut r = r.with_transform(Box::new(Salvaged));
+    drain(&mut r).await;
+    drop(r);
+    assert_eq!(f.records()[0].tool_calls_salvaged, Some(2));
+}

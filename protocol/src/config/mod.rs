@@ -194,6 +194,8 @@ pub struct ModelPolicy {
     pub options: serde_json::Map<String, serde_json::Value>,
     /// `None` when the table has neither `keep_alive` nor `keep_alive_max`.
     pub keep_alive: Option<KeepAlivePolicy>,
+    /// `tool_salvage`; `None` when the table does not set it.
+    pub tool_salvage: Option<bool>,
 }
 
 /// What the configuration says about one model's load: its pinned runner options and its
@@ -264,6 +266,14 @@ impl Config {
             p.keep_alive = p.keep_alive.or(m.keep_alive);
         }
         p
+    }
+
+    /// Whether tool calls a model printed as text are salvaged: the most specific
+    /// matching table that says so decides; by default they are.
+    pub fn tool_salvage(&self, model: &crate::ModelName) -> bool {
+        self.model_tables(model)
+            .find_map(|m| m.tool_salvage)
+            .unwrap_or(true)
     }
 }
 

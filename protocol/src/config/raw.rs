@@ -144,6 +144,8 @@ pub(super) struct RawModel {
     /// The longest keep_alive a sandbox may ask for; without it (or `keep_alive`), the
     /// sandbox's keep_alive is removed.
     pub(super) keep_alive_max: Option<toml::Value>,
+    /// Recover tool calls the model printed as text (default true).
+    pub(super) tool_salvage: Option<bool>,
 }
 
 fn default_true() -> bool {

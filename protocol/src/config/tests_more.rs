@@ -250,3 +250,37 @@ fn surely_wrong_values_are_warnings() {
     assert_eq!(e.0[0].line, Some(4), "{e}");
     assert!(e.0[0].message.contains("invalid model name"), "{e}");
 }
+
+#[test]
+fn tool_salvage_is_on_unless_the_most_specific_table_says_no() {
+    let text = r#"
+[[sandbox]]
+name = "a"
+listen = "unix:/r/a.sock"
+
+[model."*"]
+tool_salvage = false
+
+[model."llama3.2:*"]
+tool_salvage = true
+keep_alive = "5m"
+
+[model."llama3.2:1b"]
+num_ctx = 4096
+"#;
+    let c = Config::parse(text, &env()).unwrap();
+    let m = |s: &str| crate::ModelName::parse(s).unwrap();
+    assert!(!c.tool_salvage(&m("qwen2.5:7b")));
+    assert!(c.tool_salvage(&m("llama3.2:3b")));
+    assert!(
+        c.tool_salvage(&m("llama3.2:1b")),
+        "a table without the key does not decide"
+    );
+    let bare = Config::parse(
+        "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/r/a.sock\"\n",
+        &env(),
+    );
+    assert!(bare.unwrap().tool_salvage(&m("x")));
+    let bad = "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/r/a.sock\"\n[model.\"*\"]\ntool_salvage = \"yes\"\n";
+    assert!(Config::parse(bad, &env()).is_err());
+}

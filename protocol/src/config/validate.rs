@@ -278,6 +278,7 @@ fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
         num_ctx: num_ctx?,
         options: options?,
         keep_alive: keep_alive?,
+        tool_salvage: m.tool_salvage,
     })
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bridge_tests::double::printed::Printed;
 use bridge_tests::double::{Double, DoubleConfig, OpenAiFaults, Script, ToolPlacement};
 use clap::{Parser, ValueEnum};
 
@@ -11,6 +12,9 @@ enum Placement {
     Intermediate,
     Final,
     Split,
+    /// Like llama3.2:3b: calls written into the content as text, in the form the prompt
+    /// names (`form=bare|fenced|tagged|python_tag|pythonic`; bare by default).
+    Printed,
 }
 
 #[derive(Parser)]
@@ -45,6 +49,7 @@ async fn main() {
             Placement::Intermediate => ToolPlacement::Intermediate,
             Placement::Final => ToolPlacement::Final,
             Placement::Split => ToolPlacement::Split,
+            Placement::Printed => ToolPlacement::Printed(Printed::AskedFor),
         },
         pace: Duration::from_millis(a.pace_ms),
         ..Script::default()

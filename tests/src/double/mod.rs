@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 mod native;
 mod openai;
+pub mod printed;
 mod server;
 pub mod stamp;
 pub mod tokenize;
@@ -39,6 +40,10 @@ pub enum ToolPlacement {
     Final,
     /// One call per intermediate chunk.
     Split,
+    /// No `tool_calls`: like llama3.2:3b, the calls are written into the content in
+    /// this form, cut at awkward places ([`printed`]). `Verbatim` writes the script's
+    /// text (with tools offered, however it looks).
+    Printed(printed::Printed),
 }
 
 /// How the double answers chat and generate requests.

@@ -244,7 +244,13 @@ pub fn plan_chat(state: &State, req: &Map<String, Value>) -> Result<Plan, Respon
                 .join(" ")
         ),
     };
-    let mut pieces = words(&text);
+    let (mut pieces, calls) = match script.tools {
+        ToolPlacement::Printed(form) if !tools.is_empty() => {
+            let text = super::printed::text(form, &calls, script.text.as_deref(), last_text);
+            (super::printed::pieces(&text), Vec::new())
+        }
+        _ => (words(&text), calls),
+    };
     let done_reason = limit(&mut pieces, req);
     Ok(Plan {
         model: req

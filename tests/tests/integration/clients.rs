@@ -25,7 +25,7 @@ async fn setup() -> (Double, Host) {
 }
 
 /// Runs COMMAND through the bwrap recipe; returns its stdout as JSON.
-async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
+pub(crate) async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
     let sock_dir = socket(host, "agent").parent().unwrap().to_owned();
     let mut recipe = tokio::process::Command::new("sh");
     recipe

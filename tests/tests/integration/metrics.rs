@@ -165,3 +165,32 @@ async fn connections_refused_at_max_connections_are_counted() {
     assert_eq!(host.audit_records().len(), 1);
     drop(held);
 }
+
+/// Tool calls recovered from printed text are counted per sandbox and model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn salvaged_tool_calls_are_counted() {
+    use bridge_tests::double::printed::Printed;
+    use bridge_tests::double::ToolPlacement;
+    let double = Double::start(DoubleConfig::default()).await;
+    double.set_script(Script {
+        tools: ToolPlacement::Printed(Printed::Tagged),
+        ..Script::default()
+    });
+    let host = Host::start(&config(
+        &double.url(),
+        &[("agent", "models = [\"llama3.2:3b\"]")],
+        "[metrics]\nlisten = \"unix:{dir}/metrics.sock\"\n",
+    ))
+    .await;
+    let sock = socket(&host, "agent");
+    let line = r#"ollama_bridge_tool_calls_salvaged_total{sandbox="agent",model="llama3.2:3b"}"#;
+    let tools = bridge_tests::oai::tools();
+    let chat = json!({"model": "llama3.2:3b", "tools": tools,
+        "messages": [{"role": "user", "content": "weather and time?"}]});
+    for _ in 0..2 {
+        let (s, _, _) = collect(send_unix(&sock, post("/api/chat", &chat)).await.unwrap()).await;
+        assert_eq!(s, 200);
+    }
+    let after = scrape(&host).await;
+    assert_eq!(sample(&after, line), 4.0, "{after}");
+}

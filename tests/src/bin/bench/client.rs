@@ -33,6 +33,11 @@ pub fn stream_chat() -> Vec<u8> {
     br#"{"model":"qwen2.5:7b","messages":[{"role":"user","content":"Count."}]}"#.to_vec()
 }
 
+/// [`stream_chat`] offering a tool: the bridge runs the reply through tool-call salvage.
+pub fn stream_chat_tools() -> Vec<u8> {
+    br#"{"model":"qwen2.5:7b","messages":[{"role":"user","content":"Count."}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]}"#.to_vec()
+}
+
 /// One client connection.
 pub struct Conn {
     s: TcpStream,

@@ -135,8 +135,13 @@ pub struct Streams {
 }
 
 /// `n` concurrent streamed chat requests, read to their end.
-pub async fn streams(addr: SocketAddr, n: usize) -> Streams {
-    let req: Arc<[u8]> = client::request("/api/chat", &client::stream_chat(), false).into();
+pub async fn streams(addr: SocketAddr, n: usize, tools: bool) -> Streams {
+    let body = if tools {
+        client::stream_chat_tools()
+    } else {
+        client::stream_chat()
+    };
+    let req: Arc<[u8]> = client::request("/api/chat", &body, false).into();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..n {

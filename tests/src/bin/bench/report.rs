@@ -205,6 +205,23 @@ impl Results {
                 );
             }
         }
+        let one = |tools: bool| {
+            self.streams.iter().find(|x| {
+                x.path == "bridge"
+                    && x.streams == 1
+                    && x.scenario.ends_with("tools offered") == tools
+            })
+        };
+        if let (Some(plain), Some(tools)) = (one(false), one(true)) {
+            s += &format!(
+                "\nTool-call salvage on plain text (bridge, 1 stream, same run): per-chunk p50 / p99 {:.0} / {:.0} µs with tools offered, {:.0} / {:.0} µs without: added p99 {:.0} µs.\n",
+                tools.p50_us,
+                tools.p99_us,
+                plain.p50_us,
+                plain.p99_us,
+                tools.p99_us - plain.p99_us
+            );
+        }
         if let Some(d) = self.big("direct") {
             s += &format!(
                 "\n### A {:.1} MiB request (base64 image in a chat message, through the rewrite path)\n\n",

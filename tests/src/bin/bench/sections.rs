@@ -138,12 +138,15 @@ impl Bench<'_> {
 
     pub fn streams(&mut self) {
         let pl = self.plan;
+        // The first and the last differ only in the tools offered: plain text through
+        // the tool-call salvage (the bridge path) against the same text without it.
         let scenarios = [
             (
                 format!("1 stream, {} chunks every 1 ms", pl.chunks),
                 1usize,
                 Duration::from_millis(1),
                 pl.single_reps,
+                false,
             ),
             (
                 format!(
@@ -155,21 +158,30 @@ impl Bench<'_> {
                 pl.many,
                 pl.many_pace,
                 1,
+                false,
             ),
             (
                 format!("{} streams, {} chunks at once", pl.many, pl.chunks),
                 pl.many,
                 Duration::ZERO,
                 1,
+                false,
+            ),
+            (
+                format!("1 stream, {} chunks every 1 ms, tools offered", pl.chunks),
+                1usize,
+                Duration::from_millis(1),
+                pl.single_reps,
+                true,
             ),
         ];
-        for (name, n, pace, reps) in &scenarios {
+        for (name, n, pace, reps, tools) in &scenarios {
             self.double.set_script(stamped(pl.chunks, *pace));
             for p in &self.paths {
                 let mut all = load::Streams::default();
                 let mut wall = Duration::ZERO;
                 for _ in 0..*reps {
-                    let s = self.rt.block_on(load::streams(p.addr, *n));
+                    let s = self.rt.block_on(load::streams(p.addr, *n, *tools));
                     all.stats.latency_ns.extend(s.stats.latency_ns);
                     all.stats.coalesced_reads += s.stats.coalesced_reads;
                     all.stats.held_reads += s.stats.held_reads;
