@@ -78,14 +78,20 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let by_char = run(&tools, &chars);
     for other in [&random, &by_char] {
-        assert_eq!(whole.0.clone() + &whole.1.text, other.0.clone() + &other.1.text);
+        assert_eq!(
+            whole.0.clone() + &whole.1.text,
+            other.0.clone() + &other.1.text
+        );
         assert_eq!(whole.1.calls, other.1.calls);
     }
     let out = whole.0 + &whole.1.text;
     if whole.1.calls.is_empty() {
         assert_eq!(out, text);
     } else {
-        assert!(text.starts_with(&out), "{out:?} is not the text before the calls");
+        assert!(
+            text.starts_with(&out),
+            "{out:?} is not the text before the calls"
+        );
         for c in &whole.1.calls {
             assert!(tools.accepts(&c.name, &c.arguments), "{c:?}");
         }
