@@ -6,6 +6,7 @@
 
 // Handlers return a ready error response early; its size does not matter here.
 #![allow(clippy::result_large_err)]
+mod models;
 mod native;
 mod openai;
 pub mod printed;

@@ -10,7 +10,8 @@ use http::{Response, StatusCode};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
-use super::native::{self, find_model, lookup, parse_body, plan_chat, vector};
+use super::models::{find_model, lookup, parse_body, vector};
+use super::native::{self, plan_chat};
 use super::server::{json as json_resp, stream, DBody};
 use super::State;
 

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
-use super::{native, openai, Recorded, State};
+use super::{models, native, openai, Recorded, State};
 
 /// The double's response body.
 pub type DBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -178,14 +178,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
             let v = state.config.lock().unwrap().version.clone();
             json(StatusCode::OK, &serde_json::json!({ "version": v }))
         }
-        ("GET" | "HEAD", "/api/tags") => native::tags(&state),
-        ("GET", "/api/ps") => native::ps(&state),
-        ("POST", "/api/show") => native::show(&state, &body),
+        ("GET" | "HEAD", "/api/tags") => models::tags(&state),
+        ("GET", "/api/ps") => models::ps(&state),
+        ("POST", "/api/show") => models::show(&state, &body),
         ("POST", "/api/chat") => native::chat(&state, &body).await,
         ("POST", "/api/generate") => native::generate(&state, &body).await,
-        ("POST", "/api/embed") => native::embed(&state, &body, false),
-        ("POST", "/api/embeddings") => native::embed(&state, &body, true),
-        ("POST", "/api/pull") => native::pull(&body),
+        ("POST", "/api/embed") => models::embed(&state, &body, false),
+        ("POST", "/api/embeddings") => models::embed(&state, &body, true),
+        ("POST", "/api/pull") => models::pull(&body),
         ("POST", "/api/copy" | "/api/create" | "/api/push") | ("DELETE", "/api/delete") => {
             json(StatusCode::OK, &serde_json::json!({"status":"success"}))
         }

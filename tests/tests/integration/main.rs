@@ -26,6 +26,7 @@ mod metrics;
 mod monitor;
 mod num_ctx;
 mod openai;
+mod openai_completions;
 mod openai_errors;
 mod openai_fields;
 mod policy;
