@@ -1,32 +1,19 @@
 //! Unit tests of the early answer's body (tokio's clock paused): SSE comments while
 //! Ollama is silent, none on NDJSON, the body once it answers, the record's status.
 
-use std::sync::Arc;
-
 use protocol::audit::AuditRecord;
 use tokio::sync::oneshot;
 
 use super::*;
-use crate::observe::audit_log::AuditLog;
-use crate::proxy::ctx::Shared;
+use crate::proxy::record::TestAudit;
 use crate::proxy::relay::Relay;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    shared: Arc<Shared>,
-}
+/// The audit log the exchanges of a test finish in.
+struct Fixture(TestAudit);
 
 impl Fixture {
     fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let shared = Arc::new(Shared::new(AuditLog::open(&path).unwrap()));
-        Fixture {
-            _dir: dir,
-            path,
-            shared,
-        }
+        Fixture(TestAudit::new())
     }
 
     /// An early answer whose rest waits for `rx`, then relays `text` or fails.
@@ -35,7 +22,7 @@ impl Fixture {
         kind: StreamKind,
         rx: oneshot::Receiver<Result<&'static str, BridgeError>>,
     ) -> Response<RespBody> {
-        let ex = Exchange::for_test(self.shared.clone());
+        let ex = self.0.exchange();
         answer(kind, ex, move |ex| async move {
             match rx.await.unwrap() {
                 Ok(text) => {
@@ -48,12 +35,7 @@ impl Fixture {
     }
 
     fn records(&self) -> Vec<AuditRecord> {
-        self.shared.audit.close(Duration::from_secs(10));
-        std::fs::read_to_string(&self.path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.0.records()
     }
 }
 

@@ -245,3 +245,41 @@ impl Future for Written {
         Poll::Pending
     }
 }
+
+/// An audit log in a temp dir and exchanges on it, for unit tests of what finishes them
+/// (the relay, the early answer): `records()` closes the log and reads what was written.
+#[cfg(test)]
+pub struct TestAudit {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    shared: Arc<Shared>,
+}
+
+#[cfg(test)]
+impl TestAudit {
+    pub fn new() -> TestAudit {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = crate::observe::audit_log::AuditLog::open(&path).unwrap();
+        TestAudit {
+            _dir: dir,
+            path,
+            shared: Arc::new(Shared::new(log)),
+        }
+    }
+
+    /// A new exchange whose record goes to this log.
+    pub fn exchange(&self) -> Exchange {
+        Exchange::for_test(self.shared.clone())
+    }
+
+    /// Every record written so far (the log is flushed first).
+    pub fn records(&self) -> Vec<AuditRecord> {
+        self.shared.audit.close(std::time::Duration::from_secs(10));
+        std::fs::read_to_string(&self.path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}

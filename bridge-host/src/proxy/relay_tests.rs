@@ -2,13 +2,11 @@
 //! timeouts, a client gone, transforms; each checks the one record written.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use protocol::audit::AuditRecord;
 
 use super::*;
-use crate::observe::audit_log::AuditLog;
-use crate::proxy::ctx::Shared;
+use crate::proxy::record::TestAudit;
 
 /// An upstream body that yields these steps, then ends.
 enum Step {
@@ -40,36 +38,21 @@ impl Body for Script {
     }
 }
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-    shared: Arc<Shared>,
-}
+/// The audit log the exchanges of a test finish in.
+struct Fixture(TestAudit);
 
 impl Fixture {
     fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let shared = Arc::new(Shared::new(AuditLog::open(&path).unwrap()));
-        Fixture {
-            _dir: dir,
-            path,
-            shared,
-        }
+        Fixture(TestAudit::new())
     }
 
     fn relay(&self, steps: Vec<Step>, kind: StreamKind) -> Relay<Script> {
-        let ex = Exchange::for_test(self.shared.clone());
+        let ex = self.0.exchange();
         Relay::new(Script(steps.into()), kind, Duration::from_secs(5), ex, None)
     }
 
     fn records(&self) -> Vec<AuditRecord> {
-        self.shared.audit.close(Duration::from_secs(10));
-        std::fs::read_to_string(&self.path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.0.records()
     }
 }
 

@@ -29,7 +29,7 @@
 use serde_json::{json, Map, Value};
 
 use super::request::{bool_field, include_usage, invalid, model_of, sampling_options, type_err};
-use super::response::CollectError;
+use super::response::{read_line, CollectError};
 use super::stream::{error_event, sse, SseStream};
 use super::{field, finish_reason, native_error, upstream_error_body, usage, Meta, TranslateError};
 use crate::error::{BridgeError, Reason};
@@ -258,12 +258,13 @@ impl CompletionCollector {
 
     /// One NDJSON line (or Ollama's whole non-streamed object).
     pub fn line(&mut self, line: &[u8]) {
-        if line.iter().all(u8::is_ascii_whitespace) || self.finished() {
+        if self.finished() {
             return;
         }
-        match serde_json::from_slice::<Value>(line) {
-            Ok(v) => self.chunk(&v),
-            Err(e) => self.error = Some(CollectError::NotJson(e.to_string())),
+        match read_line(line) {
+            Some(Ok(v)) => self.chunk(&v),
+            Some(Err(e)) => self.error = Some(e),
+            None => {}
         }
     }
 

@@ -7,6 +7,14 @@ use thiserror::Error;
 
 use super::{finish_reason, native_error, usage, Call, CallNumbering, Meta};
 
+/// One line of Ollama's NDJSON answer as a value: `None` for a blank line.
+pub(crate) fn read_line(line: &[u8]) -> Option<Result<Value, CollectError>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    Some(serde_json::from_slice(line).map_err(|e| CollectError::NotJson(e.to_string())))
+}
+
 /// Why no `chat.completion` could be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CollectError {
@@ -50,12 +58,13 @@ impl ChatCollector {
 
     /// One NDJSON line (or Ollama's whole non-streamed object).
     pub fn line(&mut self, line: &[u8]) {
-        if line.iter().all(u8::is_ascii_whitespace) || self.finished() {
+        if self.finished() {
             return;
         }
-        match serde_json::from_slice::<Value>(line) {
-            Ok(v) => self.chunk(&v),
-            Err(e) => self.error = Some(CollectError::NotJson(e.to_string())),
+        match read_line(line) {
+            Some(Ok(v)) => self.chunk(&v),
+            Some(Err(e)) => self.error = Some(e),
+            None => {}
         }
     }
 
