@@ -368,6 +368,19 @@ pub fn python() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// A copy of `src` that any user may read and run (mode 0755, in a 0755 temp dir), for
+/// tests that run it as another user: the repository and `target/` may sit in a private
+/// directory (a `mktemp -d` clone is 0700). Keep the returned dir alive while it runs.
+pub fn copy_for_others(src: &Path) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dst = dir.path().join(src.file_name().expect("a file name"));
+    std::fs::copy(src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, dst)
+}
+
 /// A process's peak resident set (VmHWM) in bytes.
 pub fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -5,7 +5,9 @@ use std::os::unix::process::CommandExt;
 use std::process::Output;
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, dead_upstream, guest_bin, require_root, socket, Host};
+use bridge_tests::harness::{
+    bin, config, copy_for_others, dead_upstream, guest_bin, require_root, socket, Host,
+};
 use bridge_tests::http::{bridge_status, collect, req, send_unix, GUARD};
 use serde_json::Value;
 
@@ -13,7 +15,10 @@ const SANDBOX: &str = "models = [\"qwen2.5:7b\", \"llama3.2:*\"]";
 const EXTRA: &str = "[model.\"qwen2.5:7b\"]\nnum_ctx = 16384\n";
 
 async fn doctor(connect: &str, extra: &[&str], uid: Option<u32>) -> (Option<i32>, String) {
-    let mut cmd = std::process::Command::new(guest_bin());
+    // Run as another user, the guest must be readable by it wherever the build is.
+    let copy = uid.map(|_| copy_for_others(&guest_bin()));
+    let guest = copy.as_ref().map_or_else(guest_bin, |(_, p)| p.clone());
+    let mut cmd = std::process::Command::new(guest);
     cmd.args(["doctor", "--listen", "127.0.0.1:0", "--connect", connect])
         .args(extra);
     if let Some(u) = uid {

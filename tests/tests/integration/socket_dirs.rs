@@ -7,7 +7,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{guest_bin, repo, require_root, Host};
+use bridge_tests::harness::{copy_for_others, guest_bin, repo, require_root, Host};
 
 use crate::privileges::setpriv;
 
@@ -71,7 +71,8 @@ async fn a_socket_owner_reaches_its_socket_or_is_told_which_directory_stops_it()
         "{log}"
     );
     // And the recipe tells nobody which directory stops it.
-    let recipe = repo().join("deploy/bwrap/ollama-sandbox");
+    // (A copy nobody can read, wherever the repository is.)
+    let (_copy, recipe) = copy_for_others(&repo().join("deploy/bwrap/ollama-sandbox"));
     let guest = guest_bin();
     let b_dir = host.path("run/b");
     let (code, err) = as_nobody(&[
