@@ -67,6 +67,10 @@ pub struct AuditRecord {
     /// the 200 sent, and an error of Ollama's went into the stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// How long a model request waited in the upstream's fair queue (0: a slot was
+    /// free); absent for requests that never queue (listings, version, refusals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_ms: Option<u64>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: u64,
@@ -114,6 +118,7 @@ impl AuditRecord {
             tool_calls_salvaged: None,
             status: 0,
             upstream_status: None,
+            queued_ms: None,
             bytes_in: 0,
             bytes_out: 0,
             duration_ms: 0,

@@ -88,9 +88,6 @@ impl RawLimits {
         let mut errs = Vec::new();
         let d = Limits::default();
         if let Some(q) = self.queue_timeout {
-            if self.max_concurrent.is_none() {
-                errs.push("queue_timeout applies only with max_concurrent: set max_concurrent or remove queue_timeout".into());
-            }
             if q.is_zero() || q > MAX_WAIT {
                 errs.push(format!(
                     "queue_timeout must be between 1ms and {MAX_WAIT:?} (leave it out for no wait)"

@@ -158,6 +158,24 @@ pub enum RouteError {
 }
 
 impl Route {
+    /// A request that has Ollama run a model: it waits for a turn in the upstream's fair
+    /// queue (`[upstream] max_parallel`). Listings, `show`, `version` and management never
+    /// queue.
+    pub fn runs_model(&self) -> bool {
+        matches!(
+            self,
+            Route::Chat
+                | Route::Generate
+                | Route::Embed
+                | Route::Embeddings
+                | Route::OaiChat
+                | Route::OaiCompletions
+                | Route::OaiEmbeddings
+                | Route::OaiResponses
+                | Route::AnthropicMessages
+        )
+    }
+
     /// Classifies a request by method and raw path + query.
     pub fn classify(method: &str, path: &str, query: Option<&str>) -> Result<Route, RouteError> {
         if !is_canonical_path(path) {

@@ -102,8 +102,8 @@ pub fn run(args: StatusArgs) -> ExitCode {
     let mut healthy = true;
     if !args.json {
         println!(
-            "{:<16} {:<52} {:<6} {:>9}  OLLAMA",
-            "SANDBOX", "LISTEN", "STATE", "IN_FLIGHT"
+            "{:<16} {:<52} {:<6} {:>9} {:>14}  OLLAMA",
+            "SANDBOX", "LISTEN", "STATE", "IN_FLIGHT", "QUEUED"
         );
     }
     for sb in &config.sandboxes {
@@ -161,11 +161,12 @@ pub fn run(args: StatusArgs) -> ExitCode {
             println!("{line}");
         } else {
             println!(
-                "{:<16} {:<52} {:<6} {:>9}  {ollama}",
+                "{:<16} {:<52} {:<6} {:>9} {:>14}  {ollama}",
                 sb.name.as_str(),
                 sb.listen.to_string(),
                 state,
-                in_flight
+                in_flight,
+                queued(&doc["queue"]),
             );
         }
     }
@@ -173,5 +174,15 @@ pub fn run(args: StatusArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// A sandbox's waiting requests in the fair queue and the oldest one's wait: `2 (4.1s)`;
+/// `-` without a queue or a status.
+fn queued(q: &Value) -> String {
+    match (q["waiting"].as_u64(), q["oldest_wait_ms"].as_u64()) {
+        (Some(0), _) => "0".into(),
+        (Some(n), Some(ms)) => format!("{n} ({:.1}s)", ms as f64 / 1000.0),
+        _ => "-".into(),
     }
 }

@@ -66,6 +66,8 @@ pub struct Metrics {
     duration: Family<EndpointLabels, Histogram>,
     tokens: Family<TokenLabels, Counter>,
     in_flight: Family<SandboxLabels, Gauge>,
+    queued: Family<SandboxLabels, Gauge>,
+    queue_wait: Family<SandboxLabels, Histogram>,
     upstream_errors: Family<ReasonLabels, Counter>,
     tool_calls_salvaged: Family<ModelLabels, Counter>,
     connections_refused: Family<SandboxLabels, Counter>,
@@ -90,6 +92,9 @@ impl Metrics {
             Family::<EndpointLabels, Histogram>::new_with_constructor(duration_histogram);
         let tokens = Family::<TokenLabels, Counter>::default();
         let in_flight = Family::<SandboxLabels, Gauge>::default();
+        let queued = Family::<SandboxLabels, Gauge>::default();
+        let queue_wait =
+            Family::<SandboxLabels, Histogram>::new_with_constructor(duration_histogram);
         let upstream_errors = Family::<ReasonLabels, Counter>::default();
         let connections_refused = Family::<SandboxLabels, Counter>::default();
         let tool_calls_salvaged = Family::<ModelLabels, Counter>::default();
@@ -113,6 +118,16 @@ impl Metrics {
             "in_flight_requests",
             "Requests being served",
             in_flight.clone(),
+        );
+        registry.register(
+            "queued_requests",
+            "Model requests waiting for a turn in the upstream's fair queue (max_parallel)",
+            queued.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "How long model requests waited in the upstream's fair queue",
+            queue_wait.clone(),
         );
         registry.register(
             "upstream_errors",
@@ -140,6 +155,8 @@ impl Metrics {
             duration,
             tokens,
             in_flight,
+            queued,
+            queue_wait,
             upstream_errors,
             tool_calls_salvaged,
             connections_refused,
@@ -151,6 +168,18 @@ impl Metrics {
     pub fn in_flight_guard(&self, sandbox: &str) -> InFlight {
         let g = self
             .in_flight
+            .get_or_create(&SandboxLabels {
+                sandbox: sandbox.to_owned(),
+            })
+            .clone();
+        g.inc();
+        InFlight(g)
+    }
+
+    /// Counts a request of `sandbox` waiting in the fair queue until the guard is dropped.
+    pub fn queued_guard(&self, sandbox: &str) -> InFlight {
+        let g = self
+            .queued
             .get_or_create(&SandboxLabels {
                 sandbox: sandbox.to_owned(),
             })
@@ -217,6 +246,13 @@ impl Metrics {
                     })
                     .inc_by(n);
             }
+        }
+        if let Some(ms) = rec.queued_ms {
+            self.queue_wait
+                .get_or_create(&SandboxLabels {
+                    sandbox: rec.sandbox.clone(),
+                })
+                .observe(ms as f64 / 1000.0);
         }
         if let Some(n) = rec.tool_calls_salvaged {
             self.tool_calls_salvaged

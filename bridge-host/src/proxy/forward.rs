@@ -40,7 +40,8 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     let mut sending: Sending = {
         let (up, method, path) = (up.clone(), c.method.clone(), c.path.clone());
         let headers = c.headers;
-        Box::pin(async move { up.send(method, &path, &headers, content_type, body).await })
+        let send = async move { up.send(method, &path, &headers, content_type, body).await };
+        super::queue::sending(ctx, &c.route, &mut ex, c.hangup.clone(), send)
     };
     let sent = match early::head_by(&mut sending, early).await {
         Ok(sent) => sent,

@@ -11,6 +11,7 @@ mod forward;
 mod health;
 mod listing;
 mod openai;
+mod queue;
 mod record;
 pub mod relay;
 mod reqbody;

@@ -53,7 +53,8 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     let early = early::deadline(&ex, ctx.upstream.cfg.early_headers)
         .filter(|_| target.streams())
         .map(|at| (at, StreamKind::Sse));
-    let mut sending = send(ctx.upstream.clone(), c.headers, native, target.path());
+    let send = send(ctx.upstream.clone(), c.headers, native, target.path());
+    let mut sending = super::queue::sending(ctx, &c.route, &mut ex, c.hangup.clone(), send);
     let sent = match early::head_by(&mut sending, early).await {
         Ok(sent) => sent,
         Err(kind) => {

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::ctx::{SandboxCtx, Shared};
+use super::queue::Ticket;
 use crate::observe::audit_log::ACK_WAIT;
 use crate::observe::metrics::InFlight;
 use crate::os::clock::unix_ms;
@@ -52,6 +53,9 @@ pub struct Exchange {
     /// The bridge already sent the client this status (early headers): a request cut
     /// off from now on keeps it in its record.
     head_sent: Option<u16>,
+    /// The request's place in the upstream's fair queue: its slot is given back when the
+    /// record is written.
+    ticket: Option<Arc<Ticket>>,
 }
 
 impl Exchange {
@@ -76,6 +80,7 @@ impl Exchange {
             flight: Some(flight),
             written: false,
             head_sent: None,
+            ticket: None,
         }
     }
 
@@ -89,6 +94,7 @@ impl Exchange {
             flight: None,
             written: false,
             head_sent: None,
+            ticket: None,
         }
     }
 
@@ -111,6 +117,7 @@ impl Exchange {
             flight: None,
             written: false,
             head_sent: None,
+            ticket: None,
         }
     }
 
@@ -134,6 +141,11 @@ impl Exchange {
     pub fn head_sent(&mut self, status: u16) {
         self.rec.status = status;
         self.head_sent = Some(status);
+    }
+
+    /// The request takes a turn in the upstream's queue with `t`.
+    pub fn hold_ticket(&mut self, t: Arc<Ticket>) {
+        self.ticket = Some(t);
     }
 
     /// The policy allowed the request.
@@ -199,6 +211,10 @@ impl Exchange {
     /// writer; the request leaves the in-flight count.
     fn write(&mut self) -> Written {
         self.written = true;
+        if let Some(t) = self.ticket.take() {
+            self.rec.queued_ms = t.waited_ms();
+            t.release();
+        }
         self.shared.metrics.observe(&self.rec);
         let ack = self.shared.audit.submit(&self.rec, true);
         self.flight.take();

@@ -61,6 +61,7 @@ fn limits_json(sb: &protocol::Sandbox) -> Value {
     let l = &sb.limits;
     json!({
         "max_concurrent": sb.max_concurrent,
+        "weight": sb.weight,
         "queue_timeout": l.queue_timeout.map(dur),
         "requests_per_minute": l.requests_per_minute,
         "max_body": sb.max_body,
@@ -115,12 +116,29 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         "openai_via_native": sb.openai_via_native,
         "limits": limits_json(sb),
         "queued": ctx.limits.queued(),
+        "queue": queue_json(ctx),
         "connections": ctx.limits.open_connections(),
         // Request-body bytes held right now against max_body_buffer (whole KiB per request).
         "body_buffer_held": ctx.limits.bodies.held(),
         // Not counting this status request itself.
         "in_flight": (ctx.shared.metrics.in_flight(sb.name.as_str()) - 1).max(0),
         "upstream": upstream_json(&health),
+    })
+}
+
+/// This sandbox's part of the upstream's fair queue (its own requests only; `null` with
+/// `max_parallel = "off"`).
+fn queue_json(ctx: &SandboxCtx) -> Value {
+    let Some(q) = &ctx.upstream.queue else {
+        return Value::Null;
+    };
+    let own = q.flow_view(ctx.sandbox.name.as_str());
+    json!({
+        "max_parallel": q.view().max_parallel,
+        "weight": ctx.sandbox.weight,
+        "slots_held": own.running,
+        "waiting": own.waiting,
+        "oldest_wait_ms": own.oldest_wait.as_millis() as u64,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The one pooled HTTP/1.1 client to Ollama, with the connect and header timeouts of
 //! `[upstream]` mapped to the bridge's error contract (502 unreachable, 504 no answer).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,20 +18,37 @@ use hyper_util::rt::TokioExecutor;
 use protocol::error::{BridgeError, Reason};
 use protocol::route::FORWARDED_HEADER;
 
+use crate::limits::queue::FairQueue;
+
 /// Request headers passed on to Ollama; everything else stays behind.
 const FORWARDED: [header::HeaderName; 3] =
     [header::ACCEPT, header::USER_AGENT, header::ACCEPT_LANGUAGE];
 
-/// The upstream client.
+/// The upstream client, and the fair queue in front of the server.
 #[derive(Clone)]
 pub struct Upstream {
     client: Client<HttpConnector, Chunks>,
     pub cfg: protocol::Upstream,
     host: HeaderValue,
+    /// `None` with `max_parallel = "off"`.
+    pub queue: Option<Arc<FairQueue>>,
 }
 
 impl Upstream {
-    pub fn new(cfg: protocol::Upstream) -> Upstream {
+    /// The client for `cfg`. After a reload, `prev` is the running one: a queue for the
+    /// same server is kept (requests holding or waiting for its slots stay in it) with
+    /// the new `max_parallel`.
+    pub fn new(cfg: protocol::Upstream, prev: Option<&Upstream>) -> Upstream {
+        let kept = prev
+            .filter(|p| p.cfg.base == cfg.base)
+            .and_then(|p| p.queue.clone());
+        let queue = cfg.max_parallel.map(|n| match kept {
+            Some(q) => {
+                q.set_max(n);
+                q
+            }
+            None => FairQueue::new(n),
+        });
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(cfg.connect_timeout));
         conn.set_nodelay(true);
@@ -40,7 +58,12 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .build(conn);
         let host = HeaderValue::from_str(&cfg.authority).expect("authority was validated");
-        Upstream { client, cfg, host }
+        Upstream {
+            client,
+            cfg,
+            host,
+            queue,
+        }
     }
 
     /// Sends a checked request; `body` is what the policy saw, re-serialised.

@@ -90,7 +90,7 @@ impl Server {
         let audit = AuditLog::open(&config.audit.path)?;
         let config = Arc::new(config);
         let shared = Arc::new(Shared::new(audit));
-        let upstream = Arc::new(Upstream::new(config.upstream.clone()));
+        let upstream = Arc::new(Upstream::new(config.upstream.clone(), None));
         let mut listeners = Vec::new();
         for sb in &config.sandboxes {
             let l = Listener::bind(&sb.listen, sb.socket_mode, sb.socket_owner)
@@ -204,7 +204,7 @@ impl Server {
             tracing::warn!("{w}");
         }
         if new.upstream != self.config.upstream {
-            self.upstream = Arc::new(Upstream::new(new.upstream.clone()));
+            self.upstream = Arc::new(Upstream::new(new.upstream.clone(), Some(&self.upstream)));
         }
         // Keep the audit settings the log was opened with.
         let mut effective = new;

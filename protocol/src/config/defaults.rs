@@ -95,6 +95,7 @@ impl Config {
                 header_timeout: Duration::from_secs(600),
                 idle_timeout: Duration::from_secs(120),
                 early_headers: Some(super::DEFAULT_EARLY_HEADERS),
+                max_parallel: Some(super::DEFAULT_MAX_PARALLEL),
                 ..upstream
             },
             audit: AuditSettings {
@@ -110,6 +111,7 @@ impl Config {
                 endpoints: EndpointClass::DEFAULT.into_iter().collect(),
                 openai_via_native: true,
                 max_concurrent: None,
+                weight: 1,
                 max_body: DEFAULT_MAX_BODY,
                 vsock_cid: None,
                 limits: Limits::default(),

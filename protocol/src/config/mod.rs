@@ -100,7 +100,15 @@ pub struct Upstream {
     /// A streamed request with no response headers sent this long after its arrival
     /// gets the bridge's own 200 and stream headers (`None`: `"off"`).
     pub early_headers: Option<Duration>,
+    /// Model requests Ollama works on at once; the rest wait in the bridge's fair queue
+    /// (`None`: `"off"`, no queue).
+    pub max_parallel: Option<u32>,
 }
+
+/// `[upstream] max_parallel` when the configuration does not set it.
+pub const DEFAULT_MAX_PARALLEL: u32 = 4;
+/// The largest `max_parallel` (and `weight`): larger is a typo, not a setting.
+pub const MAX_PARALLEL_LIMIT: u32 = 1024;
 
 /// `[upstream] early_headers` when the configuration does not set it.
 pub const DEFAULT_EARLY_HEADERS: Duration = Duration::from_secs(2);
@@ -153,6 +161,8 @@ pub struct Sandbox {
     pub endpoints: BTreeSet<EndpointClass>,
     pub openai_via_native: bool,
     pub max_concurrent: Option<u32>,
+    /// The sandbox's share of a saturated upstream in the fair queue (default 1).
+    pub weight: u32,
     pub max_body: u64,
     pub vsock_cid: Option<u32>,
     /// Every other limit (queue, rate, head, connections, client timeouts).

@@ -53,6 +53,32 @@ pub(super) struct RawUpstream {
     pub(super) idle_timeout: Option<HumanDuration>,
     /// When a streamed request gets the bridge's own headers, or `"off"`.
     pub(super) early_headers: Option<OrOff>,
+    /// Model requests Ollama works on at once (the rest queue fairly), or `"off"`.
+    pub(super) max_parallel: Option<CountOrOff>,
+}
+
+/// A count, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub(super) enum CountOrOff {
+    Count(i64),
+    Word(OffWord),
+}
+
+/// The string `"off"` (anything else is an error that says what to write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub(super) struct OffWord;
+
+impl TryFrom<String> for OffWord {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.trim() == "off" {
+            Ok(OffWord)
+        } else {
+            Err(format!("{s:?}: expected a number or \"off\""))
+        }
+    }
 }
 
 /// A duration, or `"off"`.
@@ -103,11 +129,14 @@ pub(super) struct RawSandbox {
     pub(super) openai_via_native: bool,
     /// Requests in flight for this sandbox; more get 429.
     pub(super) max_concurrent: Option<u32>,
+    /// Share of a saturated upstream in the fair queue (default 1).
+    pub(super) weight: Option<i64>,
     /// Largest request body accepted.
     pub(super) max_body: Option<ByteSize>,
     /// Request-body bytes this sandbox's requests may hold at once (default 4 × max_body).
     pub(super) max_body_buffer: Option<ByteSize>,
-    /// With max_concurrent: wait this long for a free slot before answering 429.
+    /// Wait at most this long for a `max_concurrent` slot or a place in the upstream's
+    /// fair queue before answering 429.
     pub(super) queue_timeout: Option<HumanDuration>,
     /// Token bucket: a burst of N requests, refilled at N per minute; more get 429.
     pub(super) requests_per_minute: Option<u32>,

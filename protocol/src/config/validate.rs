@@ -14,12 +14,13 @@ use crate::route::EndpointClass;
 
 use super::found::{Found, Table};
 use super::privileges::RawPrivileges;
-use super::raw::{RawAudit, RawMetrics, RawModel, RawSandbox, RawUpstream};
+use super::raw::{CountOrOff, RawAudit, RawMetrics, RawModel, RawSandbox, RawUpstream};
 use super::values::{parse_keep_alive, parse_mode, parse_owner, parse_runner_pins, parse_upstream};
 use super::{
     parse_metrics_listen, AuditSettings, Config, ConfigErrors, DefaultsEnv, KeepAlivePolicy,
     MetricsListen, ModelPolicy, NumCtxPolicy, Privileges, Sandbox, SandboxName, Upstream,
-    DEFAULT_EARLY_HEADERS, DEFAULT_MAX_BODY, DEFAULT_UPSTREAM, MAX_NUM_CTX,
+    DEFAULT_EARLY_HEADERS, DEFAULT_MAX_BODY, DEFAULT_MAX_PARALLEL, DEFAULT_UPSTREAM, MAX_NUM_CTX,
+    MAX_PARALLEL_LIMIT,
 };
 
 impl Config {
@@ -70,6 +71,22 @@ fn check_upstream(raw: &RawUpstream, found: &mut Found) -> Upstream {
         early_headers: raw
             .early_headers
             .map_or(Some(DEFAULT_EARLY_HEADERS), |d| d.0),
+        ..upstream
+    };
+    let max_parallel = match raw.max_parallel {
+        None => Some(DEFAULT_MAX_PARALLEL),
+        Some(CountOrOff::Word(_)) => None,
+        Some(CountOrOff::Count(n)) => match u32::try_from(n) {
+            Ok(n @ 1..=MAX_PARALLEL_LIMIT) => Some(n),
+            _ => {
+                let m = format!("[upstream] max_parallel must be between 1 and {MAX_PARALLEL_LIMIT} (or \"off\" for no queue); match it to OLLAMA_NUM_PARALLEL times the models loaded at once");
+                found.section_err("upstream", "max_parallel", m);
+                Some(DEFAULT_MAX_PARALLEL)
+            }
+        },
+    };
+    let upstream = Upstream {
+        max_parallel,
         ..upstream
     };
     if upstream.early_headers == Some(Duration::ZERO) {
@@ -145,6 +162,16 @@ fn check_sandbox(name: SandboxName, listen: ListenAddr, s: &RawSandbox, t: &mut 
     let (socket_mode, socket_owner) = check_socket(s, t);
     let models = check_sandbox_models(s.models.as_deref(), t);
     let (max_body, limits) = check_limits(s, t);
+    let weight = match s.weight.map(u32::try_from) {
+        None => 1,
+        Some(Ok(w @ 1..=MAX_PARALLEL_LIMIT)) => w,
+        Some(_) => {
+            t.err(format_args!(
+                "weight must be between 1 and {MAX_PARALLEL_LIMIT} (a sandbox of weight 2 gets twice the share of a busy upstream of one of weight 1)"
+            ));
+            1
+        }
+    };
     if s.vsock_cid.is_some() && !matches!(listen, ListenAddr::Vsock { .. }) {
         t.err("vsock_cid applies only to vsock: listeners");
     }
@@ -163,6 +190,7 @@ fn check_sandbox(name: SandboxName, listen: ListenAddr, s: &RawSandbox, t: &mut 
         ),
         openai_via_native: s.openai_via_native,
         max_concurrent: s.max_concurrent,
+        weight,
         max_body,
         vsock_cid: s.vsock_cid,
         limits,

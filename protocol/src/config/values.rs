@@ -44,6 +44,7 @@ pub(super) fn parse_upstream(url: &str) -> Result<Upstream, String> {
         header_timeout: Duration::ZERO,
         idle_timeout: Duration::ZERO,
         early_headers: None,
+        max_parallel: None,
     })
 }
 

@@ -1,0 +1,150 @@
+//! A model request's turn at Ollama: before it is sent, it takes a slot of the upstream's
+//! fair queue (`limits::queue`), waiting when `max_parallel` requests are already in
+//! Ollama. The wait is part of the send, so a streamed request that waits gets its early
+//! headers like one waiting for a model load. The slot is held by the request's
+//! [`Ticket`], which the exchange keeps until its record is written: for the whole
+//! answer, stream included, and given back on every path (finished, failed, client gone,
+//! dropped).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::Response;
+use hyper::body::Incoming;
+use protocol::error::{BridgeError, Reason};
+use protocol::limits::retry_after_secs;
+use protocol::route::Route;
+use tokio::time::Instant;
+
+use super::ctx::SandboxCtx;
+use super::early::Sending;
+use super::record::Exchange;
+use crate::limits::queue::{Entry, Slot};
+use crate::net::hangup::Hangup;
+
+/// A request's place in the queue: how long it waited, and its slot once it has one.
+#[derive(Default)]
+pub struct Ticket {
+    /// Milliseconds waited, `u64::MAX` until the request got its slot.
+    waited_ms: AtomicU64,
+    slot: Mutex<Option<Slot>>,
+}
+
+impl Ticket {
+    fn new() -> Ticket {
+        Ticket {
+            waited_ms: AtomicU64::new(u64::MAX),
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// How long the request waited for its slot; `None` when it never got one.
+    pub fn waited_ms(&self) -> Option<u64> {
+        Some(self.waited_ms.load(Ordering::Relaxed)).filter(|&w| w != u64::MAX)
+    }
+
+    /// Gives the slot back (the exchange's record is written).
+    pub fn release(&self) {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(slot);
+    }
+
+    fn hold(&self, slot: Slot, waited: Duration) {
+        self.waited_ms
+            .store(waited.as_millis() as u64, Ordering::Relaxed);
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
+    }
+}
+
+/// `send` after the request's turn at Ollama, for a request that runs a model while the
+/// upstream has a queue; `send` alone otherwise. The wait ends with the request's own
+/// limit (`queue_timeout`, else `header_timeout` from its arrival: as long as it would
+/// have waited inside Ollama), or when the client goes away.
+pub fn sending<F>(
+    ctx: &SandboxCtx,
+    route: &Route,
+    ex: &mut Exchange,
+    hangup: Option<Hangup>,
+    send: F,
+) -> Sending
+where
+    F: Future<Output = Result<Response<Incoming>, BridgeError>> + Send + 'static,
+{
+    let Some(queue) = ctx.upstream.queue.clone().filter(|_| route.runs_model()) else {
+        return Box::pin(send);
+    };
+    let ticket = Arc::new(Ticket::new());
+    ex.hold_ticket(ticket.clone());
+    let arrived = Instant::from_std(ex.started());
+    let header_timeout = ctx.upstream.cfg.header_timeout;
+    let name = ctx.sandbox.name.to_string();
+    let weight = ctx.sandbox.weight;
+    let own = ctx
+        .sandbox
+        .limits
+        .queue_timeout
+        .filter(|q| *q < header_timeout);
+    let shared = ctx.shared.clone();
+    Box::pin(async move {
+        let slot = match queue.enter(&name, weight) {
+            Entry::Now(slot) => slot,
+            Entry::Wait(waiting) => {
+                let _counted = shared.metrics.queued_guard(&name);
+                let gone = async {
+                    match &hangup {
+                        Some(h) => h.gone().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let limit = own.unwrap_or(header_timeout);
+                tokio::select! {
+                    got = tokio::time::timeout_at(arrived + limit, waiting) => match got {
+                        Ok(slot) => slot,
+                        Err(_) => return Err(too_long(&name, own, header_timeout, queue.view().max_parallel)),
+                    },
+                    () = gone => return Err(BridgeError::new(Reason::ClientClosed,
+                        "the client closed its connection while waiting for a turn at Ollama",
+                    )),
+                }
+            }
+        };
+        ticket.hold(slot, arrived.elapsed());
+        // The wait counts against header_timeout, as it would have inside Ollama.
+        match tokio::time::timeout_at(arrived + header_timeout, send).await {
+            Ok(r) => r,
+            Err(_) => Err(BridgeError::new(
+                Reason::UpstreamTimeout,
+                format!("Ollama sent no answer within {header_timeout:?} (header_timeout) of the request's arrival, its wait for a turn included"),
+            )),
+        }
+    })
+}
+
+/// The end of a wait that lasted the request's limit.
+fn too_long(
+    sandbox: &str,
+    own: Option<Duration>,
+    header_timeout: Duration,
+    max_parallel: u32,
+) -> BridgeError {
+    match own {
+        Some(q) => {
+            let secs = retry_after_secs(q);
+            BridgeError::new(
+                Reason::RateLimited,
+                format!(
+                    "sandbox \"{sandbox}\" waited {q:?} (its queue_timeout) for a turn at Ollama, which is busy with {max_parallel} requests (max_parallel); retry in {secs} s"
+                ),
+            )
+            .with_retry_after(secs)
+        }
+        None => BridgeError::new(
+            Reason::UpstreamTimeout,
+            format!(
+                "no turn at Ollama within {header_timeout:?} (header_timeout): it stayed busy with {max_parallel} requests (max_parallel)"
+            ),
+        ),
+    }
+}
