@@ -1,10 +1,12 @@
-//! Noticing that a client has gone while its request waits for a `max_concurrent` slot.
+//! Noticing that a client has gone while its request waits: for a `max_concurrent` slot,
+//! in the upstream's fair queue, or for Ollama's answer after early headers.
 //! The bridge allows half-close (a client may shut its sending side after the request
 //! and still read the answer), so reading an end of stream proves nothing; a socket whose
 //! peer closed entirely reports a hang-up (`EPOLLHUP`), which a half-close does not.
 //! hyper owns the connection's stream, so the watch uses a second descriptor of the same
-//! socket, cloned at accept — only on unix-socket listeners of sandboxes with
-//! `queue_timeout`, as it costs one descriptor per connection.
+//! socket, cloned at accept — only on unix-socket listeners where a request may wait
+//! (`queue_timeout`, or a fair queue: `[upstream] max_parallel` not `"off"`), as it costs
+//! one descriptor per connection.
 
 use std::io;
 use std::sync::Arc;

@@ -56,8 +56,12 @@ pub(crate) async fn accept_loop(
         last_warn: None,
     };
     loop {
-        // Waiting in the queue is cut short when the client leaves: that needs a watch.
-        let watch = current(&cell).sandbox.limits.queue_timeout.is_some();
+        // Waiting (for a max_concurrent slot, or in the upstream's fair queue) is cut
+        // short when the client leaves: that needs a watch.
+        let ctx = current(&cell);
+        let watch = ctx.sandbox.limits.queue_timeout.is_some()
+            || ctx.config.upstream.max_parallel.is_some();
+        drop(ctx);
         let accepted = tokio::select! {
             _ = stop.changed() => break,
             a = listener.accept_watched(watch) => a,

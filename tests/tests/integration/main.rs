@@ -16,6 +16,7 @@ mod clients_salvage;
 mod deploy;
 mod doctor;
 mod early_headers;
+mod fair_queue;
 mod framing;
 mod hostile;
 mod limits;
