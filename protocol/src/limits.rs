@@ -277,14 +277,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(equal.check().unwrap().max_body_buffer, 1 << 20);
+        // queue_timeout alone bounds the wait in the upstream's fair queue.
+        let alone = RawLimits {
+            queue_timeout: Some(S(5)),
+            ..Default::default()
+        };
+        assert_eq!(alone.check().unwrap().queue_timeout, Some(S(5)));
         for (raw, want) in [
-            (
-                RawLimits {
-                    queue_timeout: Some(S(5)),
-                    ..Default::default()
-                },
-                "only with max_concurrent",
-            ),
             (
                 RawLimits {
                     max_concurrent: Some(1),

@@ -57,30 +57,6 @@ pub(super) struct RawUpstream {
     pub(super) max_parallel: Option<CountOrOff>,
 }
 
-/// A count, or `"off"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub(super) enum CountOrOff {
-    Count(i64),
-    Word(OffWord),
-}
-
-/// The string `"off"` (anything else is an error that says what to write).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub(super) struct OffWord;
-
-impl TryFrom<String> for OffWord {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        if s.trim() == "off" {
-            Ok(OffWord)
-        } else {
-            Err(format!("{s:?}: expected a number or \"off\""))
-        }
-    }
-}
-
 /// A duration, or `"off"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -95,6 +71,39 @@ impl TryFrom<String> for OrOff {
         crate::units::parse_duration(&s)
             .map(|d| OrOff(Some(d)))
             .map_err(|e| format!("{e}, or \"off\""))
+    }
+}
+
+/// A count, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CountOrOff {
+    Count(i64),
+    Off,
+}
+
+impl<'de> Deserialize<'de> for CountOrOff {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = CountOrOff;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number or \"off\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<CountOrOff, E> {
+                Ok(CountOrOff::Count(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<CountOrOff, E> {
+                Ok(CountOrOff::Count(i64::try_from(n).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<CountOrOff, E> {
+                if s.trim() == "off" {
+                    Ok(CountOrOff::Off)
+                } else {
+                    Err(E::custom(format!("{s:?}: expected a number or \"off\"")))
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

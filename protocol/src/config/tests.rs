@@ -98,6 +98,8 @@ fn bad_values_are_refused() {
         ),
         ("[upstream]\nconnect_timeout=\"3\"\n", "invalid duration"),
         ("[upstream]\nearly_headers=\"soon\"\n", "or \"off\""),
+        ("[upstream]\nmax_parallel=0\n", "max_parallel must be between 1"),
+        ("[upstream]\nmax_parallel=\"none\"\n", "expected a number or \"off\""),
         (
             "[upstream]\nearly_headers=\"0s\"\n",
             "early_headers must be",
@@ -138,10 +140,8 @@ fn limit_keys_parse_and_their_errors_have_lines() {
             "requests_per_minute=0\n",
             "requests_per_minute must be at least 1",
         ),
-        (
-            "queue_timeout=\"5s\"\n",
-            "queue_timeout applies only with max_concurrent",
-        ),
+        ("weight=0\n", "weight must be between 1 and 1024"),
+        ("weight=2000\n", "weight must be between 1 and 1024"),
         (
             "max_header_bytes=\"1KiB\"\n",
             "max_header_bytes must be between",

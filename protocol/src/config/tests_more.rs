@@ -284,3 +284,26 @@ num_ctx = 4096
     let bad = "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/r/a.sock\"\n[model.\"*\"]\ntool_salvage = \"yes\"\n";
     assert!(Config::parse(bad, &env()).is_err());
 }
+
+#[test]
+fn max_parallel_and_weight_have_defaults_and_off() {
+    let base = "[[sandbox]]\nname = \"a\"\nlisten = \"unix:/a\"\n";
+    let c = Config::parse(base, &env()).unwrap();
+    assert_eq!(c.upstream.max_parallel, Some(super::DEFAULT_MAX_PARALLEL));
+    assert_eq!(c.sandboxes[0].weight, 1);
+    let c = Config::parse(
+        &format!("[upstream]\nmax_parallel = \"off\"\n{base}weight = 3\n"),
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(c.upstream.max_parallel, None);
+    assert_eq!(c.sandboxes[0].weight, 3);
+    let c = Config::parse(&format!("[upstream]\nmax_parallel = 16\n{base}"), &env()).unwrap();
+    assert_eq!(c.upstream.max_parallel, Some(16));
+    // queue_timeout no longer needs max_concurrent: it bounds the fair queue's wait too.
+    let c = Config::parse(&format!("{base}queue_timeout = \"5s\"\n"), &env()).unwrap();
+    assert_eq!(
+        c.sandboxes[0].limits.queue_timeout,
+        Some(std::time::Duration::from_secs(5))
+    );
+}

@@ -75,7 +75,7 @@ fn check_upstream(raw: &RawUpstream, found: &mut Found) -> Upstream {
     };
     let max_parallel = match raw.max_parallel {
         None => Some(DEFAULT_MAX_PARALLEL),
-        Some(CountOrOff::Word(_)) => None,
+        Some(CountOrOff::Off) => None,
         Some(CountOrOff::Count(n)) => match u32::try_from(n) {
             Ok(n @ 1..=MAX_PARALLEL_LIMIT) => Some(n),
             _ => {

@@ -123,6 +123,10 @@ pub struct DoubleConfig {
     pub script: Script,
     pub faults: OpenAiFaults,
     pub version: String,
+    /// Like `OLLAMA_NUM_PARALLEL`: at most this many POSTs are worked on at once (from
+    /// before their headers until a non-streamed answer is built); the rest wait in
+    /// arrival order, as in Ollama's scheduler. `None`: no limit.
+    pub parallel: Option<usize>,
 }
 
 impl Default for DoubleConfig {
@@ -145,6 +149,7 @@ impl Default for DoubleConfig {
             script: Script::default(),
             faults: OpenAiFaults::default(),
             version: "0.33.0".into(),
+            parallel: None,
         }
     }
 }
@@ -191,6 +196,8 @@ pub struct State {
     pub emitted: tokio::sync::watch::Sender<u64>,
     /// Set when the double stops: every connection closes.
     pub stopped: tokio::sync::watch::Sender<bool>,
+    /// `DoubleConfig::parallel`: a FIFO semaphore (tokio's is fair).
+    pub parallel: Option<Arc<Semaphore>>,
 }
 
 /// A running double.
@@ -212,7 +219,9 @@ impl Double {
     /// Serves on an already bound listener.
     pub fn serve(listener: tokio::net::TcpListener, config: DoubleConfig) -> Double {
         let addr = listener.local_addr().expect("local addr");
+        let parallel = config.parallel.map(|n| Arc::new(Semaphore::new(n)));
         let state = Arc::new(State {
+            parallel,
             config: Mutex::new(config),
             requests: Mutex::new(Vec::new()),
             gate: Arc::new(Semaphore::new(0)),

@@ -163,6 +163,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<DB
         return Ok(full(StatusCode::FORBIDDEN, "text/plain", Bytes::new()));
     }
     let m = parts.method.as_str();
+    let _turn = match (&state.parallel, m) {
+        (Some(sem), "POST") => sem.clone().acquire_owned().await.ok(),
+        _ => None,
+    };
     if m == "POST" {
         if let Some(resp) = load(&state).await {
             return Ok(resp);

@@ -9,6 +9,7 @@
 //! then `target/release/bench --out docs/bench-results.json` (`--quick` for a smoke run).
 
 mod client;
+mod fairness;
 mod load;
 mod procs;
 mod report;
@@ -38,10 +39,13 @@ pub struct Args {
     /// The bridge-guest to run (e.g. the static release-small build).
     #[arg(long)]
     guest_bin: Option<PathBuf>,
-    /// Only these sections (for profiling): requests, streams, big, mem.
+    /// Only these sections (for profiling): requests, streams, big, mem, fairness.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
-    /// Only these paths (for profiling): direct, socat, socat-tuned, bridge.
+    /// Only these paths (for profiling): direct, socat, socat-tuned, bridge; also
+    /// `bridge-noqueue` (only when named): a second bridge with `max_parallel = "off"`,
+    /// to measure what the fair queue costs when nothing waits (`bridge` runs with a
+    /// queue of 1024 slots, more than any concurrency here).
     #[arg(long, value_delimiter = ',')]
     paths: Vec<String>,
     /// Also measure each hop on its own: bridge-guest in front of socat's host half
@@ -148,7 +152,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
-    let (host, socket) = procs::start_host(&host_bin, dir.path(), double.addr())?;
+    let (host, socket) = procs::start_host(&host_bin, dir.path(), double.addr(), "1024")?;
     let (guest, guest_addr) = procs::start_guest(&guest_bin, &socket)?;
     let path_wanted = |n: &str| args.paths.is_empty() || args.paths.iter().any(|a| a == n);
     let mut all_paths = vec![
@@ -165,6 +169,20 @@ fn main() -> anyhow::Result<()> {
             forks: false,
         },
     ];
+    let mut noqueue = Vec::new();
+    if args.paths.iter().any(|p| p == "bridge-noqueue") {
+        let d = dir.path().join("noqueue");
+        std::fs::create_dir_all(&d)?;
+        let (h, sock) = procs::start_host(&host_bin, &d, double.addr(), "\"off\"")?;
+        let (g, addr) = procs::start_guest(&guest_bin, &sock)?;
+        all_paths.push(sections::Path {
+            name: "bridge-noqueue",
+            addr,
+            pids: vec![g.pid(), h.pid()],
+            forks: false,
+        });
+        noqueue.extend([g, h]);
+    }
     let mut socats = Vec::new();
     for (name, tuned) in [("socat", false), ("socat-tuned", true)] {
         if path_wanted(name) || (tuned && args.hops) {
@@ -230,14 +248,32 @@ fn main() -> anyhow::Result<()> {
     if want("big") {
         b.big()?;
     }
+    let mut fairness_md = String::new();
+    if want("fairness") {
+        let load = if args.quick {
+            fairness::Load {
+                a_clients: 4,
+                b_requests: 3,
+                per_request: Duration::from_millis(5),
+            }
+        } else {
+            fairness::Load {
+                a_clients: 8,
+                b_requests: 40,
+                per_request: Duration::from_millis(20),
+            }
+        };
+        res.fairness = fairness::run(&client_rt, &host_bin, &guest_bin, &load)?;
+        fairness_md = fairness::markdown(&res.fairness, &load);
+    }
     res.machine.load_after = loadavg();
 
-    print!("{}", res.markdown());
+    print!("{}{fairness_md}", res.markdown());
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&res)? + "\n")?;
         eprintln!("bench: results written to {}", out.display());
     }
-    drop((guest, host, socats, hop_procs));
+    drop((guest, host, socats, hop_procs, noqueue));
     procs::kill_all();
     drop(double);
     client_rt.shutdown_timeout(Duration::from_secs(1));

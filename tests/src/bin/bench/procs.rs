@@ -87,10 +87,14 @@ impl Drop for Proc {
 
 /// bridge-host's configuration: one sandbox that allows qwen2.5 models, with the
 /// num_ctx pin on qwen2.5:7b, so every chat request is decided and rewritten.
-pub fn host_config(dir: &Path, upstream: SocketAddr) -> String {
+/// `max_parallel` is the fair queue's size (`"off"`: none); the bench's `bridge` path
+/// runs with a queue larger than any concurrency it uses, so it measures what the
+/// queue costs when nothing waits.
+pub fn host_config(dir: &Path, upstream: SocketAddr, max_parallel: &str) -> String {
     format!(
         r#"[upstream]
 url = "http://{upstream}"
+max_parallel = {max_parallel}
 
 [audit]
 path = "{dir}/audit.jsonl"
@@ -107,23 +111,37 @@ num_ctx = 8192
     )
 }
 
-/// Starts bridge-host and waits for its ready line; returns it and its socket.
-pub fn start_host(bin: &Path, dir: &Path, upstream: SocketAddr) -> anyhow::Result<(Proc, PathBuf)> {
-    let cfg = dir.join("bridge.toml");
-    std::fs::write(&cfg, host_config(dir, upstream))?;
+/// Starts bridge-host with `max_parallel` and waits for its ready line; returns it and
+/// its socket.
+pub fn start_host(
+    bin: &Path,
+    dir: &Path,
+    upstream: SocketAddr,
+    max_parallel: &str,
+) -> anyhow::Result<(Proc, PathBuf)> {
+    let host = start_host_cfg(bin, dir, &host_config(dir, upstream, max_parallel), 1)?;
+    Ok((host, dir.join("bench/ollama.sock")))
+}
+
+/// Starts bridge-host with the configuration `cfg` (written to `dir/bridge.toml`) and
+/// waits until its `listeners` listeners are ready.
+pub fn start_host_cfg(bin: &Path, dir: &Path, cfg: &str, listeners: usize) -> anyhow::Result<Proc> {
+    let path = dir.join("bridge.toml");
+    std::fs::write(&path, cfg)?;
     let mut child = spawn(
         Command::new(bin)
             .args(["serve", "--config"])
-            .arg(&cfg)
+            .arg(&path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("host.stderr"))?),
     )?;
     let out = child.stdout.take().expect("piped");
     let mut lines = BufReader::new(out).lines();
-    loop {
+    let mut ready = 0;
+    while ready < listeners {
         match lines.next() {
-            Some(Ok(l)) if l.starts_with("listening sandbox=") => break,
+            Some(Ok(l)) if l.starts_with("listening sandbox=") => ready += 1,
             Some(Ok(_)) => {}
             _ => bail!(
                 "bridge-host exited before it was ready: {}",
@@ -133,7 +151,7 @@ pub fn start_host(bin: &Path, dir: &Path, upstream: SocketAddr) -> anyhow::Resul
     }
     // Keep draining stdout so the daemon never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Ok((Proc { child }, dir.join("bench/ollama.sock")))
+    Ok(Proc { child })
 }
 
 /// Starts bridge-guest on 127.0.0.1 port 0 and reads its address from the ready line.

@@ -103,6 +103,7 @@ pub struct Results {
     pub streams: Vec<StreamCell>,
     pub big: Vec<BigCell>,
     pub mem: Mem,
+    pub fairness: Vec<crate::fairness::Mode>,
 }
 
 fn mib(kib: u64) -> String {
