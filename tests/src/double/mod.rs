@@ -43,7 +43,8 @@ pub enum ToolPlacement {
     Split,
     /// No `tool_calls`: like llama3.2:3b, the calls are written into the content in
     /// this form, cut at awkward places ([`printed`]). `Verbatim` writes the script's
-    /// text (with tools offered, however it looks).
+    /// text (with tools offered, however it looks). After a tool's result (nothing to
+    /// call) the other forms answer in prose, like every placement.
     Printed(printed::Printed),
 }
 

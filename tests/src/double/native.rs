@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::models::{find_model, parse_body};
+use super::printed::Printed;
 use super::server::{error, json as json_resp, stream, DBody};
 use super::tokenize::{self, Seen};
 use super::{DoubleModel, Script, State, ToolPlacement};
@@ -198,7 +199,11 @@ pub fn plan_chat(state: &State, req: &Map<String, Value>) -> Result<Plan, Respon
         ),
     };
     let (mut pieces, calls) = match script.tools {
-        ToolPlacement::Printed(form) if !tools.is_empty() => {
+        // With nothing to call (the last message is a tool's result), a model that prints
+        // its calls answers in prose like any other; `Verbatim` writes its text anyway.
+        ToolPlacement::Printed(form)
+            if !tools.is_empty() && (!calls.is_empty() || form == Printed::Verbatim) =>
+        {
             let text = super::printed::text(form, &calls, script.text.as_deref(), last_text);
             (super::printed::pieces(&text), Vec::new())
         }

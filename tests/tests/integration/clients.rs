@@ -24,8 +24,13 @@ async fn setup() -> (Double, Host) {
     (double, host)
 }
 
-/// Runs COMMAND through the bwrap recipe; returns its stdout as JSON.
-pub(crate) async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
+/// The bwrap recipe running COMMAND in sandbox "agent" of `host`, with `writable` (if
+/// any) bound read-write (the sandbox's root is read-only and its /tmp private).
+pub(crate) fn recipe(
+    host: &Host,
+    writable: Option<&std::path::Path>,
+    command: &[&str],
+) -> tokio::process::Command {
     let sock_dir = socket(host, "agent").parent().unwrap().to_owned();
     let mut recipe = tokio::process::Command::new("sh");
     recipe
@@ -38,9 +43,17 @@ pub(crate) async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
         .arg("-r")
         .arg(repo())
         .arg("-r")
-        .arg(bin_dir())
-        .arg("--")
-        .args(command);
+        .arg(bin_dir());
+    if let Some(w) = writable {
+        recipe.arg("-w").arg(w);
+    }
+    recipe.arg("--").args(command);
+    recipe
+}
+
+/// Runs COMMAND through the bwrap recipe; returns its stdout as JSON.
+pub(crate) async fn in_sandbox(host: &Host, command: &[&str]) -> Value {
+    let mut recipe = recipe(host, None, command);
     json_output(&mut recipe, &format!("{command:?} in the sandbox"))
         .await
         .0

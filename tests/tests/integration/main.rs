@@ -12,6 +12,7 @@ mod bench_smoke;
 mod big_bodies;
 mod chain;
 mod clients;
+mod clients_openclaw;
 mod clients_salvage;
 mod deploy;
 mod doctor;
