@@ -98,8 +98,14 @@ fn bad_values_are_refused() {
         ),
         ("[upstream]\nconnect_timeout=\"3\"\n", "invalid duration"),
         ("[upstream]\nearly_headers=\"soon\"\n", "or \"off\""),
-        ("[upstream]\nmax_parallel=0\n", "max_parallel must be between 1"),
-        ("[upstream]\nmax_parallel=\"none\"\n", "expected a number or \"off\""),
+        (
+            "[upstream]\nmax_parallel=0\n",
+            "max_parallel must be between 1",
+        ),
+        (
+            "[upstream]\nmax_parallel=\"none\"\n",
+            "expected a number or \"off\"",
+        ),
         (
             "[upstream]\nearly_headers=\"0s\"\n",
             "early_headers must be",

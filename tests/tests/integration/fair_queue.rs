@@ -12,7 +12,7 @@ use std::time::Duration;
 use bridge_tests::double::{Double, DoubleConfig, Script};
 use bridge_tests::harness::{config, socket, Host};
 use bridge_tests::http::{
-    bridge_status, collect, next_data, raw_unix, send_unix, GET_VERSION, GUARD,
+    bridge_status, collect, next_data, raw_unix, req, send_unix, GET_VERSION, GUARD,
 };
 use bridge_tests::native::{chat, chat_request};
 use serde_json::{json, Value};
@@ -54,6 +54,17 @@ fn order(double: &Double) -> Vec<String> {
         .collect()
 }
 
+async fn scrape(host: &Host) -> String {
+    let (s, _, body) = collect(
+        send_unix(&host.path("metrics.sock"), req("GET", "/metrics", ""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 /// Waits until the sandbox's part of the queue shows `want` for `key`.
 async fn wait_queue(sock: &Path, key: &str, want: u64) {
     tokio::time::timeout(GUARD, async {
@@ -73,8 +84,12 @@ async fn wait_queue(sock: &Path, key: &str, want: u64) {
 async fn a_late_sandbox_overtakes_a_busy_ones_backlog() {
     let double = Double::start(DoubleConfig::default()).await;
     let host = Host::start(
-        &config(&double.url(), &[("a", ""), ("b", "")], "")
-            .replace("[upstream]\n", "[upstream]\nmax_parallel = 1\n"),
+        &config(
+            &double.url(),
+            &[("a", ""), ("b", "")],
+            "[metrics]\nlisten = \"unix:{dir}/metrics.sock\"\n",
+        )
+        .replace("[upstream]\n", "[upstream]\nmax_parallel = 1\n"),
     )
     .await;
     let (a, b) = (socket(&host, "a"), socket(&host, "b"));
@@ -89,6 +104,12 @@ async fn a_late_sandbox_overtakes_a_busy_ones_backlog() {
     assert_eq!(double.held(), 1);
     tasks.spawn(ask(b.clone(), "b1".into()));
     wait_queue(&b, "waiting", 1).await;
+    let m = scrape(&host).await;
+    assert!(
+        m.contains(r#"ollama_bridge_queued_requests{sandbox="a"} 5"#)
+            && m.contains(r#"ollama_bridge_queued_requests{sandbox="b"} 1"#),
+        "{m}"
+    );
     let st = bridge_status(&b).await;
     // B sees its own request only.
     assert_eq!(st["queue"]["slots_held"], 0, "{st}");
@@ -116,6 +137,12 @@ async fn a_late_sandbox_overtakes_a_busy_ones_backlog() {
     assert_eq!(
         waited, 7,
         "every chat has its wait in the record: {recs:#?}"
+    );
+    let m = scrape(&host).await;
+    assert!(
+        m.contains(r#"ollama_bridge_queue_wait_seconds_count{sandbox="a"} 6"#)
+            && m.contains(r#"ollama_bridge_queued_requests{sandbox="a"} 0"#),
+        "{m}"
     );
     // Listings and the version never queue.
     let r = raw_unix(&a, GET_VERSION).await.unwrap().unwrap();
@@ -238,7 +265,10 @@ async fn a_wait_past_its_limit_is_429_with_queue_timeout_and_504_without() {
             &[("busy", ""), ("q", "queue_timeout = \"200ms\""), ("h", "")],
             "",
         )
-        .replace("[upstream]\n", "[upstream]\nmax_parallel = 1\n")
+        .replace(
+            "[upstream]\n",
+            "[upstream]\nmax_parallel = 1\nearly_headers = \"100ms\"\n",
+        )
         .replace("header_timeout = \"30s\"", "header_timeout = \"1s\""),
     )
     .await;
@@ -274,6 +304,21 @@ async fn a_wait_past_its_limit_is_429_with_queue_timeout_and_504_without() {
     assert_eq!(s, 504, "{}", String::from_utf8_lossy(&b));
     assert!(String::from_utf8_lossy(&b).contains("header_timeout"));
 
+    // A streamed one has its early headers by then: its error comes in its stream.
+    let resp = send_unix(
+        &socket(&host, "h"),
+        chat_request("qwen2.5:7b", json!({"stream": true})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, _, b) = collect(resp).await;
+    let line: Value = serde_json::from_slice(b.trim_ascii()).unwrap();
+    assert!(
+        line["error"].as_str().unwrap().contains("header_timeout"),
+        "{line}"
+    );
+
     assert_eq!(double.requests().len(), 1, "neither reached Ollama");
     double.release(1000);
     while next_data(&mut busy).await.is_some() {}
@@ -288,6 +333,15 @@ async fn a_wait_past_its_limit_is_429_with_queue_timeout_and_504_without() {
     assert_eq!(
         (&q["status"], &q["reason"]),
         (&json!(429), &json!("rate_limited"))
+    );
+    let streamed = recs
+        .iter()
+        .filter(|r| r["sandbox"] == "h" && r["path"] == "/api/chat")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert_eq!(
+        (&streamed["status"], &streamed["reason"]),
+        (&json!(200), &json!("upstream_timeout"))
     );
     let h = chat_of("h");
     assert_eq!(

@@ -72,10 +72,17 @@ pub fn run(
         ..DoubleConfig::default()
     }));
     let mut out = Vec::new();
-    for (mode, max_parallel) in [("fifo (queue off)", "\"off\""), ("fair (max_parallel = 1)", "1")] {
+    for (mode, max_parallel) in [
+        ("fifo (queue off)", "\"off\""),
+        ("fair (max_parallel = 1)", "1"),
+    ] {
         let dir = tempfile::tempdir()?;
-        let host =
-            procs::start_host_cfg(host_bin, dir.path(), &config(dir.path(), double.addr(), max_parallel), 2)?;
+        let host = procs::start_host_cfg(
+            host_bin,
+            dir.path(),
+            &config(dir.path(), double.addr(), max_parallel),
+            2,
+        )?;
         let (ga, a) = procs::start_guest(guest_bin, &dir.path().join("a/ollama.sock"))?;
         let (gb, b) = procs::start_guest(guest_bin, &dir.path().join("b/ollama.sock"))?;
         let m = rt.block_on(measure(a, b, load))?;
