@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bridge_tests::double::{Double, DoubleConfig, Script};
 use serde::Serialize;
 
-use crate::client::{small_chat, Conn};
+use crate::client::{request, small_chat, Conn};
 use crate::procs;
 
 /// One mode's figures.
@@ -98,7 +98,7 @@ pub fn run(
 async fn measure(a: SocketAddr, b: SocketAddr, load: &Load) -> anyhow::Result<Mode> {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
-    let req = small_chat();
+    let req = request("/api/chat", &small_chat(), false);
     let mut tasks = Vec::new();
     for _ in 0..load.a_clients {
         let (stop, done, req) = (stop.clone(), done.clone(), req.clone());
