@@ -45,6 +45,9 @@ pub struct TokenScanner {
     mode: Mode,
     tokens: Tokens,
     error: bool,
+    /// Non-blank lines seen (chunks of a stream): a token budget's estimate of a
+    /// completion cut off before its count.
+    chunks: u64,
 }
 
 /// The top-level fields of a chunk that carry counts or an error; the rest is skipped
@@ -90,6 +93,11 @@ impl TokenScanner {
         self.tokens
     }
 
+    /// Non-blank lines (stream chunks) ended so far.
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
     /// Has a line been an error object (`{"error":...}`)?
     pub fn saw_error(&self) -> bool {
         self.error
@@ -126,6 +134,9 @@ impl TokenScanner {
             }
         }
         let line = std::mem::take(&mut self.line);
+        if self.overlong || !line.trim_ascii().is_empty() {
+            self.chunks += 1;
+        }
         if !std::mem::take(&mut self.overlong) {
             self.scan_line(&line);
         }

@@ -224,3 +224,20 @@ fn an_overlong_line_is_skipped_and_the_next_still_counts() {
     assert_eq!(s.finish(), counts(26, 290));
     assert!(s.line.capacity() <= MAX_LINE);
 }
+
+#[test]
+fn chunks_are_the_non_blank_lines_however_split() {
+    let body =
+        b"{\"response\":\"a\",\"done\":false}\n\n{\"response\":\"b\",\"done\":false}\r\n{\"resp";
+    for split in 0..body.len() {
+        let mut s = TokenScanner::new();
+        s.feed(&body[..split]);
+        s.feed(&body[split..]);
+        assert_eq!(s.chunks(), 2, "split at {split}");
+        s.finish();
+        assert_eq!(s.chunks(), 3, "the cut last line counts at the end");
+    }
+    let mut sse = TokenScanner::new();
+    sse.feed(b"data: {\"x\":1}\n\ndata: {\"x\":2}\n\n");
+    assert_eq!(sse.chunks(), 2);
+}
