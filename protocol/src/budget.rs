@@ -221,6 +221,24 @@ impl Exhausted {
     }
 }
 
+/// Does a request on `route` use a model's tokens (chat, generate, embed and their
+/// OpenAI and other translated forms)? Only these are checked against and charged to a
+/// budget; listings, version and status never are.
+pub fn metered(route: &crate::route::Route) -> bool {
+    use crate::route::Route::*;
+    matches!(
+        route,
+        Chat | Generate
+            | Embed
+            | Embeddings
+            | OaiChat
+            | OaiCompletions
+            | OaiEmbeddings
+            | OaiResponses
+            | AnthropicMessages
+    )
+}
+
 /// What one answer costs: the counts Ollama reported, or an estimate for the part it
 /// did not report (the answer was cut off before its last chunk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

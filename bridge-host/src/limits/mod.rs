@@ -6,6 +6,7 @@
 //! starts a changed one fresh.
 
 pub mod budget;
+pub mod tokens;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -46,6 +46,9 @@ pub async fn handle(
     let resp = match check::check(&ctx, req, &mut ex.rec).await {
         Ok(c) => {
             ex.allow();
+            if protocol::budget::metered(&c.route) {
+                ex.meter();
+            }
             let native = matches!(
                 c.route,
                 Route::OaiChat | Route::OaiCompletions | Route::OaiEmbeddings

@@ -38,6 +38,9 @@ pub struct Outcome {
     pub output: Option<(String, bool)>,
     /// Tool calls recovered from the reply's text.
     pub tool_calls_salvaged: u64,
+    /// Chunks (lines) of Ollama's answer seen: the estimate of a completion cut off
+    /// before its count.
+    pub chunks: u64,
 }
 
 /// A request and its audit record, from arrival to the one write of the record.
@@ -52,6 +55,11 @@ pub struct Exchange {
     /// The bridge already sent the client this status (early headers): a request cut
     /// off from now on keeps it in its record.
     head_sent: Option<u16>,
+    /// A model request: what its answer cost is charged to the sandbox's token budget
+    /// when the record is written.
+    metered: bool,
+    /// Chunks of the answer seen (for the estimate of a cut-off answer).
+    chunks: u64,
 }
 
 impl Exchange {
@@ -76,6 +84,8 @@ impl Exchange {
             flight: Some(flight),
             written: false,
             head_sent: None,
+            metered: false,
+            chunks: 0,
         }
     }
 
@@ -89,6 +99,8 @@ impl Exchange {
             flight: None,
             written: false,
             head_sent: None,
+            metered: false,
+            chunks: 0,
         }
     }
 
@@ -111,6 +123,8 @@ impl Exchange {
             flight: None,
             written: false,
             head_sent: None,
+            metered: false,
+            chunks: 0,
         }
     }
 
@@ -141,6 +155,11 @@ impl Exchange {
         self.rec.decision = Decision::Allow;
     }
 
+    /// A model request going to Ollama: its answer is charged to the sandbox's tokens.
+    pub fn meter(&mut self) {
+        self.metered = true;
+    }
+
     /// Ends the exchange with a complete answer of `status` (the body's length is
     /// `bytes_out`): writes the record and waits until it is in the file.
     pub async fn finish(mut self, status: u16, reason: Option<Reason>, bytes_out: u64) {
@@ -169,6 +188,7 @@ impl Exchange {
         } else {
             None
         };
+        self.chunks = o.chunks;
         let rec = &mut self.rec;
         rec.reason = reason;
         rec.bytes_out = o.bytes_out;
@@ -199,6 +219,7 @@ impl Exchange {
     /// writer; the request leaves the in-flight count.
     fn write(&mut self) -> Written {
         self.written = true;
+        self.charge();
         self.shared.metrics.observe(&self.rec);
         let ack = self.shared.audit.submit(&self.rec, true);
         self.flight.take();
@@ -206,6 +227,39 @@ impl Exchange {
             ack,
             deadline: Box::pin(tokio::time::sleep(ACK_WAIT)),
         }
+    }
+}
+
+impl Exchange {
+    /// Charges a metered request's answer to its sandbox's tokens: Ollama's counts, or
+    /// an estimate for what they do not cover ([`protocol::budget::charge`]; the record
+    /// says so in `tokens_estimated`). Nothing is charged without counts when Ollama
+    /// never had the request (unreachable, refused by the bridge, or refused by Ollama
+    /// with a 4xx before any work).
+    fn charge(&mut self) {
+        if !self.metered {
+            return;
+        }
+        let r = &mut self.rec;
+        let counted = r.prompt_tokens.is_some() || r.completion_tokens.is_some();
+        let never_ran = r
+            .reason
+            .is_some_and(|x| x.is_denial() || x == Reason::UpstreamUnreachable)
+            || (r.reason.is_none() && (400..500).contains(&r.status))
+            || r.upstream_status.is_some_and(|s| (400..500).contains(&s));
+        if !counted && never_ran {
+            return;
+        }
+        let c = protocol::budget::charge(
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.bytes_in,
+            self.chunks,
+        );
+        if c.estimated {
+            r.tokens_estimated = Some(c.tokens);
+        }
+        self.shared.tokens.charge(&r.sandbox, c.tokens);
     }
 }
 

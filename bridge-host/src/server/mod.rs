@@ -8,6 +8,7 @@
 
 mod accept;
 mod admin;
+mod budgets;
 mod conn;
 mod deadline;
 pub mod monitor;
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use source::Source;
 
+use crate::limits::tokens::{state_path, Ledger};
 use crate::net::listen::{ListenError, Listener};
 use crate::observe::audit_log::AuditLog;
 use crate::proxy::Upstream;
@@ -89,7 +91,9 @@ impl Server {
     pub fn bind(config: Config) -> anyhow::Result<Server> {
         let audit = AuditLog::open(&config.audit.path)?;
         let config = Arc::new(config);
-        let shared = Arc::new(Shared::new(audit));
+        let tokens = Ledger::open(state_path(&config.audit.path));
+        tokens.configure(&config.sandboxes);
+        let shared = Arc::new(Shared::new(audit).with_tokens(tokens));
         let upstream = Arc::new(Upstream::new(config.upstream.clone()));
         let mut listeners = Vec::new();
         for sb in &config.sandboxes {
@@ -130,6 +134,7 @@ impl Server {
             running.insert(name, start(listener, ctx, graceful.clone()));
         }
         let (stop_metrics, stop_rx) = watch::channel(false);
+        let budgets = tokio::spawn(budgets::keep(self.shared.clone(), stop_rx.clone()));
         let metrics_task = self
             .metrics
             .take()
@@ -166,6 +171,7 @@ impl Server {
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
+        let _ = budgets.await;
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
         match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained"),
@@ -173,6 +179,8 @@ impl Server {
                 tracing::warn!(grace = ?shutdown.grace, "grace period over; closing remaining connections")
             }
         }
+        // Every request that ended has been charged: the budgets' last state.
+        budgets::last(&self.shared);
         match failure {
             Some(e) => Err(anyhow::anyhow!("{e}: stopped serving")),
             None => Ok(()),
@@ -253,6 +261,7 @@ impl Server {
                 Err(f) => report.failed.push(f),
             }
         }
+        self.shared.tokens.configure(&new.sandboxes);
         self.config = new;
         report.removed = plan.remove;
         let line = report.line();
