@@ -10,6 +10,7 @@ mod audit;
 mod audit_durability;
 mod bench_smoke;
 mod big_bodies;
+mod budgets;
 mod chain;
 mod clients;
 mod clients_salvage;

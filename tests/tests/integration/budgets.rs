@@ -1,0 +1,230 @@
+//! Token budgets per sandbox over real sockets: a small `tokens_per_hour` is spent by the
+//! tokens the double reports, then model requests (native and OpenAI) get 429
+//! `budget_exhausted` with `Retry-After`, while listings still work and another sandbox
+//! is served; the spent budget survives a restart of bridge-host (its state file); a
+//! stream the client aborts is charged an estimate. No sleeps: every wait is for an event.
+
+use std::time::Duration;
+
+use bridge_tests::double::{Double, DoubleConfig, Script};
+use bridge_tests::harness::{config, socket, Host};
+use bridge_tests::http::{bridge_status, collect, post, req, send_unix, GUARD};
+use bridge_tests::native::chat_request;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BUDGET: u64 = 40;
+
+fn budget_config(upstream: &str) -> String {
+    config(
+        upstream,
+        &[
+            ("capped", &format!("tokens_per_hour = {BUDGET}")),
+            ("free", ""),
+        ],
+        "",
+    )
+}
+
+/// One non-streamed chat on `sock`: its status, `Retry-After`, and body.
+async fn chat_on(sock: &std::path::Path) -> (u16, Option<u64>, Value) {
+    let resp = send_unix(sock, chat_request("qwen2.5:7b", json!({"stream": false})))
+        .await
+        .unwrap();
+    let (s, h, b) = collect(resp).await;
+    let retry = h
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (s, retry, serde_json::from_slice(&b).unwrap())
+}
+
+/// The answer is a budget refusal naming the hour budget, with an honest Retry-After.
+fn assert_refused(status: u16, retry: Option<u64>, body: &Value) {
+    assert_eq!(status, 429, "{body}");
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("token budget"), "{msg}");
+    assert!(
+        msg.contains(&format!("{BUDGET} tokens per hour (tokens_per_hour)")),
+        "{msg}"
+    );
+    assert!(msg.contains("refills at"), "{msg}");
+    let wait = retry.expect("Retry-After");
+    assert!((1..=3600).contains(&wait), "{wait}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_budget_refuses_one_sandbox_keeps_listings_and_survives_a_restart() {
+    let double = Double::start(DoubleConfig::default()).await;
+    let text = budget_config(&double.url());
+    let host = Host::start(&text).await;
+    let capped = socket(&host, "capped");
+
+    // Admitted while the counted tokens are under the budget; the first request after
+    // they pass it is refused.
+    let mut used = 0;
+    let (status, retry, body) = loop {
+        assert!(used < 10 * BUDGET, "never refused after {used} tokens");
+        let (s, retry, body) = chat_on(&capped).await;
+        if s != 200 {
+            break (s, retry, body);
+        }
+        assert!(used < BUDGET, "admitted at {used} ≥ {BUDGET} tokens used");
+        used += body["prompt_eval_count"].as_u64().unwrap() + body["eval_count"].as_u64().unwrap();
+    };
+    assert!(used >= BUDGET, "refused at {used} < {BUDGET}: {body}");
+    assert_refused(status, retry, &body);
+    let refused: Vec<Value> = host
+        .audit_records()
+        .into_iter()
+        .filter(|r| r["reason"] == "budget_exhausted")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(
+        (
+            &refused[0]["sandbox"],
+            &refused[0]["status"],
+            &refused[0]["decision"]
+        ),
+        (&json!("capped"), &json!(429), &json!("deny"))
+    );
+    // The counts went through the record, not an estimate.
+    assert!(host
+        .audit_records()
+        .iter()
+        .all(|r| r.get("tokens_estimated").is_none()));
+
+    // The OpenAI form is a model request too; listings and the version are not.
+    let oai = json!({"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "hi"}]});
+    let (s, h, b) = collect(
+        send_unix(&capped, post("/v1/chat/completions", &oai))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, 429);
+    assert!(h.contains_key("retry-after"));
+    let b: Value = serde_json::from_slice(&b).unwrap();
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens_per_hour"),
+        "{b}"
+    );
+    for path in ["/api/tags", "/api/version", "/v1/models"] {
+        let (s, _, _) = collect(send_unix(&capped, req("GET", path, "")).await.unwrap()).await;
+        assert_eq!(s, 200, "{path}");
+    }
+    // Another sandbox on the same bridge is served.
+    let (s, _, body) = chat_on(&socket(&host, "free")).await;
+    assert_eq!(s, 200, "{body}");
+
+    // The status says what was used, that nothing is left and when it refills.
+    let st = bridge_status(&capped).await;
+    let hour = &st["tokens"]["hour"];
+    assert_eq!(
+        (&hour["budget"], &hour["used"], &hour["left"]),
+        (&json!(BUDGET), &json!(used), &json!(0)),
+        "{st}"
+    );
+    assert!(
+        hour["refills_in_s"].as_u64().is_some_and(|s| s >= 1),
+        "{st}"
+    );
+    assert!(hour["refills_at"].is_string(), "{st}");
+    assert_eq!(st["tokens"]["day"]["budget"], Value::Null, "{st}");
+
+    // Stopped and started again with the same configuration: still spent.
+    let mut host = host;
+    host.signal(nix::sys::signal::Signal::SIGTERM);
+    let exit = tokio::time::timeout(GUARD, host.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{}", host.log());
+    assert!(host.path("audit.budgets.json").exists());
+    let Host { dir, .. } = host;
+    let host = Host::start_in(dir, &text, &[]).await;
+    let (s, retry, body) = chat_on(&socket(&host, "capped")).await;
+    assert_refused(s, retry, &body);
+    let st = bridge_status(&socket(&host, "capped")).await;
+    assert_eq!(st["tokens"]["hour"]["used"], json!(used), "{st}");
+    let (s, _, body) = chat_on(&socket(&host, "free")).await;
+    assert_eq!(s, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_stream_is_charged_an_estimate() {
+    let double = Double::start(DoubleConfig {
+        script: Script {
+            gated: true,
+            ..Script::default()
+        },
+        ..DoubleConfig::default()
+    })
+    .await;
+    let host = Host::start(&config(
+        &double.url(),
+        &[("capped", "tokens_per_hour = 10")],
+        "",
+    ))
+    .await;
+    let sock = socket(&host, "capped");
+
+    // A streamed chat whose client leaves after the first chunk, before the counts.
+    let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    let body = serde_json::to_vec(&json!({
+        "model": "qwen2.5:7b",
+        "messages": [{"role": "user", "content": "a long prompt that is worth quite a few tokens of the budget"}],
+    }))
+    .unwrap();
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&body).await.unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("\"done\":false") {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(GUARD, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "the first chunk came: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    // The rest goes to a closed connection: the bridge sees the client gone.
+    double.release(10_000);
+    let r = tokio::time::timeout(GUARD, async {
+        loop {
+            let found = host
+                .audit_records()
+                .into_iter()
+                .find(|r| r["path"] == "/api/chat");
+            if let Some(r) = found {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the record of the aborted stream");
+    assert_eq!(r["reason"], "client_closed", "{r}");
+    assert_eq!(r["prompt_tokens"], Value::Null, "{r}");
+    let bytes_in = r["bytes_in"].as_u64().unwrap();
+    let charged = r["tokens_estimated"].as_u64().expect("an estimate");
+    // A quarter of the body's bytes for the prompt, a token per chunk seen (≥ 1).
+    assert!(charged > bytes_in.div_ceil(4), "{r}");
+    let st = bridge_status(&sock).await;
+    assert_eq!(st["tokens"]["hour"]["used"], json!(charged), "{st}");
+    // The estimate spent the budget: aborting did not dodge it.
+    let (s, retry, body) = chat_on(&sock).await;
+    assert_eq!(s, 429, "{body}");
+    assert!(retry.is_some());
+}
