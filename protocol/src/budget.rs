@@ -169,7 +169,11 @@ impl Usage {
                 continue;
             }
             let wait = self.refill_in(w, budget, now).max(1);
-            if worst.map_or(true, |x| wait > x.retry_after) {
+            let later = match worst {
+                Some(x) => wait > x.retry_after,
+                None => true,
+            };
+            if later {
                 worst = Some(Exhausted {
                     window: w,
                     budget,
@@ -276,7 +280,7 @@ pub const STATE_VERSION: u32 = 1;
 mod tests {
     use super::*;
 
-    const T0: u64 = 1_800_000_000 - 1_800_000_000 % 60; // a minute's start
+    const T0: u64 = 1_800_000_000; // a minute's start (a multiple of 60)
 
     #[test]
     fn windows_slide_by_the_minute() {

@@ -12,6 +12,7 @@ mod budgets;
 mod conn;
 mod deadline;
 pub mod monitor;
+mod preload;
 mod reload;
 mod source;
 
@@ -40,6 +41,8 @@ pub struct Server {
     config: Arc<Config>,
     upstream: Arc<Upstream>,
     metrics: Option<MetricsListener>,
+    /// Tells the preloader of each new configuration (set once serving).
+    preload: Option<watch::Sender<preload::Target>>,
 }
 
 /// How `run` ends, and how it learns of new configurations.
@@ -113,6 +116,7 @@ impl Server {
             config,
             upstream,
             metrics,
+            preload: None,
         })
     }
 
@@ -135,6 +139,13 @@ impl Server {
         }
         let (stop_metrics, stop_rx) = watch::channel(false);
         let budgets = tokio::spawn(budgets::keep(self.shared.clone(), stop_rx.clone()));
+        let (preload_tx, preload_rx) = watch::channel((self.config.clone(), self.upstream.clone()));
+        let preloads = tokio::spawn(preload::keep_warm(
+            self.shared.clone(),
+            preload_rx,
+            stop_rx.clone(),
+        ));
+        self.preload = Some(preload_tx);
         let metrics_task = self
             .metrics
             .take()
@@ -172,6 +183,8 @@ impl Server {
             let _ = t.await;
         }
         let _ = budgets.await;
+        // A load in progress may wait for Ollama for long: it is not waited for.
+        preloads.abort();
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
         match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained"),
@@ -263,6 +276,9 @@ impl Server {
         }
         self.shared.tokens.configure(&new.sandboxes);
         self.config = new;
+        if let Some(tx) = &self.preload {
+            tx.send_replace((self.config.clone(), self.upstream.clone()));
+        }
         report.removed = plan.remove;
         let line = report.line();
         if report.failed.is_empty() {

@@ -31,6 +31,7 @@ mod openai_completions;
 mod openai_errors;
 mod openai_fields;
 mod policy;
+mod preload;
 mod privileges;
 mod quick_start;
 mod reload;
