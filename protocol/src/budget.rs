@@ -243,6 +243,12 @@ pub fn metered(route: &crate::route::Route) -> bool {
     )
 }
 
+/// Does an answer on `route` have completion tokens? (Embeddings have none.)
+pub fn completes(route: &crate::route::Route) -> bool {
+    use crate::route::Route::*;
+    !matches!(route, Embed | Embeddings | OaiEmbeddings)
+}
+
 /// What one answer costs: the counts Ollama reported, or an estimate for the part it
 /// did not report (the answer was cut off before its last chunk).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,9 +260,17 @@ pub struct Charge {
 
 /// The charge of an answer: `prompt` and `completion` as Ollama counted them; a missing
 /// prompt count is estimated as a quarter of the request body's bytes (rounded up), a
-/// missing completion count as one token per chunk (line) of the answer seen.
-pub fn charge(prompt: Option<u64>, completion: Option<u64>, bytes_in: u64, chunks: u64) -> Charge {
+/// missing completion count as one token per chunk (line) of the answer seen — unless
+/// the answer has no completion (`completes` false: embeddings).
+pub fn charge(
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    bytes_in: u64,
+    chunks: u64,
+    completes: bool,
+) -> Charge {
     let p = prompt.unwrap_or(bytes_in.div_ceil(4));
+    let completion = if completes { completion } else { Some(0) };
     let c = completion.unwrap_or(chunks);
     Charge {
         tokens: p.saturating_add(c),
@@ -377,7 +391,7 @@ mod tests {
     #[test]
     fn cut_answers_are_charged_an_estimate() {
         assert_eq!(
-            charge(Some(26), Some(290), 1000, 9),
+            charge(Some(26), Some(290), 1000, 9, true),
             Charge {
                 tokens: 316,
                 estimated: false
@@ -385,13 +399,22 @@ mod tests {
         );
         // No counts: a quarter of the body's bytes, one token per chunk.
         assert_eq!(
-            charge(None, None, 1001, 7),
+            charge(None, None, 1001, 7, true),
             Charge {
                 tokens: 251 + 7,
                 estimated: true
             }
         );
-        assert_eq!(charge(Some(10), None, 1001, 7).tokens, 17);
+        assert_eq!(charge(Some(10), None, 1001, 7, true).tokens, 17);
+        // Embeddings have no completion: the prompt count is the whole cost.
+        assert_eq!(
+            charge(Some(8), None, 1001, 1, false),
+            Charge {
+                tokens: 8,
+                estimated: false
+            }
+        );
+        assert_eq!(charge(None, None, 40, 1, false).tokens, 10);
     }
 
     #[test]

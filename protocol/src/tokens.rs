@@ -5,6 +5,8 @@
 //! key followed by `true`), an OpenAI `usage` object or an error object is parsed; the
 //! rest are passed over after a byte search. A body whose first line opens an object it
 //! does not close (a pretty-printed non-streamed answer) is parsed whole at its end.
+//! An `/api/embed` answer (`embeddings` and `prompt_eval_count`, no `done`) gives its
+//! prompt count.
 //! It also notices an error object (`{"error":...}`, or `data: {"error":...}` in SSE):
 //! Ollama's way to say a stream failed after its 200 status.
 
@@ -59,6 +61,7 @@ struct Chunk {
     eval_count: Option<Value>,
     usage: Option<Value>,
     error: Option<IgnoredAny>,
+    embeddings: Option<IgnoredAny>,
 }
 
 impl TokenScanner {
@@ -155,6 +158,7 @@ impl TokenScanner {
         if has_key(t, b"\"done\"", b"true")
             || has_key(t, b"\"usage\"", b"{")
             || has_key(t, b"\"error\"", b"")
+            || has_key(t, b"\"prompt_eval_count\"", b"")
         {
             self.read(t);
         }
@@ -176,6 +180,11 @@ impl TokenScanner {
             }
             if let Some(n) = count(c.eval_count.as_ref()) {
                 self.tokens.completion = Some(n);
+            }
+        } else if c.done.is_none() && c.embeddings.is_some() {
+            // `/api/embed`: one object with the input's count and no `done`.
+            if let Some(n) = count(c.prompt_eval_count.as_ref()) {
+                self.tokens.prompt = Some(n);
             }
         } else if let Some(Value::Object(u)) = &c.usage {
             if let Some(n) = count(u.get("prompt_tokens")) {

@@ -241,3 +241,21 @@ fn chunks_are_the_non_blank_lines_however_split() {
     sse.feed(b"data: {\"x\":1}\n\ndata: {\"x\":2}\n\n");
     assert_eq!(sse.chunks(), 2);
 }
+
+#[test]
+fn an_embed_answer_gives_its_prompt_count_and_a_chunk_never_does() {
+    let mut s = TokenScanner::new();
+    s.feed(br#"{"model":"m","embeddings":[[0.1,0.2]],"total_duration":1,"prompt_eval_count":8}"#);
+    assert_eq!(
+        s.finish(),
+        Tokens {
+            prompt: Some(8),
+            completion: None
+        }
+    );
+    // Not an embed answer (no `embeddings`), not a final chunk: no count.
+    let mut s = TokenScanner::new();
+    s.feed(b"{\"message\":{\"content\":\"x\"},\"done\":false,\"prompt_eval_count\":5}\n");
+    s.feed(b"{\"response\":\"x\",\"prompt_eval_count\":5}\n");
+    assert_eq!(s.finish(), Tokens::default());
+}

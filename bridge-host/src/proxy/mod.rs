@@ -47,7 +47,7 @@ pub async fn handle(
         Ok(c) => {
             ex.allow();
             if protocol::budget::metered(&c.route) {
-                ex.meter();
+                ex.meter(&c.route);
             }
             let native = matches!(
                 c.route,

@@ -56,8 +56,8 @@ pub struct Exchange {
     /// off from now on keeps it in its record.
     head_sent: Option<u16>,
     /// A model request: what its answer cost is charged to the sandbox's token budget
-    /// when the record is written.
-    metered: bool,
+    /// when the record is written (`Some(completes)`: whether it has completion tokens).
+    metered: Option<bool>,
     /// Chunks of the answer seen (for the estimate of a cut-off answer).
     chunks: u64,
 }
@@ -84,7 +84,7 @@ impl Exchange {
             flight: Some(flight),
             written: false,
             head_sent: None,
-            metered: false,
+            metered: None,
             chunks: 0,
         }
     }
@@ -99,7 +99,7 @@ impl Exchange {
             flight: None,
             written: false,
             head_sent: None,
-            metered: false,
+            metered: None,
             chunks: 0,
         }
     }
@@ -123,7 +123,7 @@ impl Exchange {
             flight: None,
             written: false,
             head_sent: None,
-            metered: false,
+            metered: None,
             chunks: 0,
         }
     }
@@ -156,8 +156,8 @@ impl Exchange {
     }
 
     /// A model request going to Ollama: its answer is charged to the sandbox's tokens.
-    pub fn meter(&mut self) {
-        self.metered = true;
+    pub fn meter(&mut self, route: &protocol::Route) {
+        self.metered = Some(protocol::budget::completes(route));
     }
 
     /// Ends the exchange with a complete answer of `status` (the body's length is
@@ -237,9 +237,9 @@ impl Exchange {
     /// never had the request (unreachable, refused by the bridge, or refused by Ollama
     /// with a 4xx before any work).
     fn charge(&mut self) {
-        if !self.metered {
+        let Some(completes) = self.metered else {
             return;
-        }
+        };
         let r = &mut self.rec;
         let counted = r.prompt_tokens.is_some() || r.completion_tokens.is_some();
         let never_ran = r
@@ -255,6 +255,7 @@ impl Exchange {
             r.completion_tokens,
             r.bytes_in,
             self.chunks,
+            completes,
         );
         if c.estimated {
             r.tokens_estimated = Some(c.tokens);

@@ -116,8 +116,26 @@ async fn a_spent_budget_refuses_one_sandbox_keeps_listings_and_survives_a_restar
         assert_eq!(s, 200, "{path}");
     }
     // Another sandbox on the same bridge is served.
-    let (s, _, body) = chat_on(&socket(&host, "free")).await;
+    let free = socket(&host, "free");
+    let (s, _, body) = chat_on(&free).await;
     assert_eq!(s, 200, "{body}");
+    // Its usage is counted too (without a budget): an embedding costs its prompt count.
+    let before = bridge_status(&free).await["tokens"]["hour"]["used"].as_u64();
+    let embed = json!({"model": "nomic-embed-text", "input": ["alpha beta", "gamma"]});
+    let (s, _, b) = collect(send_unix(&free, post("/api/embed", &embed)).await.unwrap()).await;
+    assert_eq!(s, 200);
+    let n = serde_json::from_slice::<Value>(&b).unwrap()["prompt_eval_count"]
+        .as_u64()
+        .unwrap();
+    let after = bridge_status(&free).await["tokens"]["hour"]["used"].as_u64();
+    assert_eq!(after, before.map(|u| u + n));
+    let rec = host
+        .audit_records()
+        .into_iter()
+        .find(|r| r["path"] == "/api/embed")
+        .unwrap();
+    assert_eq!(rec["prompt_tokens"], json!(n), "{rec}");
+    assert_eq!(rec.get("tokens_estimated"), None, "{rec}");
 
     // The status says what was used, that nothing is left and when it refills.
     let st = bridge_status(&capped).await;
