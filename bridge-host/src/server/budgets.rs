@@ -12,18 +12,21 @@ use crate::proxy::Shared;
 
 /// Writes the state now; says so when it cannot.
 fn save(shared: &Shared, force: bool, failing: &mut bool) {
-    let path = shared.tokens.path().map(|p| p.display().to_string());
+    let path = shared
+        .tokens
+        .path()
+        .map_or_else(|| "-".to_owned(), |p| p.display().to_string());
     match shared.tokens.save(force) {
         Ok(wrote) => {
             if wrote && std::mem::take(failing) {
-                tracing::info!(path = ?path, "token budget state written again");
+                tracing::info!(path = %path, "token budget state written again");
             }
         }
         Err(e) if !*failing => {
             *failing = true;
             let hint =
                 crate::os::privileges::hint("make the audit log's directory writable by that user");
-            tracing::warn!(path = ?path, error = %e, "cannot write the token budget state: budgets will not survive a restart{hint}");
+            tracing::warn!(path = %path, error = %e, "cannot write the token budget state: budgets will not survive a restart{hint}");
         }
         Err(_) => {}
     }

@@ -2,12 +2,15 @@
 //! tokens the double reports, then model requests (native and OpenAI) get 429
 //! `budget_exhausted` with `Retry-After`, while listings still work and another sandbox
 //! is served; the spent budget survives a restart of bridge-host (its state file); a
-//! stream the client aborts is charged an estimate. No sleeps: every wait is for an event.
+//! stream the client aborts is charged an estimate; after the privilege drop the state
+//! file is written as the service user, or a warning says why not. No sleeps: every
+//! wait is for an event.
 
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use bridge_tests::double::{Double, DoubleConfig, Script};
-use bridge_tests::harness::{config, socket, Host};
+use bridge_tests::harness::{config, require_root, socket, Host};
 use bridge_tests::http::{bridge_status, collect, post, req, send_unix, GUARD};
 use bridge_tests::native::chat_request;
 use serde_json::{json, Value};
@@ -245,4 +248,64 @@ async fn an_aborted_stream_is_charged_an_estimate() {
     let (s, retry, body) = chat_on(&sock).await;
     assert_eq!(s, 429, "{body}");
     assert!(retry.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_privilege_drop_the_state_file_is_the_service_users_or_a_warning() {
+    require_root("it starts bridge-host as root, dropping to nobody");
+    let double = Double::start(DoubleConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The service user must be able to reach the audit directories.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let text = |log: &str| {
+        config(
+            &double.url(),
+            &[("capped", "tokens_per_hour = 1000")],
+            "[privileges]\nuser = \"nobody\"\n",
+        )
+        .replace("{dir}/audit.jsonl", &format!("{{dir}}/{log}/audit.jsonl"))
+    };
+    // A directory the daemon creates is handed to the service user: the first write,
+    // right after the drop, succeeds.
+    let host = Host::start_in(dir, &text("log"), &[]).await;
+    let state = host.path("log/audit.budgets.json");
+    tokio::time::timeout(GUARD, async {
+        while !state.exists() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the state file is written after the drop");
+    assert_eq!(std::fs::metadata(&state).unwrap().uid(), 65534);
+    let mut host = host;
+    host.signal(nix::sys::signal::Signal::SIGTERM);
+    let exit = tokio::time::timeout(GUARD, host.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{}", host.log());
+    let Host { dir, .. } = host;
+
+    // A directory only root may write to: a warning at start, and still serving.
+    std::fs::create_dir(dir.path().join("rootlog")).unwrap();
+    std::fs::set_permissions(
+        dir.path().join("rootlog"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rootlog/audit.jsonl"), b"").unwrap();
+    std::fs::set_permissions(
+        dir.path().join("rootlog/audit.jsonl"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let host = Host::start_in(dir, &text("rootlog"), &[]).await;
+    let warn = host.wait_log("cannot write the token budget state").await;
+    assert!(
+        warn.contains("budgets will not survive a restart"),
+        "{warn}"
+    );
+    assert!(warn.contains("runs as user nobody"), "{warn}");
+    let (s, _, body) = chat_on(&socket(&host, "capped")).await;
+    assert_eq!(s, 200, "{body}");
 }
