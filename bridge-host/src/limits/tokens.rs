@@ -182,6 +182,14 @@ impl Ledger {
         Ok(true)
     }
 
+    /// Tokens `sandbox` used in the last hour (unit tests).
+    #[cfg(test)]
+    pub fn used_in_the_hour(&self, sandbox: &str) -> u64 {
+        self.lock()
+            .get(sandbox)
+            .map_or(0, |u| u.used(protocol::budget::Window::Hour, unix_secs()))
+    }
+
     /// Where the state is saved.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()

@@ -234,19 +234,23 @@ impl Exchange {
     /// Charges a metered request's answer to its sandbox's tokens: Ollama's counts, or
     /// an estimate for what they do not cover ([`protocol::budget::charge`]; the record
     /// says so in `tokens_estimated`). Nothing is charged without counts when Ollama
-    /// never had the request (unreachable, refused by the bridge, or refused by Ollama
-    /// with a 4xx before any work).
+    /// never had the request (refused by the bridge, Ollama unreachable) or answered it
+    /// with an error status instead of an answer.
     fn charge(&mut self) {
         let Some(completes) = self.metered else {
             return;
         };
         let r = &mut self.rec;
         let counted = r.prompt_tokens.is_some() || r.completion_tokens.is_some();
-        let never_ran = r
-            .reason
-            .is_some_and(|x| x.is_denial() || x == Reason::UpstreamUnreachable)
-            || (r.reason.is_none() && (400..500).contains(&r.status))
-            || r.upstream_status.is_some_and(|s| (400..500).contains(&s));
+        // Ollama's own error status: after early headers in `upstream_status`, else in
+        // `status` (the bridge's own failures have their reasons).
+        let ollama_error = match r.upstream_status {
+            Some(s) => s >= 300,
+            None => matches!(r.reason, None | Some(Reason::UpstreamError)) && r.status >= 300,
+        };
+        let never_ran = ollama_error
+            || r.reason
+                .is_some_and(|x| x.is_denial() || x == Reason::UpstreamUnreachable);
         if !counted && never_ran {
             return;
         }
@@ -336,5 +340,79 @@ impl TestAudit {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod charge_tests {
+    use super::*;
+    use protocol::tokens::Tokens;
+    use protocol::Route;
+
+    /// Each exchange's record and what the sandbox was charged for it.
+    #[tokio::test]
+    async fn answers_are_charged_their_counts_or_an_estimate_and_errors_nothing() {
+        let t = TestAudit::new();
+        let used = || t.shared.tokens.used_in_the_hour("t");
+        // Counted: the counts.
+        let mut ex = t.exchange();
+        ex.meter(&Route::Chat);
+        ex.rec.bytes_in = 400;
+        let tokens = Tokens {
+            prompt: Some(26),
+            completion: Some(290),
+        };
+        ex.finish_stream(Outcome {
+            tokens,
+            chunks: 9,
+            ..Outcome::default()
+        })
+        .await;
+        assert_eq!(used(), 316);
+        // Cut off before the counts: a quarter of the body, a token per chunk seen.
+        let mut ex = t.exchange();
+        ex.meter(&Route::Chat);
+        ex.rec.bytes_in = 400;
+        ex.finish_stream(Outcome {
+            client_closed: true,
+            chunks: 3,
+            ..Outcome::default()
+        })
+        .await;
+        assert_eq!(used(), 316 + 103);
+        // Ollama answered an error status; the bridge refused; not a model request;
+        // Ollama unreachable: nothing.
+        let mut ex = t.exchange();
+        ex.meter(&Route::Chat);
+        ex.rec.bytes_in = 400;
+        ex.rec.status = 404;
+        ex.finish_stream(Outcome::default()).await;
+        let mut ex = t.exchange();
+        ex.meter(&Route::Chat);
+        ex.finish(429, Some(Reason::BudgetExhausted), 10).await;
+        let mut ex = t.exchange();
+        ex.rec.bytes_in = 400;
+        ex.finish_stream(Outcome {
+            client_closed: true,
+            ..Outcome::default()
+        })
+        .await;
+        let mut ex = t.exchange();
+        ex.meter(&Route::Generate);
+        ex.rec.bytes_in = 400;
+        ex.finish(502, Some(Reason::UpstreamUnreachable), 10).await;
+        assert_eq!(used(), 316 + 103);
+        // Dropped unfinished (shutdown's grace ended): the estimate.
+        let mut ex = t.exchange();
+        ex.meter(&Route::Embed);
+        ex.rec.bytes_in = 40;
+        drop(ex);
+        assert_eq!(used(), 316 + 103 + 10);
+        let recs = t.records();
+        let estimated: Vec<Option<u64>> = recs.iter().map(|r| r.tokens_estimated).collect();
+        assert_eq!(
+            estimated,
+            [None, Some(103), None, None, None, None, Some(10)]
+        );
     }
 }
