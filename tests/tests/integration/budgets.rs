@@ -10,7 +10,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use bridge_tests::double::{Double, DoubleConfig, Script};
-use bridge_tests::harness::{config, require_root, socket, Host};
+use bridge_tests::harness::{bin, config, require_root, socket, Host};
 use bridge_tests::http::{bridge_status, collect, post, req, send_unix, GUARD};
 use bridge_tests::native::chat_request;
 use serde_json::{json, Value};
@@ -154,6 +154,27 @@ async fn a_spent_budget_refuses_one_sandbox_keeps_listings_and_survives_a_restar
     );
     assert!(hour["refills_at"].is_string(), "{st}");
     assert_eq!(st["tokens"]["day"]["budget"], Value::Null, "{st}");
+    // The operator's command shows it under the sandbox (and nothing under the other).
+    let out = tokio::process::Command::new(bin("bridge-host"))
+        .args(["status", "--config"])
+        .arg(&host.config)
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    let row = lines
+        .iter()
+        .position(|l| l.starts_with("capped "))
+        .unwrap_or_else(|| panic!("{table}"));
+    let tokens = lines[row + 1].trim();
+    assert!(
+        tokens.starts_with(&format!(
+            "tokens: per hour {used}/{BUDGET} (SPENT, refills at "
+        )),
+        "{table}"
+    );
+    assert_eq!(table.matches("tokens:").count(), 1, "{table}");
 
     // Stopped and started again with the same configuration: still spent.
     let mut host = host;
