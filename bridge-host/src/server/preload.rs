@@ -70,6 +70,10 @@ pub async fn keep_warm(
                     asked.insert(name, body);
                 }
             }
+        } else {
+            // Nothing to keep warm: a model added later is loaded then, not "again".
+            asked.clear();
+            comebacks = shared.health.comebacks();
         }
         probes.borrow_and_update();
         tokio::select! {
