@@ -139,13 +139,7 @@ impl Server {
         }
         let (stop_metrics, stop_rx) = watch::channel(false);
         let budgets = tokio::spawn(budgets::keep(self.shared.clone(), stop_rx.clone()));
-        let (preload_tx, preload_rx) = watch::channel((self.config.clone(), self.upstream.clone()));
-        let preloads = tokio::spawn(preload::keep_warm(
-            self.shared.clone(),
-            preload_rx,
-            stop_rx.clone(),
-        ));
-        self.preload = Some(preload_tx);
+        let stop_preloads = stop_rx.clone();
         let metrics_task = self
             .metrics
             .take()
@@ -153,6 +147,14 @@ impl Server {
         crate::os::notify::notify("READY=1");
         // One probe of Ollama now, in its own task: a warning if it is down (it may come later).
         self.shared.health.probe_at_start(&self.upstream);
+        // Preloads start from that probe's reading.
+        let (preload_tx, preload_rx) = watch::channel((self.config.clone(), self.upstream.clone()));
+        let preloads = tokio::spawn(preload::keep_warm(
+            self.shared.clone(),
+            preload_rx,
+            stop_preloads,
+        ));
+        self.preload = Some(preload_tx);
         let mut failure = None;
         loop {
             tokio::select! {
