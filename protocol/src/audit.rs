@@ -76,6 +76,10 @@ pub struct AuditRecord {
     pub duration_ms: u64,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// Tokens charged to the sandbox's budget as an estimate, because the answer ended
+    /// before Ollama's counts (the README's "Token budgets"); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_estimated: Option<u64>,
     /// Only with `log_prompts = true`: the request body as forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<serde_json::Value>,
@@ -124,6 +128,7 @@ impl AuditRecord {
             duration_ms: 0,
             prompt_tokens: None,
             completion_tokens: None,
+            tokens_estimated: None,
             prompt: None,
             output: None,
             output_truncated: false,

@@ -39,6 +39,8 @@ pub enum Reason {
     /// A request this bridge (or another ollama-bridge) forwarded came back to it: the
     /// upstream is a bridge listener, not Ollama.
     LoopDetected,
+    /// The sandbox's token budget (`tokens_per_hour` / `tokens_per_day`) is spent.
+    BudgetExhausted,
 }
 
 impl Reason {
@@ -66,6 +68,7 @@ impl Reason {
             Reason::RequestTimeout => "request_timeout",
             Reason::ConnectionLimit => "connection_limit",
             Reason::LoopDetected => "loop_detected",
+            Reason::BudgetExhausted => "budget_exhausted",
         }
     }
 
@@ -85,7 +88,7 @@ impl Reason {
             Reason::RequestTimeout => 408,
             Reason::TooLarge => 413,
             Reason::UnsupportedMediaType => 415,
-            Reason::RateLimited => 429,
+            Reason::RateLimited | Reason::BudgetExhausted => 429,
             Reason::Internal => 500,
             Reason::UpstreamUnreachable | Reason::UpstreamError => 502,
             Reason::ShuttingDown | Reason::ConnectionLimit => 503,
@@ -301,6 +304,7 @@ mod tests {
             (RequestTimeout, 408),
             (ConnectionLimit, 503),
             (LoopDetected, 508),
+            (BudgetExhausted, 429),
         ];
         for (r, status) in all {
             assert_eq!(r.status(), status, "{r:?}");

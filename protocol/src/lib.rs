@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backoff;
 pub mod body;
+pub mod budget;
 pub mod chunked;
 pub mod config;
 pub mod error;

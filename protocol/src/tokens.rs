@@ -5,6 +5,8 @@
 //! key followed by `true`), an OpenAI `usage` object or an error object is parsed; the
 //! rest are passed over after a byte search. A body whose first line opens an object it
 //! does not close (a pretty-printed non-streamed answer) is parsed whole at its end.
+//! An `/api/embed` answer (`embeddings` and `prompt_eval_count`, no `done`) gives its
+//! prompt count.
 //! It also notices an error object (`{"error":...}`, or `data: {"error":...}` in SSE):
 //! Ollama's way to say a stream failed after its 200 status.
 
@@ -45,6 +47,9 @@ pub struct TokenScanner {
     mode: Mode,
     tokens: Tokens,
     error: bool,
+    /// Non-blank lines seen (chunks of a stream): a token budget's estimate of a
+    /// completion cut off before its count.
+    chunks: u64,
 }
 
 /// The top-level fields of a chunk that carry counts or an error; the rest is skipped
@@ -56,6 +61,7 @@ struct Chunk {
     eval_count: Option<Value>,
     usage: Option<Value>,
     error: Option<IgnoredAny>,
+    embeddings: Option<IgnoredAny>,
 }
 
 impl TokenScanner {
@@ -88,6 +94,11 @@ impl TokenScanner {
     /// Counts seen so far.
     pub fn tokens(&self) -> Tokens {
         self.tokens
+    }
+
+    /// Non-blank lines (stream chunks) ended so far.
+    pub fn chunks(&self) -> u64 {
+        self.chunks
     }
 
     /// Has a line been an error object (`{"error":...}`)?
@@ -126,6 +137,9 @@ impl TokenScanner {
             }
         }
         let line = std::mem::take(&mut self.line);
+        if self.overlong || !line.trim_ascii().is_empty() {
+            self.chunks += 1;
+        }
         if !std::mem::take(&mut self.overlong) {
             self.scan_line(&line);
         }
@@ -144,6 +158,7 @@ impl TokenScanner {
         if has_key(t, b"\"done\"", b"true")
             || has_key(t, b"\"usage\"", b"{")
             || has_key(t, b"\"error\"", b"")
+            || has_key(t, b"\"prompt_eval_count\"", b"")
         {
             self.read(t);
         }
@@ -165,6 +180,11 @@ impl TokenScanner {
             }
             if let Some(n) = count(c.eval_count.as_ref()) {
                 self.tokens.completion = Some(n);
+            }
+        } else if c.done.is_none() && c.embeddings.is_some() {
+            // `/api/embed`: one object with the input's count and no `done`.
+            if let Some(n) = count(c.prompt_eval_count.as_ref()) {
+                self.tokens.prompt = Some(n);
             }
         } else if let Some(Value::Object(u)) = &c.usage {
             if let Some(n) = count(u.get("prompt_tokens")) {

@@ -224,3 +224,38 @@ fn an_overlong_line_is_skipped_and_the_next_still_counts() {
     assert_eq!(s.finish(), counts(26, 290));
     assert!(s.line.capacity() <= MAX_LINE);
 }
+
+#[test]
+fn chunks_are_the_non_blank_lines_however_split() {
+    let body =
+        b"{\"response\":\"a\",\"done\":false}\n\n{\"response\":\"b\",\"done\":false}\r\n{\"resp";
+    for split in 0..body.len() {
+        let mut s = TokenScanner::new();
+        s.feed(&body[..split]);
+        s.feed(&body[split..]);
+        assert_eq!(s.chunks(), 2, "split at {split}");
+        s.finish();
+        assert_eq!(s.chunks(), 3, "the cut last line counts at the end");
+    }
+    let mut sse = TokenScanner::new();
+    sse.feed(b"data: {\"x\":1}\n\ndata: {\"x\":2}\n\n");
+    assert_eq!(sse.chunks(), 2);
+}
+
+#[test]
+fn an_embed_answer_gives_its_prompt_count_and_a_chunk_never_does() {
+    let mut s = TokenScanner::new();
+    s.feed(br#"{"model":"m","embeddings":[[0.1,0.2]],"total_duration":1,"prompt_eval_count":8}"#);
+    assert_eq!(
+        s.finish(),
+        Tokens {
+            prompt: Some(8),
+            completion: None
+        }
+    );
+    // Not an embed answer (no `embeddings`), not a final chunk: no count.
+    let mut s = TokenScanner::new();
+    s.feed(b"{\"message\":{\"content\":\"x\"},\"done\":false,\"prompt_eval_count\":5}\n");
+    s.feed(b"{\"response\":\"x\",\"prompt_eval_count\":5}\n");
+    assert_eq!(s.finish(), Tokens::default());
+}

@@ -64,6 +64,25 @@ async fn fetch(path: &std::path::Path) -> Result<Result<Value, String>, String> 
         .map_err(|_| "no answer within 30s".to_owned())?
 }
 
+/// The sandbox's token budgets under its row, when it has one: per window, used of the
+/// budget and what is left, or when a spent budget refills.
+fn tokens_line(t: &Value) -> Option<String> {
+    let mut parts = Vec::new();
+    for w in ["hour", "day"] {
+        let v = &t[w];
+        let Some(budget) = v["budget"].as_u64() else {
+            continue;
+        };
+        let used = v["used"].as_u64().unwrap_or(0);
+        let state = match (v["refills_in_s"].as_u64(), v["refills_at"].as_str()) {
+            (Some(s), Some(at)) => format!("SPENT, refills at {at} (in {s} s)"),
+            _ => format!("{} left", v["left"].as_u64().unwrap_or(0)),
+        };
+        parts.push(format!("per {w} {used}/{budget} ({state})"));
+    }
+    (!parts.is_empty()).then(|| format!("tokens: {}", parts.join("; ")))
+}
+
 /// Runs the subcommand: exit 0 when every probed listener answers and Ollama is reachable.
 pub fn run(args: StatusArgs) -> ExitCode {
     let config = match (&args.listen, &args.config) {
@@ -168,6 +187,9 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 in_flight,
                 queued(&doc["queue"]),
             );
+            if let Some(line) = tokens_line(&doc["tokens"]) {
+                println!("{:<16} {line}", "");
+            }
         }
     }
     if healthy {

@@ -7,6 +7,7 @@
 
 pub mod budget;
 pub mod queue;
+pub mod tokens;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

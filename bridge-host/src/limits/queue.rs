@@ -15,6 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -317,6 +318,41 @@ impl Drop for Waiting {
         if let Some(f) = st.flows.get_mut(&self.flow) {
             f.waiters.retain(|w| w.seq != self.seq);
         }
+    }
+}
+
+/// A request's place in the queue: how long it waited, and its slot once it has one.
+#[derive(Default)]
+pub struct Ticket {
+    /// Milliseconds waited, `u64::MAX` until the request got its slot.
+    waited_ms: AtomicU64,
+    slot: Mutex<Option<Slot>>,
+}
+
+impl Ticket {
+    pub fn new() -> Ticket {
+        Ticket {
+            waited_ms: AtomicU64::new(u64::MAX),
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// How long the request waited for its slot; `None` when it never got one.
+    pub fn waited_ms(&self) -> Option<u64> {
+        Some(self.waited_ms.load(Ordering::Relaxed)).filter(|&w| w != u64::MAX)
+    }
+
+    /// Gives the slot back (the exchange's record is written).
+    pub fn release(&self) {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(slot);
+    }
+
+    /// The request got `slot` after waiting `waited`.
+    pub fn hold(&self, slot: Slot, waited: Duration) {
+        self.waited_ms
+            .store(waited.as_millis() as u64, Ordering::Relaxed);
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
     }
 }
 

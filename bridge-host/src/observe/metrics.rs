@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use protocol::audit::{AuditRecord, Decision};
+use protocol::budget::WindowUse;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -50,6 +51,52 @@ struct ReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabels {
+    sandbox: String,
+    window: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PreloadLabels {
+    model: String,
+    result: String,
+}
+
+/// The token-budget and preload metrics (apart, so they read as one feature).
+#[derive(Default)]
+struct Budgets {
+    used: Family<WindowLabels, Gauge>,
+    left: Family<WindowLabels, Gauge>,
+    estimated: Family<SandboxLabels, Counter>,
+    preloads: Family<PreloadLabels, Counter>,
+}
+
+impl Budgets {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "token_budget_used",
+            "Tokens used in the sliding window (hour, day) of each sandbox, as its budgets count them",
+            self.used.clone(),
+        );
+        registry.register(
+            "token_budget_left",
+            "Tokens left in each budget (tokens_per_hour, tokens_per_day) of each sandbox",
+            self.left.clone(),
+        );
+        registry.register(
+            "tokens_estimated",
+            "Tokens charged to budgets as an estimate (answers cut off before Ollama's counts)",
+            self.estimated.clone(),
+        );
+        registry.register(
+            "preloads",
+            "Model loads asked of Ollama for preload = true, by model and result (ok, failed)",
+            self.preloads.clone(),
+        );
+    }
+}
+
 /// One request in flight; the count drops with the guard.
 pub struct InFlight(Gauge);
 
@@ -72,6 +119,7 @@ pub struct Metrics {
     tool_calls_salvaged: Family<ModelLabels, Counter>,
     connections_refused: Family<SandboxLabels, Counter>,
     audit_dropped: Gauge,
+    budgets: Budgets,
 }
 
 fn duration_histogram() -> Histogram {
@@ -149,7 +197,10 @@ impl Metrics {
             "Audit records that could not be written",
             audit_dropped.clone(),
         );
+        let budgets = Budgets::default();
+        budgets.register(&mut registry);
         Metrics {
+            budgets,
             registry,
             requests,
             duration,
@@ -254,6 +305,14 @@ impl Metrics {
                 })
                 .observe(ms as f64 / 1000.0);
         }
+        if let Some(n) = rec.tokens_estimated {
+            self.budgets
+                .estimated
+                .get_or_create(&SandboxLabels {
+                    sandbox: rec.sandbox.clone(),
+                })
+                .inc_by(n);
+        }
         if let Some(n) = rec.tool_calls_salvaged {
             self.tool_calls_salvaged
                 .get_or_create(&ModelLabels {
@@ -270,6 +329,37 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// The token windows of every configured sandbox, now (set before each scrape).
+    pub fn token_windows(&self, snapshot: &[(String, [WindowUse; 2])]) {
+        let b = &self.budgets;
+        b.used.clear();
+        b.left.clear();
+        for (sandbox, windows) in snapshot {
+            for w in windows {
+                let labels = WindowLabels {
+                    sandbox: sandbox.clone(),
+                    window: w.window.as_str().to_owned(),
+                };
+                let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                b.used.get_or_create(&labels).set(gauge(w.used));
+                if let Some(left) = w.left {
+                    b.left.get_or_create(&labels).set(gauge(left));
+                }
+            }
+        }
+    }
+
+    /// A preload of `model` was asked of Ollama: it loaded, or it failed.
+    pub fn preloaded(&self, model: &str, ok: bool) {
+        self.budgets
+            .preloads
+            .get_or_create(&PreloadLabels {
+                model: model.to_owned(),
+                result: if ok { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
     }
 
     /// The exposition text.

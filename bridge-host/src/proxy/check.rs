@@ -56,6 +56,10 @@ pub async fn check(
     rec.endpoint = Some(Endpoint::Class(route.class()));
     // Endpoint class first: a denied class is refused before its body is read.
     protocol::policy::endpoint_allowed(&ctx.sandbox, route.class()).map_err(|d| d.to_error())?;
+    // A spent token budget refuses model requests before their body is read.
+    if protocol::budget::metered(&route) {
+        ctx.shared.tokens.check(&ctx.sandbox)?;
+    }
     let mut budget = ctx.limits.bodies.share();
     let kind = route.body_kind(parts.method.as_str());
     let raw = read_body(ctx, &parts, body, kind, &mut budget).await?;

@@ -8,6 +8,7 @@ use protocol::config::{Config, Sandbox};
 
 use super::health::Health;
 use super::upstream::Upstream;
+use crate::limits::tokens::Ledger;
 use crate::limits::Limiters;
 use crate::observe::audit_log::AuditLog;
 use crate::observe::metrics::Metrics;
@@ -29,6 +30,8 @@ pub struct Shared {
     pub health: Health,
     /// Set once shutdown began: requests cut off from now on are `shutting_down`.
     pub draining: AtomicBool,
+    /// Every sandbox's token usage against its budgets (kept across reloads).
+    pub tokens: Ledger,
     next_id: AtomicU64,
     id_prefix: String,
 }
@@ -41,9 +44,16 @@ impl Shared {
             metrics: Metrics::new(),
             health: Health::new(),
             draining: AtomicBool::new(false),
+            tokens: Ledger::default(),
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:x}", boot & 0x00ff_ffff_ffff),
         }
+    }
+
+    /// The same, with the token usage read from (and saved to) `tokens`.
+    pub fn with_tokens(mut self, tokens: Ledger) -> Shared {
+        self.tokens = tokens;
+        self
     }
 
     /// A new audit record id, unique within this daemon's run.

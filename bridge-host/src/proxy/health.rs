@@ -52,6 +52,8 @@ struct Inner {
 struct State {
     last: Option<Arc<Reading>>,
     probing: bool,
+    /// Times a probe found Ollama reachable after one found it not (for preloads).
+    comebacks: u64,
 }
 
 impl Default for Health {
@@ -104,6 +106,18 @@ impl Health {
     }
 }
 
+impl Health {
+    /// Fires after each probe (whoever asked for it).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.done.subscribe()
+    }
+
+    /// How many times Ollama was found reachable again after being found unreachable.
+    pub fn comebacks(&self) -> u64 {
+        self.inner.lock().comebacks
+    }
+}
+
 fn fresh(r: &Reading, up: &Arc<Upstream>) -> bool {
     Arc::ptr_eq(&r.upstream, up) && r.at.elapsed() < MAX_AGE
 }
@@ -134,6 +148,7 @@ impl Drop for Ending {
                     "Ollama is not reachable at {base}: start it (`ollama serve`, or `systemctl start ollama`) or point [upstream] url (--upstream) at it; until then requests get 502"
                 ),
                 (Ok(_), Some(false)) => {
+                    st.comebacks += 1;
                     tracing::info!(upstream = %base, "Ollama is reachable again")
                 }
                 _ => {}

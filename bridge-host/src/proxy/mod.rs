@@ -47,6 +47,9 @@ pub async fn handle(
     let resp = match check::check(&ctx, req, &mut ex.rec).await {
         Ok(c) => {
             ex.allow();
+            if protocol::budget::metered(&c.route) {
+                ex.meter(&c.route);
+            }
             let native = matches!(
                 c.route,
                 Route::OaiChat | Route::OaiCompletions | Route::OaiEmbeddings

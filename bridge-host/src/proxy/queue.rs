@@ -7,8 +7,7 @@
 //! dropped).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Response;
@@ -21,42 +20,8 @@ use tokio::time::Instant;
 use super::ctx::SandboxCtx;
 use super::early::Sending;
 use super::record::Exchange;
-use crate::limits::queue::{Entry, Slot};
+use crate::limits::queue::{Entry, Ticket};
 use crate::net::hangup::Hangup;
-
-/// A request's place in the queue: how long it waited, and its slot once it has one.
-#[derive(Default)]
-pub struct Ticket {
-    /// Milliseconds waited, `u64::MAX` until the request got its slot.
-    waited_ms: AtomicU64,
-    slot: Mutex<Option<Slot>>,
-}
-
-impl Ticket {
-    fn new() -> Ticket {
-        Ticket {
-            waited_ms: AtomicU64::new(u64::MAX),
-            slot: Mutex::new(None),
-        }
-    }
-
-    /// How long the request waited for its slot; `None` when it never got one.
-    pub fn waited_ms(&self) -> Option<u64> {
-        Some(self.waited_ms.load(Ordering::Relaxed)).filter(|&w| w != u64::MAX)
-    }
-
-    /// Gives the slot back (the exchange's record is written).
-    pub fn release(&self) {
-        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        drop(slot);
-    }
-
-    fn hold(&self, slot: Slot, waited: Duration) {
-        self.waited_ms
-            .store(waited.as_millis() as u64, Ordering::Relaxed);
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot);
-    }
-}
 
 /// `send` after the request's turn at Ollama, for a request that runs a model while the
 /// upstream has a queue; `send` alone otherwise. The wait ends with the request's own

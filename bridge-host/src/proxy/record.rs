@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::ctx::{SandboxCtx, Shared};
-use super::queue::Ticket;
+use crate::limits::queue::Ticket;
 use crate::observe::audit_log::ACK_WAIT;
 use crate::observe::metrics::InFlight;
 use crate::os::clock::unix_ms;
@@ -39,6 +39,9 @@ pub struct Outcome {
     pub output: Option<(String, bool)>,
     /// Tool calls recovered from the reply's text.
     pub tool_calls_salvaged: u64,
+    /// Chunks (lines) of Ollama's answer seen: the estimate of a completion cut off
+    /// before its count.
+    pub chunks: u64,
 }
 
 /// A request and its audit record, from arrival to the one write of the record.
@@ -56,6 +59,11 @@ pub struct Exchange {
     /// The request's place in the upstream's fair queue: its slot is given back when the
     /// record is written.
     ticket: Option<Arc<Ticket>>,
+    /// A model request: what its answer cost is charged to the sandbox's token budget
+    /// when the record is written (`Some(completes)`: whether it has completion tokens).
+    metered: Option<bool>,
+    /// Chunks of the answer seen (for the estimate of a cut-off answer).
+    chunks: u64,
 }
 
 impl Exchange {
@@ -81,6 +89,8 @@ impl Exchange {
             written: false,
             head_sent: None,
             ticket: None,
+            metered: None,
+            chunks: 0,
         }
     }
 
@@ -95,6 +105,8 @@ impl Exchange {
             written: false,
             head_sent: None,
             ticket: None,
+            metered: None,
+            chunks: 0,
         }
     }
 
@@ -118,6 +130,8 @@ impl Exchange {
             written: false,
             head_sent: None,
             ticket: None,
+            metered: None,
+            chunks: 0,
         }
     }
 
@@ -153,6 +167,11 @@ impl Exchange {
         self.rec.decision = Decision::Allow;
     }
 
+    /// A model request going to Ollama: its answer is charged to the sandbox's tokens.
+    pub fn meter(&mut self, route: &protocol::Route) {
+        self.metered = Some(protocol::budget::completes(route));
+    }
+
     /// Ends the exchange with a complete answer of `status` (the body's length is
     /// `bytes_out`): writes the record and waits until it is in the file.
     pub async fn finish(mut self, status: u16, reason: Option<Reason>, bytes_out: u64) {
@@ -181,6 +200,7 @@ impl Exchange {
         } else {
             None
         };
+        self.chunks = o.chunks;
         let rec = &mut self.rec;
         rec.reason = reason;
         rec.bytes_out = o.bytes_out;
@@ -215,6 +235,7 @@ impl Exchange {
             self.rec.queued_ms = t.waited_ms();
             t.release();
         }
+        self.charge();
         self.shared.metrics.observe(&self.rec);
         let ack = self.shared.audit.submit(&self.rec, true);
         self.flight.take();
@@ -222,6 +243,44 @@ impl Exchange {
             ack,
             deadline: Box::pin(tokio::time::sleep(ACK_WAIT)),
         }
+    }
+}
+
+impl Exchange {
+    /// Charges a metered request's answer to its sandbox's tokens: Ollama's counts, or
+    /// an estimate for what they do not cover ([`protocol::budget::charge`]; the record
+    /// says so in `tokens_estimated`). Nothing is charged without counts when Ollama
+    /// never had the request (refused by the bridge, Ollama unreachable) or answered it
+    /// with an error status instead of an answer.
+    fn charge(&mut self) {
+        let Some(completes) = self.metered else {
+            return;
+        };
+        let r = &mut self.rec;
+        let counted = r.prompt_tokens.is_some() || r.completion_tokens.is_some();
+        // Ollama's own error status: after early headers in `upstream_status`, else in
+        // `status` (the bridge's own failures have their reasons).
+        let ollama_error = match r.upstream_status {
+            Some(s) => s >= 300,
+            None => matches!(r.reason, None | Some(Reason::UpstreamError)) && r.status >= 300,
+        };
+        let never_ran = ollama_error
+            || r.reason
+                .is_some_and(|x| x.is_denial() || x == Reason::UpstreamUnreachable);
+        if !counted && never_ran {
+            return;
+        }
+        let c = protocol::budget::charge(
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.bytes_in,
+            self.chunks,
+            completes,
+        );
+        if c.estimated {
+            r.tokens_estimated = Some(c.tokens);
+        }
+        self.shared.tokens.charge(&r.sandbox, c.tokens);
     }
 }
 
@@ -297,5 +356,79 @@ impl TestAudit {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod charge_tests {
+    use super::*;
+    use protocol::tokens::Tokens;
+    use protocol::Route;
+
+    /// Each exchange's record and what the sandbox was charged for it.
+    #[tokio::test]
+    async fn answers_are_charged_their_counts_or_an_estimate_and_errors_nothing() {
+        let t = TestAudit::new();
+        let used = || t.shared.tokens.used_in_the_hour("t");
+        // Counted: the counts.
+        let mut ex = t.exchange();
+        ex.meter(&Route::Chat);
+        ex.rec.bytes_in = 400;
+        let tokens = Tokens {
+            prompt: Some(26),
+            completion: Some(290),
+        };
+        ex.finish_stream(Outcome {
+            tokens,
+            chunks: 9,
+            ..Outcome::default()
+        })
+        .await;
+        assert_eq!(used(), 316);
+        // Cut off before the counts: a quarter of the body, a token per chunk seen.
+        let mut ex = t.exchange();
+        ex.meter(&Route::Chat);
+        ex.rec.bytes_in = 400;
+        ex.finish_stream(Outcome {
+            client_closed: true,
+            chunks: 3,
+            ..Outcome::default()
+        })
+        .await;
+        assert_eq!(used(), 316 + 103);
+        // Ollama answered an error status; the bridge refused; not a model request;
+        // Ollama unreachable: nothing.
+        let mut ex = t.exchange();
+        ex.meter(&Route::Chat);
+        ex.rec.bytes_in = 400;
+        ex.rec.status = 404;
+        ex.finish_stream(Outcome::default()).await;
+        let mut ex = t.exchange();
+        ex.meter(&Route::Chat);
+        ex.finish(429, Some(Reason::BudgetExhausted), 10).await;
+        let mut ex = t.exchange();
+        ex.rec.bytes_in = 400;
+        ex.finish_stream(Outcome {
+            client_closed: true,
+            ..Outcome::default()
+        })
+        .await;
+        let mut ex = t.exchange();
+        ex.meter(&Route::Generate);
+        ex.rec.bytes_in = 400;
+        ex.finish(502, Some(Reason::UpstreamUnreachable), 10).await;
+        assert_eq!(used(), 316 + 103);
+        // Dropped unfinished (shutdown's grace ended): the estimate.
+        let mut ex = t.exchange();
+        ex.meter(&Route::Embed);
+        ex.rec.bytes_in = 40;
+        drop(ex);
+        assert_eq!(used(), 316 + 103 + 10);
+        let recs = t.records();
+        let estimated: Vec<Option<u64>> = recs.iter().map(|r| r.tokens_estimated).collect();
+        assert_eq!(
+            estimated,
+            [None, Some(103), None, None, None, None, Some(10)]
+        );
     }
 }

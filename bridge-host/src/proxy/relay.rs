@@ -340,6 +340,7 @@ impl<B> Relay<B> {
     /// Moves what the scanners saw into the outcome.
     fn settle(&mut self) {
         self.outcome.tokens = self.scanner.finish();
+        self.outcome.chunks = self.scanner.chunks();
         self.outcome.upstream_error = self.scanner.saw_error();
         self.outcome.output = self.output.take().map(OutputCollector::finish);
         if let Some(t) = &self.transform {

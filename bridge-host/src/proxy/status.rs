@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use protocol::audit::Endpoint;
+use protocol::audit::{rfc3339_millis, Endpoint};
 use protocol::config::{KeepAlivePolicy, LoadPolicy, NumCtxPolicy};
 use protocol::error::{BridgeError, Reason};
 use protocol::ollama_opts::KeepAlive;
@@ -105,7 +105,7 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
             Some(v)
         })
         .collect();
-    json!({
+    let mut doc = json!({
         "bridge": "ollama-bridge",
         "version": env!("CARGO_PKG_VERSION"),
         "sandbox": sb.name.as_str(),
@@ -123,7 +123,29 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         // Not counting this status request itself.
         "in_flight": (ctx.shared.metrics.in_flight(sb.name.as_str()) - 1).max(0),
         "upstream": upstream_json(&health),
-    })
+    });
+    doc["tokens"] = tokens_json(ctx);
+    doc
+}
+
+/// This sandbox's token budgets: per window, the budget (null: none), the tokens used
+/// in it, what is left, and when a spent budget refills (seconds, and the time).
+fn tokens_json(ctx: &SandboxCtx) -> Value {
+    let (now, windows) = ctx.shared.tokens.report(&ctx.sandbox);
+    let mut out = serde_json::Map::new();
+    for w in windows {
+        out.insert(
+            w.window.as_str().to_owned(),
+            json!({
+                "budget": w.budget,
+                "used": w.used,
+                "left": w.left,
+                "refills_in_s": w.refills_in,
+                "refills_at": w.refills_in.map(|s| rfc3339_millis((now + s) * 1000)),
+            }),
+        );
+    }
+    Value::Object(out)
 }
 
 /// This sandbox's part of the upstream's fair queue (its own requests only; `null` with

@@ -24,11 +24,14 @@ pub async fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, std::convert::Infallible> {
     let (status, ct, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.encode(shared.audit.dropped()),
-        ),
+        (&Method::GET, "/metrics") => {
+            shared.metrics.token_windows(&shared.tokens.snapshot());
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                shared.metrics.encode(shared.audit.dropped()),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

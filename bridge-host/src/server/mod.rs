@@ -8,9 +8,11 @@
 
 mod accept;
 mod admin;
+mod budgets;
 mod conn;
 mod deadline;
 pub mod monitor;
+mod preload;
 mod reload;
 mod source;
 
@@ -25,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use source::Source;
 
+use crate::limits::tokens::{state_path, Ledger};
 use crate::net::listen::{ListenError, Listener};
 use crate::observe::audit_log::AuditLog;
 use crate::proxy::Upstream;
@@ -38,6 +41,8 @@ pub struct Server {
     config: Arc<Config>,
     upstream: Arc<Upstream>,
     metrics: Option<MetricsListener>,
+    /// Tells the preloader of each new configuration (set once serving).
+    preload: Option<watch::Sender<preload::Target>>,
 }
 
 /// How `run` ends, and how it learns of new configurations.
@@ -89,7 +94,9 @@ impl Server {
     pub fn bind(config: Config) -> anyhow::Result<Server> {
         let audit = AuditLog::open(&config.audit.path)?;
         let config = Arc::new(config);
-        let shared = Arc::new(Shared::new(audit));
+        let tokens = Ledger::open(state_path(&config.audit.path));
+        tokens.configure(&config.sandboxes);
+        let shared = Arc::new(Shared::new(audit).with_tokens(tokens));
         let upstream = Arc::new(Upstream::new(config.upstream.clone(), None));
         let mut listeners = Vec::new();
         for sb in &config.sandboxes {
@@ -109,6 +116,7 @@ impl Server {
             config,
             upstream,
             metrics,
+            preload: None,
         })
     }
 
@@ -130,6 +138,8 @@ impl Server {
             running.insert(name, start(listener, ctx, graceful.clone()));
         }
         let (stop_metrics, stop_rx) = watch::channel(false);
+        let budgets = tokio::spawn(budgets::keep(self.shared.clone(), stop_rx.clone()));
+        let stop_preloads = stop_rx.clone();
         let metrics_task = self
             .metrics
             .take()
@@ -137,6 +147,14 @@ impl Server {
         crate::os::notify::notify("READY=1");
         // One probe of Ollama now, in its own task: a warning if it is down (it may come later).
         self.shared.health.probe_at_start(&self.upstream);
+        // Preloads start from that probe's reading.
+        let (preload_tx, preload_rx) = watch::channel((self.config.clone(), self.upstream.clone()));
+        let preloads = tokio::spawn(preload::keep_warm(
+            self.shared.clone(),
+            preload_rx,
+            stop_preloads,
+        ));
+        self.preload = Some(preload_tx);
         let mut failure = None;
         loop {
             tokio::select! {
@@ -166,6 +184,9 @@ impl Server {
         if let Some(t) = metrics_task {
             let _ = t.await;
         }
+        let _ = budgets.await;
+        // A load in progress may wait for Ollama for long: it is not waited for.
+        preloads.abort();
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
         match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained"),
@@ -173,6 +194,8 @@ impl Server {
                 tracing::warn!(grace = ?shutdown.grace, "grace period over; closing remaining connections")
             }
         }
+        // Every request that ended has been charged: the budgets' last state.
+        budgets::last(&self.shared);
         match failure {
             Some(e) => Err(anyhow::anyhow!("{e}: stopped serving")),
             None => Ok(()),
@@ -253,7 +276,11 @@ impl Server {
                 Err(f) => report.failed.push(f),
             }
         }
+        self.shared.tokens.configure(&new.sandboxes);
         self.config = new;
+        if let Some(tx) = &self.preload {
+            tx.send_replace((self.config.clone(), self.upstream.clone()));
+        }
         report.removed = plan.remove;
         let line = report.line();
         if report.failed.is_empty() {

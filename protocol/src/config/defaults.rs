@@ -115,6 +115,7 @@ impl Config {
                 max_body: DEFAULT_MAX_BODY,
                 vsock_cid: None,
                 limits: Limits::default(),
+                tokens: Default::default(),
             }],
             models: Vec::new(),
             metrics: None,

@@ -167,6 +167,8 @@ pub struct Sandbox {
     pub vsock_cid: Option<u32>,
     /// Every other limit (queue, rate, head, connections, client timeouts).
     pub limits: Limits,
+    /// `tokens_per_hour`, `tokens_per_day` (none by default).
+    pub tokens: crate::budget::TokenBudget,
 }
 
 /// How a model's context length is decided.
@@ -206,6 +208,8 @@ pub struct ModelPolicy {
     pub keep_alive: Option<KeepAlivePolicy>,
     /// `tool_salvage`; `None` when the table does not set it.
     pub tool_salvage: Option<bool>,
+    /// `preload = true` (only on a table naming one model exactly).
+    pub preload: bool,
 }
 
 /// What the configuration says about one model's load: its pinned runner options and its
@@ -276,6 +280,15 @@ impl Config {
             p.keep_alive = p.keep_alive.or(m.keep_alive);
         }
         p
+    }
+
+    /// The models to keep warm (`preload = true`), by their canonical names.
+    pub fn preloads(&self) -> Vec<crate::ModelName> {
+        self.models
+            .iter()
+            .filter(|m| m.preload)
+            .filter_map(|m| crate::ModelName::parse(m.pattern.as_str()).ok())
+            .collect()
     }
 
     /// Whether tool calls a model printed as text are salvaged: the most specific

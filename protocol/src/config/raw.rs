@@ -161,6 +161,10 @@ pub(super) struct RawSandbox {
     pub(super) request_header_timeout: Option<HumanDuration>,
     /// For vsock listeners: accept only this peer CID.
     pub(super) vsock_cid: Option<u32>,
+    /// Token budget over the last hour (prompt + completion); spent: 429 budget_exhausted.
+    pub(super) tokens_per_hour: Option<u64>,
+    /// Token budget over the last day (prompt + completion).
+    pub(super) tokens_per_day: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +188,10 @@ pub(super) struct RawModel {
     pub(super) keep_alive_max: Option<toml::Value>,
     /// Recover tool calls the model printed as text (default true).
     pub(super) tool_salvage: Option<bool>,
+    /// Load the model at start, after a reload that adds it, and when Ollama comes back
+    /// (exact model names only).
+    #[serde(default)]
+    pub(super) preload: bool,
 }
 
 fn default_true() -> bool {

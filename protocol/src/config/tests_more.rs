@@ -307,3 +307,49 @@ fn max_parallel_and_weight_have_defaults_and_off() {
         Some(std::time::Duration::from_secs(5))
     );
 }
+
+#[test]
+fn token_budgets_and_preloads() {
+    let text = r#"[[sandbox]]
+name = "a"
+listen = "unix:/r/a.sock"
+tokens_per_hour = 1000
+tokens_per_day = 500
+
+[[sandbox]]
+name = "b"
+listen = "unix:/r/b.sock"
+
+[model."qwen2.5"]
+preload = true
+
+[model."llama3.2:*"]
+num_ctx = 8192
+"#;
+    let c = Config::parse(text, &env()).unwrap();
+    let b = c.sandboxes[0].tokens;
+    assert_eq!((b.per_hour, b.per_day), (Some(1000), Some(500)));
+    assert!(!c.sandboxes[1].tokens.is_set(), "no budget by default");
+    // A day budget under the hour's: allowed, but said, on its line.
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert_eq!(c.warnings[0].line, Some(5));
+    assert!(c.warnings[0].message.contains("tokens_per_day (500)"));
+    let pre: Vec<String> = c.preloads().iter().map(ToString::to_string).collect();
+    assert_eq!(pre, ["qwen2.5:latest"]);
+
+    let bad = text
+        .replace("tokens_per_hour = 1000", "tokens_per_hour = 0")
+        .replace(
+            "[model.\"llama3.2:*\"]",
+            "[model.\"llama3.2:*\"]\npreload = true",
+        );
+    let e = Config::parse(&bad, &env()).unwrap_err();
+    let on = |line: usize, needle: &str| {
+        e.0.iter()
+            .any(|x| x.line == Some(line) && x.message.contains(needle))
+    };
+    assert!(on(4, "tokens_per_hour must be at least 1"), "{e}");
+    assert!(on(15, "preload = true needs an exact model name"), "{e}");
+    assert!(on(15, "\"llama3.2:*\" is a glob"), "{e}");
+    assert_eq!(e.0.len(), 2, "{e}");
+}

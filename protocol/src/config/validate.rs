@@ -194,7 +194,34 @@ fn check_sandbox(name: SandboxName, listen: ListenAddr, s: &RawSandbox, t: &mut 
         max_body,
         vsock_cid: s.vsock_cid,
         limits,
+        tokens: check_tokens(s, t),
     }
+}
+
+/// A sandbox's token budgets: each at least 1 when set; a day budget smaller than the
+/// hour's is allowed but surely not meant.
+fn check_tokens(s: &RawSandbox, t: &mut Table) -> crate::budget::TokenBudget {
+    let mut b = crate::budget::TokenBudget {
+        per_hour: s.tokens_per_hour,
+        per_day: s.tokens_per_day,
+    };
+    for (key, v) in [
+        ("tokens_per_hour", &mut b.per_hour),
+        ("tokens_per_day", &mut b.per_day),
+    ] {
+        if *v == Some(0) {
+            t.err(format_args!(
+                "{key} must be at least 1 (leave it out for no token budget)"
+            ));
+            *v = None;
+        }
+    }
+    if let (Some(h), Some(d)) = (b.per_hour, b.per_day) {
+        if d < h {
+            t.warn(format_args!("tokens_per_day ({d}) is smaller than tokens_per_hour ({h}): the hour budget can never be reached"));
+        }
+    }
+    b
 }
 
 /// A sandbox's `socket_mode` and `socket_owner` (the defaults stand in when wrong).
@@ -301,12 +328,19 @@ fn check_model(glob: &str, m: &RawModel, t: &mut Table) -> Option<ModelPolicy> {
     let num_ctx = check_num_ctx(m, t);
     let options = check_pins(m, t);
     let keep_alive = check_keep_alive(m, t);
+    if m.preload && !pattern.is_literal() {
+        t.err(format_args!(
+            "preload = true needs an exact model name, and {glob:?} is a glob (or \"*\"): write one [model.\"NAME\"] table with preload per model to keep warm"
+        ));
+        return None;
+    }
     Some(ModelPolicy {
         pattern,
         num_ctx: num_ctx?,
         options: options?,
         keep_alive: keep_alive?,
         tool_salvage: m.tool_salvage,
+        preload: m.preload,
     })
 }
 

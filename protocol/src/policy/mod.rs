@@ -254,7 +254,8 @@ mod options;
 
 pub use num_ctx::{apply_num_ctx, read_num_ctx, NumCtx, NumCtxError};
 pub use options::{
-    apply_keep_alive, apply_load_policy, apply_options, rewrite_native, LoadRewrite, Rewrite,
+    apply_keep_alive, apply_load_policy, apply_options, load_request, rewrite_native, LoadRewrite,
+    Rewrite,
 };
 
 #[cfg(test)]

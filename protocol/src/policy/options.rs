@@ -69,6 +69,17 @@ pub fn rewrite_native(
     Ok(Rewrite { num_ctx, load })
 }
 
+/// The body of the request that asks Ollama to load `model` (`preload = true`): an
+/// `/api/generate` with no prompt, carrying exactly what a request for the model carries
+/// after [`rewrite_native`] (num_ctx, pinned options, keep_alive), so the first real
+/// request finds the model loaded as it needs it and does not reload it.
+pub fn load_request(config: &Config, model: &ModelName) -> Result<Map<String, Value>, NumCtxError> {
+    let mut obj = Map::new();
+    obj.insert("model".into(), Value::String(model.to_string()));
+    rewrite_native(&mut obj, config, model)?;
+    Ok(obj)
+}
+
 /// Removes the runner and unknown options, inserts the pinned ones, and decides
 /// keep_alive.
 pub fn apply_load_policy(obj: &mut Map<String, Value>, policy: &LoadPolicy) -> LoadRewrite {

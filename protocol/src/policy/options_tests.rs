@@ -252,3 +252,30 @@ fn the_audit_record_is_told() {
     let (_, r) = run("gemma:2b", json!({"model": "gemma:2b", "keep_alive": -1}));
     assert_eq!(r.load.keep_alive_requested.as_deref(), Some("-1"));
 }
+
+#[test]
+fn a_load_request_carries_what_a_request_would_after_the_policy() {
+    let c = config();
+    let m = |s: &str| ModelName::parse(s).unwrap();
+    let body = load_request(&c, &m("qwen2.5:7b")).unwrap();
+    assert_eq!(
+        Value::Object(body.clone()),
+        json!({"model": "qwen2.5:7b", "keep_alive": "30m",
+               "options": {"num_ctx": 8192, "num_gpu": 99, "num_batch": 512, "use_mmap": false}})
+    );
+    // The same as a real request's body after the rewrite, prompt aside.
+    let mut req = parse_strict_object(
+        br#"{"model":"qwen2.5:7b","prompt":"hi","keep_alive":"1m","options":{"num_ctx":2}}"#,
+    )
+    .unwrap();
+    rewrite_native(&mut req, &c, &m("qwen2.5:7b")).unwrap();
+    req.remove("prompt");
+    assert_eq!(req, body);
+    // A clamp without a default leaves num_ctx to the lower bound or unset, as for a
+    // request that asks none.
+    let l = load_request(&c, &m("llama3.2:3b")).unwrap();
+    assert_eq!(
+        Value::Object(l),
+        json!({"model": "llama3.2:3b", "options": {"num_ctx": 16384, "use_mmap": false}})
+    );
+}

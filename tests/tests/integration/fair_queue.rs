@@ -374,8 +374,7 @@ async fn a_streamed_request_that_waits_gets_early_headers_then_its_answer() {
     let (_, _, body) = collect(resp).await;
     let last: Value = serde_json::from_slice(
         body.split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap(),
     )
     .unwrap();

@@ -121,4 +121,26 @@ mod tests {
         let total = text.lines().find(|l| l.starts_with("TOTAL")).unwrap();
         assert!(total.contains(&u64::MAX.to_string()), "{total}");
     }
+
+    #[test]
+    fn token_windows_count_as_the_budgets_do() {
+        let line = r#"{"ts":"2026-11-21T14:03:07.123Z","request_id":"r1","sandbox":"a","peer":null,"method":"POST","path":"/api/chat","endpoint":"chat","model":"m:latest","decision":"allow","reason":null,"num_ctx_requested":null,"num_ctx_sent":null,"status":200,"bytes_in":0,"bytes_out":10,"duration_ms":3000,"prompt_tokens":10,"completion_tokens":20}"#;
+        let cut = line
+            .replace("\"ts\":\"2026-11-21T14:03", "\"ts\":\"2026-11-21T15:30")
+            .replace(
+                "\"completion_tokens\":20",
+                "\"completion_tokens\":null,\"tokens_estimated\":7",
+            );
+        let mut recs = Vec::new();
+        let text = format!("{line}\n{cut}\n");
+        assert_eq!(read_records("t", text.as_bytes(), &mut recs), 0);
+        // 2026-11-21T15:40:00Z: the first ended 14:03:10 (outside the hour), the cut one
+        // counts its estimate.
+        let now = (protocol::audit::parse_rfc3339_millis("2026-11-21T15:40:00.000Z").unwrap()
+            / 1000) as u64;
+        assert_eq!(windows(&recs, now), [("a".to_owned(), 7, 37)]);
+        let rows = summarise_at(&recs, now);
+        assert_eq!((rows[0].tokens_last_hour, rows[0].tokens_last_day), (7, 37));
+        assert_eq!(windows(&recs, now + 86_400), [("a".to_owned(), 0, 0)]);
+    }
 }

@@ -36,6 +36,17 @@ pub(super) fn summary_matches(log: &std::path::Path, records: &[Value]) {
         row.completion += r["completion_tokens"].as_u64().unwrap_or(0);
         row.durations.push(r["duration_ms"].as_u64().unwrap());
     }
+    // Every record is minutes old at most: inside both token-budget windows, each
+    // counting its counts, or the estimate charged instead.
+    let mut windows: BTreeMap<String, u64> = BTreeMap::new();
+    for r in records {
+        let charged = r["tokens_estimated"].as_u64().unwrap_or_else(|| {
+            r["prompt_tokens"].as_u64().unwrap_or(0) + r["completion_tokens"].as_u64().unwrap_or(0)
+        });
+        *windows
+            .entry(r["sandbox"].as_str().unwrap().to_owned())
+            .or_default() += charged;
+    }
     let rank = |d: &[u64], p: usize| {
         let mut d = d.to_vec();
         d.sort_unstable();
@@ -81,7 +92,10 @@ pub(super) fn summary_matches(log: &std::path::Path, records: &[Value]) {
         "{table}"
     );
     let mut got = Vec::new();
-    for l in lines {
+    for l in lines.by_ref() {
+        if l.trim().is_empty() {
+            break;
+        }
         let c: Vec<&str> = l.split_whitespace().collect();
         got.push(c.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     }
@@ -124,6 +138,23 @@ pub(super) fn summary_matches(log: &std::path::Path, records: &[Value]) {
         "{table}"
     );
 
+    // Then per sandbox, the tokens in the budgets' windows ending now.
+    let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        head,
+        ["SANDBOX", "TOKENS_LAST_HOUR", "TOKENS_LAST_DAY"],
+        "{table}"
+    );
+    let got: Vec<Vec<String>> = lines
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    let expect: Vec<Vec<String>> = windows
+        .iter()
+        .map(|(s, n)| vec![s.clone(), n.to_string(), n.to_string()])
+        .collect();
+    assert_eq!(got, expect, "{table}");
+    assert!(windows.values().any(|&n| n > 0), "{table}");
+
     // The same as JSON rows.
     let rows: Vec<Value> = audit(&["--summary", "--json"])
         .lines()
@@ -135,6 +166,14 @@ pub(super) fn summary_matches(log: &std::path::Path, records: &[Value]) {
         assert_eq!(r["model"], model.as_str());
         assert_eq!(r["requests"], w.requests);
         assert_eq!(r["p95_ms"], rank(&w.durations, 95));
+    }
+    for (sandbox, n) in &windows {
+        let sum: u64 = rows
+            .iter()
+            .filter(|r| r["sandbox"] == sandbox.as_str())
+            .map(|r| r["tokens_last_hour"].as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, *n, "{sandbox}");
     }
 
     // Filters.
