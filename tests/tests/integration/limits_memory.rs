@@ -111,7 +111,16 @@ async fn idle_connections_on_one_listener_do_not_stop_another() {
     assert_eq!(r.status, 200);
 
     // The crowded one answers a connection over max_connections with 503 and closes it.
-    let mut s = UnixStream::connect(&crowded).await.unwrap();
+    // A blocking connect, as above: under load the daemon may still be accepting the
+    // idle ones, and a non-blocking connect to a full backlog fails with EAGAIN.
+    let blocking = tokio::task::spawn_blocking({
+        let p = crowded.clone();
+        move || std::os::unix::net::UnixStream::connect(&p).unwrap()
+    })
+    .await
+    .unwrap();
+    blocking.set_nonblocking(true).unwrap();
+    let mut s = UnixStream::from_std(blocking).unwrap();
     s.write_all(GET_VERSION).await.unwrap();
     let r = response_on(&mut s).await; // a 503, not a hang
     assert_eq!(r.status, 503);
