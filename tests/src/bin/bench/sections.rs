@@ -68,7 +68,7 @@ impl Bench<'_> {
                 .pop()
                 .context("the double saw no request")?;
             let sent = last.json()["options"]["num_ctx"].as_u64();
-            if (p.name == "bridge" || p.name.ends_with("+host")) != (sent == Some(8192)) {
+            if (p.name.starts_with("bridge") || p.name.ends_with("+host")) != (sent == Some(8192)) {
                 bail!(
                     "the {} path sent num_ctx {sent:?}: not the expected path",
                     p.name
