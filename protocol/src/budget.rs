@@ -229,18 +229,8 @@ impl Exhausted {
 /// OpenAI and other translated forms)? Only these are checked against and charged to a
 /// budget; listings, version and status never are.
 pub fn metered(route: &crate::route::Route) -> bool {
-    use crate::route::Route::*;
-    matches!(
-        route,
-        Chat | Generate
-            | Embed
-            | Embeddings
-            | OaiChat
-            | OaiCompletions
-            | OaiEmbeddings
-            | OaiResponses
-            | AnthropicMessages
-    )
+    // The requests that run a model: the same that wait in the fair queue.
+    route.runs_model()
 }
 
 /// Does an answer on `route` have completion tokens? (Embeddings have none.)

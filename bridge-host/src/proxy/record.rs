@@ -231,11 +231,17 @@ impl Exchange {
     /// writer; the request leaves the in-flight count.
     fn write(&mut self) -> Written {
         self.written = true;
+        // A model request that never had its turn at Ollama (it left the queue, or its
+        // wait ran out) cost nothing: it is not charged to the token budget.
+        let mut had_turn = true;
         if let Some(t) = self.ticket.take() {
             self.rec.queued_ms = t.waited_ms();
+            had_turn = self.rec.queued_ms.is_some();
             t.release();
         }
-        self.charge();
+        if had_turn {
+            self.charge();
+        }
         self.shared.metrics.observe(&self.rec);
         let ack = self.shared.audit.submit(&self.rec, true);
         self.flight.take();

@@ -262,7 +262,11 @@ async fn a_wait_past_its_limit_is_429_with_queue_timeout_and_504_without() {
     let host = Host::start(
         &config(
             &double.url(),
-            &[("busy", ""), ("q", "queue_timeout = \"200ms\""), ("h", "")],
+            &[
+                ("busy", ""),
+                ("q", "queue_timeout = \"200ms\""),
+                ("h", "tokens_per_hour = 1000"),
+            ],
             "",
         )
         .replace(
@@ -349,6 +353,9 @@ async fn a_wait_past_its_limit_is_429_with_queue_timeout_and_504_without() {
         (&json!(504), &json!("upstream_timeout"))
     );
     wait_queue(&socket(&host, "busy"), "slots_held", 0).await;
+    // Requests that never had their turn at Ollama cost no tokens.
+    let st = bridge_status(&socket(&host, "h")).await;
+    assert_eq!(st["tokens"]["hour"]["used"], 0, "{st}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
