@@ -25,7 +25,7 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Configuration file [default: /etc/ollama-bridge/bridge.toml if it exists, else built-in defaults].
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["listen", "upstream", "allow_model", "num_ctx", "audit", "metrics", "socket_owner", "socket_mode"])]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["listen", "upstream", "allow_model", "num_ctx", "audit", "metrics", "socket_owner", "socket_mode", "max_parallel"])]
     pub config: Option<PathBuf>,
     /// Quick start without a file: one sandbox "default" listening here (unix:PATH, vsock:PORT, vsock-uds:PATH_PORT).
     #[arg(long, value_name = "ADDR")]
@@ -51,6 +51,9 @@ pub struct ServeArgs {
     /// Quick start: the socket's mode, as `socket_mode` (e.g. "0660").
     #[arg(long = "socket-mode", value_name = "MODE", requires = "listen")]
     pub socket_mode: Option<String>,
+    /// Quick start: model requests Ollama works on at once, the rest queued fairly, as `[upstream] max_parallel` (N or "off"; default 4).
+    #[arg(long = "max-parallel", value_name = "N|off", requires = "listen")]
+    pub max_parallel: Option<String>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -78,6 +81,7 @@ fn resolve_config(args: &ServeArgs) -> Result<(Config, String), ConfigErrors> {
             metrics: args.metrics.clone(),
             socket_owner: args.socket_owner.clone(),
             socket_mode: args.socket_mode.clone(),
+            max_parallel: args.max_parallel.clone(),
         };
         let env = defaults_env();
         let config = Config::quick_start(&env, listen, up, &args.allow_model, &flags)?;

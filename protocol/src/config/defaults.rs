@@ -139,6 +139,8 @@ pub struct QuickFlags {
     pub socket_owner: Option<String>,
     /// `--socket-mode MODE`: the sandbox's `socket_mode`.
     pub socket_mode: Option<String>,
+    /// `--max-parallel N|off`: `[upstream] max_parallel`.
+    pub max_parallel: Option<String>,
 }
 
 impl Config {
@@ -161,6 +163,13 @@ impl Config {
         let mut doc = Table::new();
         let mut up = Table::new();
         up.insert("url".into(), Value::from(upstream));
+        if let Some(n) = &flags.max_parallel {
+            let v = match n.trim().parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::from(n.as_str()),
+            };
+            up.insert("max_parallel".into(), v);
+        }
         doc.insert("upstream".into(), Value::Table(up));
         if let Some(p) = &flags.audit {
             let mut t = Table::new();

@@ -149,6 +149,7 @@ fn quick_start_flags_are_their_configuration_keys() {
         metrics: Some("127.0.0.1:9464".into()),
         socket_owner: Some("1000:1000".into()),
         socket_mode: Some("0600".into()),
+        max_parallel: Some("2".into()),
     };
     let c = Config::quick_start(
         &env(),
@@ -165,6 +166,21 @@ fn quick_start_flags_are_their_configuration_keys() {
     assert_eq!(c.sandboxes[0].socket_owner, Some((1000, 1000)));
     assert_eq!(c.sandboxes[0].socket_mode, 0o600);
     assert!(c.sandboxes[0].openai_via_native);
+    assert_eq!(c.upstream.max_parallel, Some(2));
+    for (v, want) in [("off", None), ("64", Some(64))] {
+        let f = super::QuickFlags {
+            max_parallel: Some(v.into()),
+            ..Default::default()
+        };
+        let c = Config::quick_start(&env(), "unix:/run/q.sock", "http://x:1", &[], &f).unwrap();
+        assert_eq!(c.upstream.max_parallel, want, "{v}");
+    }
+    let f = super::QuickFlags {
+        max_parallel: Some("0".into()),
+        ..Default::default()
+    };
+    let e = Config::quick_start(&env(), "unix:/run/q.sock", "http://x:1", &[], &f).unwrap_err();
+    assert!(e.to_string().contains("max_parallel must be between 1"), "{e}");
     for bad in ["qwen2.5:7b", "=5", "m=x"] {
         let f = super::QuickFlags {
             num_ctx: vec![bad.into()],
