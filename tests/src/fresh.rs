@@ -21,13 +21,13 @@ pub fn sources(name: &str) -> &'static [&'static str] {
 }
 
 /// The most recently modified `.rs` file under `dirs` (recursively), with its time.
-/// Unit-test files (`tests.rs`, `*_tests.rs`: `#[cfg(test)]` modules) are not part of a
+/// Unit-test files (`tests.rs`, `tests_*.rs`, `*_tests.rs`: `#[cfg(test)]` modules) are not part of a
 /// binary, so cargo does not rebuild it for them; they are skipped.
 /// Panics when a directory cannot be read: a check over nothing would pass every binary.
 fn is_unit_test_file(path: &Path) -> bool {
     path.file_stem()
         .and_then(|s| s.to_str())
-        .is_some_and(|s| s == "tests" || s.ends_with("_tests"))
+        .is_some_and(|s| s == "tests" || s.starts_with("tests_") || s.ends_with("_tests"))
 }
 
 pub fn newest_source(dirs: &[PathBuf]) -> Option<(SystemTime, PathBuf)> {

@@ -199,6 +199,7 @@ pub fn serve(args: ServeArgs) -> ExitCode {
     let monitor_pid = monitor.as_ref().map(monitor::Handle::pid);
     let created = crate::os::privileges::Created::before_opening(&config.audit.path);
     raise_fd_limit(&config);
+    crate::os::sys::malloc_tune();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(crate::os::privileges::confine_thread)

@@ -98,11 +98,14 @@ impl Budgets {
 }
 
 /// One request in flight; the count drops with the guard.
-pub struct InFlight(Gauge);
+pub struct InFlight(Gauge, Option<Gauge>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
+        if let Some(total) = &self.1 {
+            total.dec();
+        }
     }
 }
 
@@ -113,6 +116,8 @@ pub struct Metrics {
     duration: Family<EndpointLabels, Histogram>,
     tokens: Family<TokenLabels, Counter>,
     in_flight: Family<SandboxLabels, Gauge>,
+    /// Requests in flight on every listener (not exported: the sum of `in_flight`).
+    in_flight_total: Gauge,
     queued: Family<SandboxLabels, Gauge>,
     queue_wait: Family<SandboxLabels, Histogram>,
     upstream_errors: Family<ReasonLabels, Counter>,
@@ -206,6 +211,7 @@ impl Metrics {
             duration,
             tokens,
             in_flight,
+            in_flight_total: Gauge::default(),
             queued,
             queue_wait,
             upstream_errors,
@@ -224,7 +230,13 @@ impl Metrics {
             })
             .clone();
         g.inc();
-        InFlight(g)
+        self.in_flight_total.inc();
+        InFlight(g, Some(self.in_flight_total.clone()))
+    }
+
+    /// Requests in flight on every listener.
+    pub fn in_flight_total(&self) -> i64 {
+        self.in_flight_total.get()
     }
 
     /// Counts a request of `sandbox` waiting in the fair queue until the guard is dropped.
@@ -236,7 +248,7 @@ impl Metrics {
             })
             .clone();
         g.inc();
-        InFlight(g)
+        InFlight(g, None)
     }
 
     /// Requests in flight on `sandbox`.

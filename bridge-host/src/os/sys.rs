@@ -1,7 +1,7 @@
 //! The crate's only unsafe code, each block with its SAFETY reason: forking the
 //! privileged monitor while the process has a single thread, taking ownership of the file descriptors the kernel
-//! installs when a message carries them (SCM_RIGHTS), and registering an owned
-//! descriptor with the runtime.
+//! installs when a message carries them (SCM_RIGHTS), registering an owned
+//! descriptor with the runtime, and tuning and trimming glibc's heap.
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSliceMut};
@@ -90,4 +90,30 @@ pub fn async_fd(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
     // it lives, always reporting the same raw descriptor; the `AsyncFd` owns it until
     // dropped, so it stays registered exactly while it is open.
     unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// Large buffers (request bodies of megabytes) come from their own mappings and go back
+/// to the kernel when freed: a fixed mmap threshold of 1 MiB. glibc's default threshold
+/// is dynamic: the first such buffer freed raises it to its size, and from then on the
+/// largest bodies stay in the heap after they are gone (BENCHMARKS.md, "Memory").
+/// Called once at start, before the runtime's threads.
+pub fn malloc_tune() {
+    // SAFETY: mallopt only changes the allocator's parameters; a failure (returns 0)
+    // leaves the defaults, which is harmless.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+/// Gives the heap's free pages back to the kernel (after a busy spell, once the daemon
+/// is idle: freed connection and stream buffers are scattered through the heap, and
+/// glibc returns only its top on its own).
+pub fn malloc_trim() {
+    // SAFETY: malloc_trim takes the allocator's own locks; it may be called from any
+    // thread at any time.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -56,6 +56,11 @@ impl Shared {
         self
     }
 
+    /// How many requests have arrived since start (the audit record ids handed out).
+    pub fn requests_seen(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed) - 1
+    }
+
     /// A new audit record id, unique within this daemon's run.
     pub fn request_id(&self) -> String {
         format!(

@@ -15,6 +15,7 @@ pub mod monitor;
 mod preload;
 mod reload;
 mod source;
+mod trim;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -139,6 +140,7 @@ impl Server {
         }
         let (stop_metrics, stop_rx) = watch::channel(false);
         let budgets = tokio::spawn(budgets::keep(self.shared.clone(), stop_rx.clone()));
+        let trimmer = tokio::spawn(trim::keep(self.shared.clone(), stop_rx.clone()));
         let stop_preloads = stop_rx.clone();
         let metrics_task = self
             .metrics
@@ -185,6 +187,7 @@ impl Server {
             let _ = t.await;
         }
         let _ = budgets.await;
+        let _ = trimmer.await;
         // A load in progress may wait for Ollama for long: it is not waited for.
         preloads.abort();
         let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());

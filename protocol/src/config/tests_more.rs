@@ -180,7 +180,10 @@ fn quick_start_flags_are_their_configuration_keys() {
         ..Default::default()
     };
     let e = Config::quick_start(&env(), "unix:/run/q.sock", "http://x:1", &[], &f).unwrap_err();
-    assert!(e.to_string().contains("max_parallel must be between 1"), "{e}");
+    assert!(
+        e.to_string().contains("max_parallel must be between 1"),
+        "{e}"
+    );
     for bad in ["qwen2.5:7b", "=5", "m=x"] {
         let f = super::QuickFlags {
             num_ctx: vec![bad.into()],

@@ -48,6 +48,9 @@ fn stamped(chunks: usize, pace: Duration) -> Script {
     }
 }
 
+/// How long a process is left alone before an "idle" memory reading.
+const IDLE_SETTLE: Duration = Duration::from_millis(2500);
+
 impl Bench<'_> {
     /// Every path answers, and the bridge path really decides and rewrites.
     pub fn sanity(&mut self) -> anyhow::Result<()> {
@@ -249,6 +252,9 @@ impl Bench<'_> {
             );
             self.res.big.push(cell);
         }
+        // Idle: bridge-host trims its heap within a second of going idle
+        // (server/trim.rs); give it that second and a margin.
+        std::thread::sleep(IDLE_SETTLE);
         let m = &mut self.res.mem;
         m.guest_hwm_kib = procs::status_kib(self.guest, "VmHWM");
         m.host_hwm_kib = procs::status_kib(self.host, "VmHWM");
@@ -259,6 +265,7 @@ impl Bench<'_> {
 
     /// Memory idle after the run, then with many streams held open (bridge and socat).
     pub fn mem(&mut self) {
+        std::thread::sleep(IDLE_SETTLE);
         let m = &mut self.res.mem;
         m.guest_idle_end_kib = procs::status_kib(self.guest, "VmRSS");
         m.host_idle_end_kib = procs::status_kib(self.host, "VmRSS");
