@@ -13,6 +13,7 @@ mod big_bodies;
 mod chain;
 mod clients;
 mod clients_salvage;
+mod completions_man;
 mod deploy;
 mod doctor;
 mod early_headers;
