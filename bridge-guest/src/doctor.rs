@@ -22,7 +22,8 @@ Exit codes (the first broken hop):
   0  every hop works
   1  the listen address is taken by something that is not bridge-guest
   2  no socket at --connect (the directory is not bind-mounted)
-  3  the socket is not accessible to this user (owner and mode are shown)
+  3  the socket is not accessible to this user (owner and mode are shown),
+     or a directory above it cannot be passed (which one is shown)
   4  nobody listens on the socket (bridge-host is not running)
   5  the socket answers, but not with the bridge's status
   6  bridge-host cannot reach Ollama
