@@ -1,9 +1,10 @@
-//! The command line (the README's reference): relay, `run -- COMMAND`, `doctor`.
+//! The command line (the README's reference): relay, `run -- COMMAND`, `doctor`, and
+//! `completions`, `man` generated from this definition.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 pub use crate::addrs::{Addrs, DEFAULT_CONNECT, DEFAULT_LISTEN};
@@ -58,11 +59,30 @@ pub enum Cmd {
         #[arg(long, value_name = "NAME")]
         model: Option<String>,
     },
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page bridge-guest(1) on stdout, or write it and one page per subcommand to DIR.
+    #[command(after_help = "Read it with: bridge-guest man | man -l -")]
+    Man {
+        /// Write bridge-guest.1 and bridge-guest-SUBCOMMAND.1 into this directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // These two need no runtime (and no relay address).
+    let cmd = match cli.cmd {
+        Some(Cmd::Completions { shell }) => return crate::docs::completions(Cli::command(), shell),
+        Some(Cmd::Man { dir }) => return crate::docs::man(Cli::command(), dir.as_deref()),
+        cmd => cmd,
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,10 +94,11 @@ pub fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
-        match cli.cmd {
+        match cmd {
             None => relay_forever(&cli.addrs).await,
             Some(Cmd::Run { command }) => run(&cli.addrs, command).await,
             Some(Cmd::Doctor { model }) => crate::doctor::run(&cli.addrs, model.as_deref()).await,
+            Some(Cmd::Completions { .. } | Cmd::Man { .. }) => unreachable!("handled above"),
         }
     })
 }

@@ -22,7 +22,8 @@ Exit codes (the first broken hop):
   0  every hop works
   1  the listen address is taken by something that is not bridge-guest
   2  no socket at --connect (the directory is not bind-mounted)
-  3  the socket is not accessible to this user (owner and mode are shown)
+  3  the socket is not accessible to this user (owner and mode are shown),
+     or a directory above it cannot be passed (which one is shown)
   4  nobody listens on the socket (bridge-host is not running)
   5  the socket answers, but not with the bridge's status
   6  bridge-host cannot reach Ollama
@@ -73,6 +74,34 @@ pub async fn request(
 ) -> std::io::Result<(u16, String)> {
     let mut s = crate::relay::connect(to).await?;
     exchange(&mut s, method, path, body).await
+}
+
+/// The first directory above `path` that this user cannot search (pass through), from
+/// the root down: the one that hides the socket although it may exist.
+fn unpassable_dir(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    use nix::unistd::{faccessat, AccessFlags};
+    let mut dirs: Vec<&std::path::Path> = path.ancestors().skip(1).collect();
+    dirs.reverse();
+    dirs.into_iter()
+        .filter(|d| !d.as_os_str().is_empty())
+        .find(|d| {
+            faccessat(None, *d, AccessFlags::X_OK, nix::fcntl::AtFlags::AT_EACCESS)
+                == Err(nix::errno::Errno::EACCES)
+        })
+        .map(|d| d.to_owned())
+}
+
+/// `owned by UID:GID mode MODE` of a path, or why it cannot be said.
+fn owner_mode(p: &std::path::Path) -> String {
+    match std::fs::metadata(p) {
+        Ok(m) => format!(
+            "owned by {}:{} mode {:04o}",
+            m.uid(),
+            m.gid(),
+            m.permissions().mode() & 0o7777
+        ),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// Who may open the socket, for the permission hint.
@@ -183,10 +212,32 @@ fn check_socket(connect: &ConnectAddr) -> Hop<()> {
             ok(&format!("socket {} exists", p.display()));
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err(fail(3, &format!("socket {}: {e} ({})", p.display(), describe_access(p)),
-                "set socket_owner (uid:gid of this sandbox's user) or socket_mode for this sandbox in bridge-host's config"))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => match unpassable_dir(p) {
+            Some(dir) => Err(fail(
+                3,
+                &format!(
+                    "socket {} may exist, but uid {} cannot reach it: {} is not searchable by it ({})",
+                    p.display(),
+                    nix::unistd::geteuid(),
+                    dir.display(),
+                    owner_mode(&dir)
+                ),
+                &if Some(dir.as_path()) == p.parent() {
+                    // The socket's own directory: bridge-host made it 0750 for socket_owner.
+                    "set socket_owner (uid:gid of this sandbox's user) for this sandbox in bridge-host's config: \
+bridge-host hands the socket's directory to it"
+                        .to_owned()
+                } else {
+                    format!(
+                        "on the host, make {d} passable for this user (chmod o+x {d}, e.g. mode 0711; \
+bridge-host creates missing parents so), or bind-mount the socket's directory where this user can reach it",
+                        d = dir.display()
+                    )
+                },
+            )),
+            None => Err(fail(3, &format!("socket {}: {e} ({})", p.display(), describe_access(p)),
+                "set socket_owner (uid:gid of this sandbox's user) or socket_mode for this sandbox in bridge-host's config")),
+        },
         Err(e) => {
             Err(fail(2, &format!("socket {}: {e}", p.display()),
                 "bind-mount bridge-host's socket DIRECTORY for this sandbox into the sandbox (not the socket file), and check --connect"))

@@ -5,5 +5,6 @@
 
 pub mod addrs;
 pub mod cli;
+pub mod docs;
 pub mod doctor;
 pub mod relay;

@@ -1,14 +1,16 @@
-//! The command line (the README's reference): `serve`, `check-config`, `audit`, `status`.
+//! The command line (the README's reference): `serve`, `check-config`, `audit`, `status`,
+//! and `completions`, `man` generated from this definition.
 
 mod audit;
 mod config;
+mod docs;
 mod serve;
 mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +41,23 @@ pub enum Cmd {
     Audit(audit::AuditArgs),
     /// Ask the running daemon's listeners how they are: served, in flight, Ollama reachable.
     Status(status::StatusArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    #[command(after_help = "Install it where your shell looks, e.g.\n  \
+bridge-host completions bash > /etc/bash_completion.d/bridge-host\n  \
+bridge-host completions zsh > /usr/local/share/zsh/site-functions/_bridge-host\n  \
+bridge-host completions fish > ~/.config/fish/completions/bridge-host.fish")]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page bridge-host(1) on stdout, or write it and one page per subcommand to DIR.
+    #[command(after_help = "Read it with: bridge-host man | man -l -")]
+    Man {
+        /// Write bridge-host.1 and bridge-host-SUBCOMMAND.1 into this directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Print this help, or the help of the given subcommand (`help serve`).
     Help {
         /// The subcommand whose help to print.
@@ -55,6 +74,8 @@ pub fn main() -> ExitCode {
         Cmd::Serve(args) => serve::serve(args),
         Cmd::Audit(args) => audit::run(args),
         Cmd::Status(args) => status::run(args),
+        Cmd::Completions { shell } => docs::completions(Cli::command(), shell),
+        Cmd::Man { dir } => docs::man(Cli::command(), dir.as_deref()),
         Cmd::Help { command } => {
             // `help X Y` is `X Y --help`: clap prints it and exits 0 (2 for an unknown X).
             let args = std::iter::once("bridge-host".to_owned())

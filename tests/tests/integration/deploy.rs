@@ -33,7 +33,13 @@ fn listen_path(toml_text: &str, sandbox: &str) -> String {
 
 #[test]
 fn shell_recipes_parse() {
-    for f in ["bwrap/ollama-sandbox", "docker/run-agent.sh"] {
+    for f in [
+        "bwrap/ollama-sandbox",
+        "docker/run-agent.sh",
+        "debian/postinst",
+        "debian/prerm",
+        "debian/postrm",
+    ] {
         let st = std::process::Command::new("sh")
             .arg("-n")
             .arg(deploy().join(f))

@@ -122,11 +122,53 @@ async fn doctor_names_wrong_permissions() {
     .await;
     let (code, out) = doctor(&unix(&host), &[], Some(65534)).await;
     assert_eq!(code, Some(3), "{out}");
+    // The socket's own directory (0750, root's: no socket_owner) stops uid 65534.
+    let sock_dir = socket(&host, "agent")
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
     assert!(
-        out.contains("Permission denied") && out.contains("you are uid 65534"),
+        out.contains(&format!(
+            "uid 65534 cannot reach it: {sock_dir} is not searchable by it (owned by 0:0 mode 0750)"
+        )),
         "{out}"
     );
-    assert!(out.contains("socket_owner"), "{out}");
+    assert!(out.contains("fix: set socket_owner"), "{out}");
+}
+
+#[tokio::test]
+async fn doctor_names_the_directory_its_user_cannot_pass() {
+    require_root("doctor runs as uid 65534; the socket is handed to it");
+    use std::os::unix::fs::PermissionsExt;
+    let double = Double::start(DoubleConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o711)).unwrap();
+    // The issue's trap: run/ exists, root's and closed (0750), and the sandbox's own
+    // directory below it is handed to uid 65534, who cannot pass run/.
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, PermissionsExt::from_mode(0o750)).unwrap();
+    let cfg = config(&double.url(), &[], "")
+        + "[[sandbox]]\nname = \"agent\"\nlisten = \"unix:{dir}/run/agent/ollama.sock\"\n\
+           socket_owner = \"65534:65534\"\nmodels = [\"qwen2.5:7b\"]\n";
+    let host = Host::start_in(dir, &cfg, &[]).await;
+    let connect = format!("unix:{}", host.path("run/agent/ollama.sock").display());
+
+    let (code, out) = doctor(&connect, &[], Some(65534)).await;
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains(&format!(
+            "may exist, but uid 65534 cannot reach it: {} is not searchable by it (owned by 0:0 mode 0750)",
+            run.display()
+        )) && out.contains(&format!("chmod o+x {}", run.display())),
+        "{out}"
+    );
+
+    // The fix it names is the fix: with run/ passable, every hop is fine.
+    std::fs::set_permissions(&run, PermissionsExt::from_mode(0o711)).unwrap();
+    let (code, out) = doctor(&connect, &[], Some(65534)).await;
+    assert_eq!(code, Some(0), "{out}");
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod chain;
 mod clients;
 mod clients_openclaw;
 mod clients_salvage;
+mod completions_man;
 mod deploy;
 mod doctor;
 mod early_headers;
