@@ -49,6 +49,19 @@ pub async fn requests(
 ) -> Requests {
     let close = mode == Mode::NewConn;
     let req: Arc<[u8]> = client::request("/api/chat", &client::small_chat(), close).into();
+    requests_with(addr, mode, conc, warm, measure, req).await
+}
+
+/// [`requests`] with another request (bytes on the wire, whole).
+pub async fn requests_with(
+    addr: SocketAddr,
+    mode: Mode,
+    conc: usize,
+    warm: Duration,
+    measure: Duration,
+    req: Arc<[u8]>,
+) -> Requests {
+    let close = mode == Mode::NewConn;
     let mut conns = Vec::new();
     for _ in 0..conc {
         conns.push(match mode {

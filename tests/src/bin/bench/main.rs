@@ -10,6 +10,7 @@
 
 mod client;
 mod fairness;
+mod gateway;
 mod load;
 mod procs;
 mod report;
@@ -39,7 +40,8 @@ pub struct Args {
     /// The bridge-guest to run (e.g. the static release-small build).
     #[arg(long)]
     guest_bin: Option<PathBuf>,
-    /// Only these sections (for profiling): requests, streams, big, mem, fairness.
+    /// Only these sections (for profiling): requests, streams, big, mem, fairness,
+    /// gateway (with --litellm).
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
     /// Only these paths (for profiling): direct, socat, socat-tuned, bridge; also
@@ -52,6 +54,10 @@ pub struct Args {
     /// (`guest+socat`) and socat's sandbox half in front of bridge-host (`socat+host`).
     #[arg(long)]
     hops: bool,
+    /// LiteLLM's proxy executable (`pip install 'litellm[proxy]'`): adds the gateway
+    /// section, the same OpenAI request through LiteLLM, the bridge and Ollama's /v1.
+    #[arg(long, value_name = "PATH")]
+    litellm: Option<PathBuf>,
     /// Measuring window of each small-request run, in milliseconds.
     #[arg(long)]
     measure_ms: Option<u64>,
@@ -248,6 +254,18 @@ fn main() -> anyhow::Result<()> {
     if want("big") {
         b.big()?;
     }
+    let mut gateway_md = String::new();
+    if let Some(lite) = args.litellm.as_deref().filter(|_| want("gateway")) {
+        res.gateway = gateway::run(
+            &client_rt,
+            lite,
+            double.addr(),
+            guest_addr,
+            plan.warm,
+            plan.measure,
+        )?;
+        gateway_md = gateway::markdown(&res.gateway);
+    }
     let mut fairness_md = String::new();
     if want("fairness") {
         let load = if args.quick {
@@ -268,7 +286,7 @@ fn main() -> anyhow::Result<()> {
     }
     res.machine.load_after = loadavg();
 
-    print!("{}{fairness_md}", res.markdown());
+    print!("{}{fairness_md}{gateway_md}", res.markdown());
     if let Some(out) = &args.out {
         std::fs::write(out, serde_json::to_string_pretty(&res)? + "\n")?;
         eprintln!("bench: results written to {}", out.display());

@@ -55,7 +55,7 @@ pub fn install_cleanup() {
 }
 
 /// Starts `cmd` in its own process group, registered for cleanup.
-fn spawn(cmd: &mut Command) -> anyhow::Result<Child> {
+pub fn spawn(cmd: &mut Command) -> anyhow::Result<Child> {
     let child = cmd
         .process_group(0)
         .spawn()

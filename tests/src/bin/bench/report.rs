@@ -104,6 +104,7 @@ pub struct Results {
     pub big: Vec<BigCell>,
     pub mem: Mem,
     pub fairness: Vec<crate::fairness::Mode>,
+    pub gateway: Vec<crate::gateway::Cell>,
 }
 
 fn mib(kib: u64) -> String {
