@@ -7,7 +7,7 @@ use bridge_tests::double::{Double, DoubleConfig};
 use bridge_tests::harness::{bin, config, guest_bin, json_output, socket, Host};
 
 /// bubblewrap must be installed (CI's `.ci/run` installs it); a missing one fails loudly.
-fn bwrap() -> std::path::PathBuf {
+pub(crate) fn bwrap() -> std::path::PathBuf {
     for dir in ["/usr/bin", "/bin", "/usr/local/bin"] {
         let p = std::path::Path::new(dir).join("bwrap");
         if p.exists() {
