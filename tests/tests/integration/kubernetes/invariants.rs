@@ -71,7 +71,7 @@ async fn the_agent_pod_has_no_network_and_its_sidecar_reaches_the_daemonsets_soc
                 })
                 .filter(|p| {
                     let types = p["spec"]["policyTypes"].as_array().unwrap();
-                    let empty = |k: &str| p["spec"][k].as_array().map_or(true, Vec::is_empty);
+                    let empty = |k: &str| p["spec"][k].as_array().is_none_or(Vec::is_empty);
                     types.contains(&"Egress".into())
                         && types.contains(&"Ingress".into())
                         && empty("egress")
