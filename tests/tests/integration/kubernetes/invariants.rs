@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use bridge_tests::harness::bin;
+use bridge_tests::harness::{bin, repo};
 use serde_json::Value;
 
 use super::{
@@ -186,6 +186,33 @@ async fn the_daemonset_config_paths_privileges_and_metrics_agree() {
         let spec = pod_spec(ds);
         let host = container(spec, "bridge-host");
         let at = dir.as_str();
+
+        // The image (deploy/kubernetes/Dockerfile) has what its containers run.
+        let dockerfile =
+            std::fs::read_to_string(repo().join("deploy/kubernetes/Dockerfile")).unwrap();
+        let copied: Vec<String> = dockerfile
+            .lines()
+            .filter_map(|l| l.strip_prefix("COPY "))
+            .flat_map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                let (dest, srcs) = words.split_last().unwrap();
+                srcs.iter()
+                    .map(|s| format!("{dest}{s}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for pod in r.objs.iter().filter(|o| o.get("spec").is_some()) {
+            for c in super::all_containers(pod_spec(pod)) {
+                if c["image"] == "ghcr.io/OWNER/ollama-bridge:VERSION" {
+                    assert!(
+                        copied.contains(&program(c)),
+                        "{at}: {} runs {}, not in the image {copied:?}",
+                        c["name"],
+                        program(c)
+                    );
+                }
+            }
+        }
 
         // bridge-host check-config accepts the ConfigMap's bridge.toml.
         let t = tempfile::tempdir().unwrap();
