@@ -11,7 +11,7 @@ mod mechanisms;
 
 use std::path::{Path, PathBuf};
 
-use bridge_tests::harness::{json_output, repo};
+use bridge_tests::harness::{json_output, python, repo};
 use serde_json::Value;
 
 /// Every kustomization: the base and each overlay, relative to deploy/kubernetes.
@@ -27,10 +27,10 @@ fn kustomizations() -> Vec<String> {
     dirs
 }
 
-/// The objects of deploy/kubernetes/`dir`, rendered with the system's python3 (PyYAML:
-/// python3-yaml, which scripts/test installs).
+/// The objects of deploy/kubernetes/`dir`, rendered by the tests' Python (it needs PyYAML,
+/// which scripts/test installs into tests/clients/.venv).
 async fn render(dir: &str) -> Rendered {
-    let mut cmd = tokio::process::Command::new("python3");
+    let mut cmd = tokio::process::Command::new(python());
     cmd.arg(repo().join("scripts/render-kubernetes"))
         .arg("--json")
         .arg(repo().join("deploy/kubernetes").join(dir));
