@@ -168,9 +168,26 @@ fn send_within(tx: &SyncSender<Msg>, mut msg: Msg, wait: Duration) -> bool {
     }
 }
 
+/// `path` is `-` (`[audit] path = "-"`): the records go to standard output.
+fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == protocol::config::AUDIT_TO_STDOUT
+}
+
 /// Opens the file for appending. A file that does not end with a newline (a crash cut
 /// its last line) gets one first, so the next record starts on a line of its own.
+/// `-` is a copy of standard output (a pipe to a container's log, usually): nothing to
+/// create, seek or reopen there.
 fn open_file(path: &Path) -> io::Result<File> {
+    if is_stdout(path) {
+        use std::os::fd::AsFd;
+        let fd = io::stdout().as_fd().try_clone_to_owned().map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot write the audit log to standard output: {e}"),
+            )
+        })?;
+        return Ok(File::from(fd));
+    }
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir)?;
@@ -228,7 +245,10 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, counters: &Counters) {
                 None
             };
         }
-        if counters.reopen.swap(false, Ordering::SeqCst) {
+        let reopen = counters.reopen.swap(false, Ordering::SeqCst);
+        if reopen && is_stdout(path) {
+            tracing::info!("the audit log is standard output: nothing to reopen");
+        } else if reopen {
             // Lines queued before the signal go to the new file too: they are not yet
             // written, and the new file is the one operators will read from now on.
             match open_file(path) {

@@ -95,7 +95,15 @@ impl Server {
     pub fn bind(config: Config) -> anyhow::Result<Server> {
         let audit = AuditLog::open(&config.audit.path)?;
         let config = Arc::new(config);
-        let tokens = Ledger::open(state_path(&config.audit.path));
+        let tokens = if config.audit.to_stdout() {
+            let budgets = config.sandboxes.iter().any(|s| s.tokens.is_set());
+            if budgets {
+                tracing::warn!("token budgets are kept in memory only: the audit log is standard output ([audit] path = \"-\"), so there is no directory for their state file; a restart starts them empty");
+            }
+            Ledger::default()
+        } else {
+            Ledger::open(state_path(&config.audit.path))
+        };
         tokens.configure(&config.sandboxes);
         let shared = Arc::new(Shared::new(audit).with_tokens(tokens));
         let upstream = Arc::new(Upstream::new(config.upstream.clone(), None));

@@ -120,6 +120,17 @@ pub struct AuditSettings {
     pub log_prompts: bool,
 }
 
+/// `[audit] path = "-"`: the records go to the daemon's standard output (for a container
+/// log shipper), which is never reopened, and token budgets are not saved.
+pub const AUDIT_TO_STDOUT: &str = "-";
+
+impl AuditSettings {
+    /// The records go to standard output (`path = "-"`).
+    pub fn to_stdout(&self) -> bool {
+        self.path.as_os_str() == AUDIT_TO_STDOUT
+    }
+}
+
 /// A sandbox name (`[[sandbox]] name`): `[A-Za-z0-9_.-]{1,64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SandboxName(String);

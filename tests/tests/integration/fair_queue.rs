@@ -89,7 +89,9 @@ async fn a_late_sandbox_overtakes_a_busy_ones_backlog() {
             &[("a", ""), ("b", "")],
             "[metrics]\nlisten = \"unix:{dir}/metrics.sock\"\n",
         )
-        .replace("[upstream]\n", "[upstream]\nmax_parallel = 1\n"),
+        .replace("[upstream]\n", "[upstream]\nmax_parallel = 1\n")
+        // Fairness, not timeouts: a loaded machine must not turn a long wait into a 504.
+        .replace("header_timeout = \"30s\"", "header_timeout = \"10m\""),
     )
     .await;
     let (a, b) = (socket(&host, "a"), socket(&host, "b"));
@@ -164,7 +166,9 @@ async fn weights_split_a_saturated_upstream() {
             &[("a", "weight = 2"), ("b", "weight = 1")],
             "",
         )
-        .replace("[upstream]\n", "[upstream]\nmax_parallel = 1\n"),
+        .replace("[upstream]\n", "[upstream]\nmax_parallel = 1\n")
+        // Fairness, not timeouts: a loaded machine must not turn a long wait into a 504.
+        .replace("header_timeout = \"30s\"", "header_timeout = \"10m\""),
     )
     .await;
     double.set_script(held());

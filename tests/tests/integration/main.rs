@@ -22,6 +22,7 @@ mod early_headers;
 mod fair_queue;
 mod framing;
 mod hostile;
+mod kubernetes;
 mod limits;
 mod limits_body_buffer;
 mod limits_memory;

@@ -271,6 +271,9 @@ pub struct Created {
 impl Created {
     /// Notes, before the audit log is opened, which of its directory and file do not exist yet.
     pub fn before_opening(audit: &Path) -> Created {
+        if audit.as_os_str() == protocol::config::AUDIT_TO_STDOUT {
+            return Created::default(); // standard output: nothing is created
+        }
         let dir = audit.parent().filter(|d| !d.as_os_str().is_empty());
         Created {
             dir: dir.filter(|d| !d.exists()).map(Path::to_owned),

@@ -15,6 +15,7 @@ use protocol::audit::parse_rfc3339_millis;
 use serde_json::{json, Value};
 
 mod cases;
+mod stdout;
 mod summary;
 
 use cases::{alpha_cases, beta_cases, Case, Want};
