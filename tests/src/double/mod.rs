@@ -193,6 +193,8 @@ pub struct State {
     pub heads: Arc<Semaphore>,
     /// Requests held before their headers right now.
     pub held: tokio::sync::watch::Sender<u64>,
+    /// Requests ever held before their headers (only grows).
+    pub held_total: tokio::sync::watch::Sender<u64>,
     /// Chunks written so far, across all streams.
     pub emitted: tokio::sync::watch::Sender<u64>,
     /// Set when the double stops: every connection closes.
@@ -228,6 +230,7 @@ impl Double {
             gate: Arc::new(Semaphore::new(0)),
             heads: Arc::new(Semaphore::new(0)),
             held: tokio::sync::watch::channel(0).0,
+            held_total: tokio::sync::watch::channel(0).0,
             emitted: tokio::sync::watch::channel(0).0,
             stopped: tokio::sync::watch::channel(false).0,
         });
@@ -282,6 +285,13 @@ impl Double {
     /// Waits until at least `n` requests are held before their headers.
     pub async fn wait_held(&self, n: u64) {
         let mut rx = self.state.held.subscribe();
+        let _ = rx.wait_for(|&v| v >= n).await;
+    }
+
+    /// Waits until `n` requests in all have been held before their headers (released or
+    /// not): unlike [`Self::wait_held`], a count that went up and down again is not missed.
+    pub async fn wait_held_total(&self, n: u64) {
+        let mut rx = self.state.held_total.subscribe();
         let _ = rx.wait_for(|&v| v >= n).await;
     }
 

@@ -218,6 +218,7 @@ async fn load(state: &State) -> Option<Response<DBody>> {
             }
         }
         state.held.send_modify(|n| *n += 1);
+        state.held_total.send_modify(|n| *n += 1);
         let _held = Held(state);
         if let Ok(p) = state.heads.acquire().await {
             p.forget();

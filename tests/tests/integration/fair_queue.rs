@@ -201,12 +201,14 @@ async fn weights_split_a_saturated_upstream() {
     .expect("five requests wait in the bridge");
     let start = order(&double).len();
     const TURNS: usize = 90;
-    for _ in 0..TURNS {
-        double.wait_held(1).await;
+    // One turn at a time: the k-th request reaches "Ollama" only after the one before it
+    // was answered (max_parallel = 1), so counting arrivals never misses a turn.
+    for k in 1..=TURNS as u64 + 1 {
+        tokio::time::timeout(GUARD, double.wait_held_total(k))
+            .await
+            .unwrap_or_else(|_| panic!("request {k} reached the double within the guard time"));
         double.release_headers(1);
-        double.wait_held_at_most(0).await;
     }
-    double.wait_held(1).await;
     tasks.abort_all();
     let got = order(&double);
     let turns = &got[start..start + TURNS];
