@@ -65,13 +65,23 @@ async fn a_slow_append_or_a_file_that_is_not_regular_sends_records_to_the_writer
     let path = t.path().join("audit.jsonl");
     let log = AuditLog::open(&path).unwrap();
     assert!(log.submit(&rec("quick")).is_none());
-    // The next append took 5 ms: the next second's records are queued.
+    // A request's append took 5 ms: the next records are queued...
     log.inner.timed(Duration::from_millis(5), 1, false);
-    log.submit(&rec("after-slow")).expect("queued").await.unwrap();
-    assert!(log.submit(&rec("still-backing-off")).is_some());
+    log.submit(&rec("after-slow"))
+        .expect("queued")
+        .await
+        .unwrap();
+    // ...until the writer thread's own append was quick.
+    assert!(log.submit(&rec("writer-was-quick")).is_none());
+    // The writer thread's append took 5 ms: queued for the next second.
+    log.inner.timed(Duration::from_millis(5), 1, true);
+    assert!(log.submit(&rec("writer-was-slow")).is_some());
     log.close(Duration::from_secs(10));
     let ids: Vec<String> = lines(&path).into_iter().map(|r| r.request_id).collect();
-    assert_eq!(ids, ["quick", "after-slow", "still-backing-off"]);
+    assert_eq!(
+        ids,
+        ["quick", "after-slow", "writer-was-quick", "writer-was-slow"]
+    );
     // A FIFO (its reader may be slow): always the writer thread.
     let fifo = t.path().join("fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
@@ -116,8 +126,7 @@ fn concurrent_writers_on_one_file_never_tear_lines() {
     }
     let got = lines(&path);
     assert_eq!(got.len(), 2 * 3 * 300);
-    let ids: std::collections::HashSet<String> =
-        got.into_iter().map(|r| r.request_id).collect();
+    let ids: std::collections::HashSet<String> = got.into_iter().map(|r| r.request_id).collect();
     assert_eq!(ids.len(), 2 * 3 * 300);
 }
 
@@ -150,8 +159,7 @@ fn reopen_follows_the_path_after_a_rename() {
     log.reopen();
     log.submit(&rec("after"));
     log.close(Duration::from_secs(10));
-    let ids =
-        |p: &Path| -> Vec<String> { lines(p).into_iter().map(|r| r.request_id).collect() };
+    let ids = |p: &Path| -> Vec<String> { lines(p).into_iter().map(|r| r.request_id).collect() };
     assert_eq!(ids(&rotated), ["before", "late"]);
     assert_eq!(ids(&path), ["after"]);
 }
