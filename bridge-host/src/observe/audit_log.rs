@@ -183,8 +183,8 @@ impl AuditLog {
     /// Appends `line` with one `write(2)` from the caller's thread, when that holds the
     /// thread for no longer than a page-cache copy: a regular file, a short line, no
     /// reopen pending, nothing queued (the writer thread is not behind), no slow append
-    /// lately, and the file not in use by anyone else (so at most one thread of the
-    /// process can ever be held by a stalled disk). Gives the line back otherwise.
+    /// lately, and the file not in use by anyone else (so a stalled disk holds at most
+    /// one of the runtime's workers, for one append). Gives the line back otherwise.
     fn append_here(&self, line: Vec<u8>) -> Result<(), Vec<u8>> {
         let i = &self.inner;
         if line.len() > INLINE_MAX
