@@ -1,8 +1,12 @@
-//! The audit writer: its own thread appending whole JSON lines to the audit file,
-//! fed through a bounded queue so a slow disk never stalls a response for long.
-//! Each batch is one `write` of whole lines on an `O_APPEND` file, so lines from
-//! concurrent writers never interleave. A record that cannot be queued or written is
-//! counted and logged, never dropped silently; the count is kept for metrics.
+//! The audit log: whole JSON lines appended to the audit file with one `write(2)` each
+//! on an `O_APPEND` fd, so lines from concurrent writers never interleave. A record is
+//! written from the request's own task when that cannot hold the task's worker for long
+//! (a regular file, a line of at most [`INLINE_MAX`], the file not in use, no backlog, no
+//! slow append in the last [`SLOW_BACKOFF`]); otherwise it goes to the writer thread
+//! through a bounded queue, which batches whatever is queued into one append and
+//! acknowledges each record, so a slow disk never stalls a response for long. A record
+//! that cannot be queued or written is counted and logged, never dropped silently; the
+//! count is kept for metrics.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -10,8 +14,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
 
 use protocol::audit::AuditRecord;
 use tokio::sync::oneshot;
@@ -20,8 +24,16 @@ use tokio::sync::oneshot;
 pub const QUEUE: usize = 65_536;
 /// Bytes queued at most (prompts can be large) before new records are dropped.
 pub const QUEUE_BYTES: u64 = 64 << 20;
-/// Longest wait for a record to be written before a response completes anyway.
+/// Longest wait for a queued record to be written before a response completes anyway.
 pub const ACK_WAIT: Duration = Duration::from_secs(2);
+/// Longest line a request's task appends itself (larger ones, with prompts, are queued).
+pub const INLINE_MAX: usize = 64 << 10;
+/// An append that took longer than this marks the disk slow...
+const SLOW_WRITE: Duration = Duration::from_millis(1);
+/// ...and requests queue their records for this long before appending themselves again.
+pub const SLOW_BACKOFF: Duration = Duration::from_secs(1);
+/// Times a request's task tries the file another append holds before queueing.
+const SPINS: u32 = 200;
 /// Largest single append.
 const BATCH: usize = 1 << 20;
 
@@ -33,44 +45,109 @@ enum Msg {
     Flush(SyncSender<()>),
 }
 
-/// Counters shared by the handles and the writer thread.
-#[derive(Default)]
-struct Counters {
+/// The open file, shared by the writer thread and the requests' tasks.
+struct Target {
+    file: File,
+    /// A regular file: an append of one buffer goes to the page cache and returns. Not
+    /// one (a FIFO, a terminal) can block until its reader reads: only the writer
+    /// thread writes it.
+    regular: bool,
+}
+
+/// What the handles and the writer thread share.
+struct Inner {
+    target: Mutex<Target>,
     dropped: AtomicU64,
     written: AtomicU64,
     queued_bytes: AtomicU64,
     reopen: AtomicBool,
+    /// Requests append themselves again from this time on (nanoseconds after `epoch`).
+    slow_until: AtomicU64,
+    epoch: Instant,
+    path: PathBuf,
 }
 
-/// A handle to the audit writer; cheap to clone.
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Target> {
+        self.target.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// An append (of `lines` lines, by the writer thread or not) that took `took`: a
+    /// slow one sends the records of the next [`SLOW_BACKOFF`] to the writer thread; a
+    /// quick one by the writer thread ends that at once (a request's task may just have
+    /// been preempted in the middle of its append).
+    fn timed(&self, took: Duration, lines: u64, by_writer: bool) {
+        if took <= SLOW_WRITE {
+            if by_writer && self.slow_until.load(Ordering::Relaxed) > 0 {
+                self.slow_until.store(0, Ordering::Relaxed);
+            }
+            return;
+        }
+        let now = self.now_ns();
+        let before = self
+            .slow_until
+            .fetch_max(now + SLOW_BACKOFF.as_nanos() as u64, Ordering::Relaxed);
+        if by_writer && before <= now {
+            tracing::warn!(took_ms = took.as_millis() as u64, lines, path = %self.path.display(), "slow audit append: records go through the writer thread for a while");
+        }
+    }
+
+    /// Counts the result of an append of `lines` lines.
+    fn count(&self, res: io::Result<()>, lines: u64) {
+        match res {
+            Ok(()) => {
+                self.written.fetch_add(lines, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let n = self.dropped.fetch_add(lines, Ordering::Relaxed) + lines;
+                tracing::error!(error = %e, path = %self.path.display(), lost = lines, dropped_total = n, "audit write failed; records LOST")
+            }
+        }
+    }
+}
+
+/// A handle to the audit log; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: SyncSender<Msg>,
-    counters: Arc<Counters>,
-    path: Arc<PathBuf>,
+    inner: Arc<Inner>,
 }
 
 impl AuditLog {
     /// Opens (creating) the audit file and starts the writer thread.
     pub fn open(path: &Path) -> io::Result<AuditLog> {
-        let file = open_file(path)?;
+        let target = open_file(path)?;
         let (tx, rx) = sync_channel(QUEUE);
-        let counters = Arc::new(Counters::default());
-        let path = Arc::new(path.to_owned());
-        let (c, p) = (counters.clone(), path.clone());
+        let inner = Arc::new(Inner {
+            target: Mutex::new(target),
+            dropped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            queued_bytes: AtomicU64::new(0),
+            reopen: AtomicBool::new(false),
+            slow_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            path: path.to_owned(),
+        });
+        let i = inner.clone();
         std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || {
                 crate::os::privileges::confine_thread();
-                writer(rx, file, &p, &c)
+                writer(rx, &i)
             })?;
-        Ok(AuditLog { tx, counters, path })
+        Ok(AuditLog { tx, inner })
     }
 
-    /// Queues a record. With `ack`, the returned receiver fires once the line is written
-    /// (or its write failed); `None` when the record was dropped. Only the request's
-    /// `Exchange` (in the proxy layer) calls this, once per request.
-    pub fn submit(&self, rec: &AuditRecord, ack: bool) -> Option<oneshot::Receiver<()>> {
+    /// Writes a record: appended from the caller's thread when that is quick and safe
+    /// (`None`: written, or its write failed and was counted), else queued for the
+    /// writer thread, whose receiver fires once the line is written (or its write
+    /// failed); `None` too when the record was dropped. Only the request's `Exchange`
+    /// (in the proxy layer) calls this, once per request.
+    pub fn submit(&self, rec: &AuditRecord) -> Option<oneshot::Receiver<()>> {
         let mut line = match serde_json::to_vec(rec) {
             Ok(l) => l,
             Err(e) => {
@@ -80,44 +157,83 @@ impl AuditLog {
             }
         };
         line.push(b'\n');
+        let line = match self.append_here(line) {
+            Ok(()) => return None,
+            Err(line) => line,
+        };
         let len = line.len() as u64;
-        let queued = self.counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let i = &self.inner;
+        let queued = i.queued_bytes.fetch_add(len, Ordering::Relaxed);
         if queued + len > QUEUE_BYTES && queued > 0 {
-            self.counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            i.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.count_drop(&rec.request_id, "the audit queue is full (bytes)");
             return None;
         }
-        let (atx, arx) = if ack {
-            let (t, r) = oneshot::channel();
-            (Some(t), Some(r))
-        } else {
-            (None, None)
-        };
-        match self.tx.try_send(Msg::Line(line, atx)) {
-            Ok(()) => arx,
+        let (atx, arx) = oneshot::channel();
+        match self.tx.try_send(Msg::Line(line, Some(atx))) {
+            Ok(()) => Some(arx),
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                i.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                 self.count_drop(&rec.request_id, "the audit queue is full");
                 None
             }
         }
     }
 
+    /// Appends `line` with one `write(2)` from the caller's thread, when that holds the
+    /// thread for no longer than a page-cache copy: a regular file, a short line, no
+    /// reopen pending, nothing queued (the writer thread is not behind), no slow append
+    /// lately, and the file not in use by anyone else (so a stalled disk holds at most
+    /// one of the runtime's workers, for one append). Gives the line back otherwise.
+    fn append_here(&self, line: Vec<u8>) -> Result<(), Vec<u8>> {
+        let i = &self.inner;
+        if line.len() > INLINE_MAX
+            || i.reopen.load(Ordering::Relaxed)
+            || i.queued_bytes.load(Ordering::Relaxed) > 0
+            || i.now_ns() < i.slow_until.load(Ordering::Relaxed)
+        {
+            return Err(line);
+        }
+        // Another append in progress takes a few microseconds: spin that long, no more.
+        let mut spins = 0;
+        let target = loop {
+            match i.target.try_lock() {
+                Ok(t) => break t,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if spins < SPINS => {
+                    spins += 1;
+                    std::hint::spin_loop();
+                }
+                Err(TryLockError::WouldBlock) => return Err(line),
+            }
+        };
+        if !target.regular {
+            return Err(line);
+        }
+        let start = Instant::now();
+        let res = (&target.file).write_all(&line);
+        drop(target);
+        i.timed(start.elapsed(), 1, false);
+        i.count(res, 1);
+        Ok(())
+    }
+
     fn count_drop(&self, request_id: &str, why: &str) {
-        let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        let n = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::error!(
             dropped_total = n,
             request_id = %request_id,
-            path = %self.path.display(),
+            path = %self.inner.path.display(),
             why,
             "audit record DROPPED: the audit writer is not keeping up (slow or full disk?)"
         );
     }
 
     /// Asks the writer to reopen the file (after logrotate moved it). Never lost: the
-    /// flag is looked at before every append even when the wake-up cannot be queued.
+    /// flag is looked at before every append even when the wake-up cannot be queued;
+    /// while it is set, records go through the writer thread.
     pub fn reopen(&self) {
-        self.counters.reopen.store(true, Ordering::SeqCst);
+        self.inner.reopen.store(true, Ordering::SeqCst);
         let _ = self.tx.try_send(Msg::Wake);
     }
 
@@ -127,26 +243,27 @@ impl AuditLog {
         let (tx, rx) = sync_channel(1);
         let flushed = send_within(&self.tx, Msg::Flush(tx), wait) && rx.recv_timeout(wait).is_ok();
         let (written, dropped) = (self.written(), self.dropped());
+        let path = self.inner.path.display();
         if dropped > 0 || !flushed {
-            tracing::error!(written, dropped, flushed, path = %self.path.display(), "audit log closed; records were LOST");
+            tracing::error!(written, dropped, flushed, path = %path, "audit log closed; records were LOST");
         } else {
-            tracing::info!(written, dropped, path = %self.path.display(), "audit log closed");
+            tracing::info!(written, dropped, path = %path, "audit log closed");
         }
     }
 
     /// Records dropped since start (queue full, or the write failed). For metrics.
     pub fn dropped(&self) -> u64 {
-        self.counters.dropped.load(Ordering::Relaxed)
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// Records written since start. For metrics.
     pub fn written(&self) -> u64 {
-        self.counters.written.load(Ordering::Relaxed)
+        self.inner.written.load(Ordering::Relaxed)
     }
 
     /// The file written to.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 }
 
@@ -175,9 +292,7 @@ fn is_stdout(path: &Path) -> bool {
 
 /// Opens the file for appending. A file that does not end with a newline (a crash cut
 /// its last line) gets one first, so the next record starts on a line of its own.
-/// `-` is a copy of standard output (a pipe to a container's log, usually): nothing to
-/// create, seek or reopen there.
-fn open_file(path: &Path) -> io::Result<File> {
+fn open_file(path: &Path) -> io::Result<Target> {
     if is_stdout(path) {
         use std::os::fd::AsFd;
         let fd = io::stdout().as_fd().try_clone_to_owned().map_err(|e| {
@@ -186,7 +301,10 @@ fn open_file(path: &Path) -> io::Result<File> {
                 format!("cannot write the audit log to standard output: {e}"),
             )
         })?;
-        return Ok(File::from(fd));
+        let file = File::from(fd);
+        // A pipe (a container's log) is not regular: only the writer thread writes it.
+        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        return Ok(Target { file, regular });
     }
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
@@ -207,8 +325,9 @@ fn open_file(path: &Path) -> io::Result<File> {
         .mode(0o640)
         .open(path)
         .map_err(named)?;
-    let len = file.metadata().map_err(named)?.len();
-    if len > 0 {
+    let meta = file.metadata().map_err(named)?;
+    let (len, regular) = (meta.len(), meta.file_type().is_file());
+    if regular && len > 0 {
         let mut last = [0u8];
         file.seek(SeekFrom::Start(len - 1)).map_err(named)?;
         file.read_exact(&mut last).map_err(named)?;
@@ -217,10 +336,10 @@ fn open_file(path: &Path) -> io::Result<File> {
             file.write_all(b"\n").map_err(named)?;
         }
     }
-    Ok(file)
+    Ok(Target { file, regular })
 }
 
-fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, counters: &Counters) {
+fn writer(rx: Receiver<Msg>, i: &Inner) {
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut acks = Vec::new();
     let mut flushes = Vec::new();
@@ -230,8 +349,7 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, counters: &Counters) {
         while let Some(msg) = next {
             match msg {
                 Msg::Line(line, ack) => {
-                    counters
-                        .queued_bytes
+                    i.queued_bytes
                         .fetch_sub(line.len() as u64, Ordering::Relaxed);
                     buf.extend_from_slice(&line);
                     acks.extend(ack);
@@ -245,19 +363,21 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, counters: &Counters) {
                 None
             };
         }
-        let reopen = counters.reopen.swap(false, Ordering::SeqCst);
-        if reopen && is_stdout(path) {
+        let mut target = i.lock();
+        // Under the lock: no request appends to the old file once the flag is cleared.
+        let reopen = i.reopen.swap(false, Ordering::SeqCst);
+        if reopen && is_stdout(&i.path) {
             tracing::info!("the audit log is standard output: nothing to reopen");
         } else if reopen {
             // Lines queued before the signal go to the new file too: they are not yet
             // written, and the new file is the one operators will read from now on.
-            match open_file(path) {
-                Ok(f) => {
-                    file = f;
-                    tracing::info!(path = %path.display(), "audit log reopened");
+            match open_file(&i.path) {
+                Ok(t) => {
+                    *target = t;
+                    tracing::info!(path = %i.path.display(), "audit log reopened");
                 }
                 Err(e) => {
-                    let dir = path.parent().unwrap_or(Path::new("."));
+                    let dir = i.path.parent().unwrap_or(Path::new("."));
                     let hint = crate::os::privileges::hint(&format!(
                         "{} must be writable by that user to reopen the audit log",
                         dir.display()
@@ -268,16 +388,14 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, counters: &Counters) {
         }
         if !buf.is_empty() {
             let lines = buf.iter().filter(|&&b| b == b'\n').count() as u64;
-            match file.write_all(&buf) {
-                Ok(()) => {
-                    counters.written.fetch_add(lines, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    let n = counters.dropped.fetch_add(lines, Ordering::Relaxed) + lines;
-                    tracing::error!(error = %e, path = %path.display(), lost = lines, dropped_total = n, "audit write failed; records LOST")
-                }
-            }
+            let start = Instant::now();
+            let res = target.file.write_all(&buf);
+            drop(target);
+            i.timed(start.elapsed(), lines, true);
+            i.count(res, lines);
             buf.clear();
+        } else {
+            drop(target);
         }
         for a in acks.drain(..) {
             let _ = a.send(());
@@ -289,122 +407,5 @@ fn writer(rx: Receiver<Msg>, mut file: File, path: &Path, counters: &Counters) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use protocol::audit::{Decision, Peer};
-
-    fn rec(id: &str) -> AuditRecord {
-        let peer = Some(Peer::Unix {
-            uid: 1,
-            gid: 2,
-            pid: Some(3),
-        });
-        let mut r = AuditRecord::new(
-            0,
-            id.into(),
-            "a".into(),
-            peer,
-            "POST".into(),
-            "/api/chat".into(),
-        );
-        r.endpoint = Some(protocol::route::EndpointClass::Chat.into());
-        r.model = Some("qwen2.5:7b".into());
-        r.decision = Decision::Allow;
-        (r.status, r.bytes_in, r.bytes_out, r.duration_ms) = (200, 1, 2, 3);
-        r
-    }
-
-    fn lines(path: &Path) -> Vec<AuditRecord> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("torn line {l:?}: {e}")))
-            .collect()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn ack_fires_after_the_line_is_in_the_file() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("sub/audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
-        for i in 0..50 {
-            let id = format!("r{i}");
-            log.submit(&rec(&id), true).unwrap().await.unwrap();
-            assert_eq!(lines(&path).last().unwrap().request_id, id);
-        }
-        assert_eq!(log.written(), 50);
-        assert_eq!(log.dropped(), 0);
-    }
-
-    #[test]
-    fn concurrent_writers_on_one_file_never_tear_lines() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("audit.jsonl");
-        // Two writers (as two daemons would be) and several submitting threads each.
-        let logs = [
-            AuditLog::open(&path).unwrap(),
-            AuditLog::open(&path).unwrap(),
-        ];
-        let big = "x".repeat(10_000);
-        std::thread::scope(|s| {
-            for (w, log) in logs.iter().enumerate() {
-                for th in 0..3 {
-                    let big = &big;
-                    s.spawn(move || {
-                        for i in 0..300 {
-                            let mut r = rec(&format!("w{w}-t{th}-{i}"));
-                            if i % 7 == 0 {
-                                r.output = Some(big.clone());
-                            }
-                            log.submit(&r, false);
-                        }
-                    });
-                }
-            }
-        });
-        for l in &logs {
-            l.close(Duration::from_secs(30));
-            assert_eq!(l.dropped(), 0);
-        }
-        let got = lines(&path);
-        assert_eq!(got.len(), 2 * 3 * 300);
-        let ids: std::collections::HashSet<String> =
-            got.into_iter().map(|r| r.request_id).collect();
-        assert_eq!(ids.len(), 2 * 3 * 300);
-    }
-
-    #[test]
-    fn a_cut_last_line_is_isolated_on_reopen() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("audit.jsonl");
-        std::fs::write(&path, "{\"ts\":\"2026-11-21T14:0").unwrap();
-        let log = AuditLog::open(&path).unwrap();
-        log.submit(&rec("after-crash"), false);
-        log.close(Duration::from_secs(10));
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut it = text.lines();
-        assert_eq!(it.next(), Some("{\"ts\":\"2026-11-21T14:0"));
-        let r: AuditRecord = serde_json::from_str(it.next().unwrap()).unwrap();
-        assert_eq!(r.request_id, "after-crash");
-    }
-
-    #[test]
-    fn reopen_follows_the_path_after_a_rename() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("audit.jsonl");
-        let log = AuditLog::open(&path).unwrap();
-        log.submit(&rec("before"), false);
-        log.close(Duration::from_secs(10));
-        let rotated = t.path().join("audit.jsonl.1");
-        std::fs::rename(&path, &rotated).unwrap();
-        log.submit(&rec("late"), false); // still the old file: no reopen yet
-        log.close(Duration::from_secs(10));
-        log.reopen();
-        log.submit(&rec("after"), false);
-        log.close(Duration::from_secs(10));
-        let ids =
-            |p: &Path| -> Vec<String> { lines(p).into_iter().map(|r| r.request_id).collect() };
-        assert_eq!(ids(&rotated), ["before", "late"]);
-        assert_eq!(ids(&path), ["after"]);
-    }
-}
+#[path = "audit_log_tests.rs"]
+mod tests;

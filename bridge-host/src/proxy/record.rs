@@ -1,8 +1,8 @@
 //! One owner for each request's audit record: an [`Exchange`] is created when the request
 //! arrives (or when the HTTP parser rejected it), carried through check → forward →
 //! relay, and finished exactly once. Finishing writes the record and counts it in the
-//! metrics; the answer completes only after the record is written (or [`ACK_WAIT`]
-//! passed). If nobody finishes it — the client went away, the grace period of a shutdown
+//! metrics; the answer completes only after the record is written (or, when it had to
+//! be queued for the writer thread, [`ACK_WAIT`] passed). If nobody finishes it — the client went away, the grace period of a shutdown
 //! ended, a task panicked — its `Drop` writes the record of what happened.
 
 use std::future::Future;
@@ -227,8 +227,8 @@ impl Exchange {
         }
     }
 
-    /// The one place a record is written: counted in the metrics, queued for the audit
-    /// writer; the request leaves the in-flight count.
+    /// The one place a record is written: counted in the metrics, appended to the audit
+    /// file (or queued for its writer thread); the request leaves the in-flight count.
     fn write(&mut self) -> Written {
         self.written = true;
         // A model request that never had its turn at Ollama (it left the queue, or its
@@ -243,11 +243,11 @@ impl Exchange {
             self.charge();
         }
         self.shared.metrics.observe(&self.rec);
-        let ack = self.shared.audit.submit(&self.rec, true);
+        let ack = self.shared.audit.submit(&self.rec);
         self.flight.take();
         Written {
             ack,
-            deadline: Box::pin(tokio::time::sleep(ACK_WAIT)),
+            deadline: None,
         }
     }
 }
@@ -304,11 +304,13 @@ impl Drop for Exchange {
     }
 }
 
-/// Resolves once a record is written (or could not be queued), or after [`ACK_WAIT`]:
-/// the durability guarantee, bounded so a stuck disk never holds an answer forever.
+/// Resolves once a record is written (at once when the request's task appended it, or
+/// it could not be queued), or after [`ACK_WAIT`]: the durability guarantee, bounded so
+/// a stuck disk never holds an answer forever.
 pub struct Written {
     ack: Option<oneshot::Receiver<()>>,
-    deadline: Pin<Box<Sleep>>,
+    /// Started at the first poll that has to wait.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl Future for Written {
@@ -319,7 +321,14 @@ impl Future for Written {
         let Some(ack) = this.ack.as_mut() else {
             return Poll::Ready(());
         };
-        if Pin::new(ack).poll(cx).is_ready() || this.deadline.as_mut().poll(cx).is_ready() {
+        if Pin::new(ack).poll(cx).is_ready() {
+            this.ack = None;
+            return Poll::Ready(());
+        }
+        let deadline = this
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(ACK_WAIT)));
+        if deadline.as_mut().poll(cx).is_ready() {
             this.ack = None;
             return Poll::Ready(());
         }

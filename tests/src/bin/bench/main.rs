@@ -58,6 +58,11 @@ pub struct Args {
     /// section, the same OpenAI request through LiteLLM, the bridge and Ollama's /v1.
     #[arg(long, value_name = "PATH")]
     litellm: Option<PathBuf>,
+    /// Another bridge-host build beside `bridge`, as `NAME=PATH` (repeatable): runs as
+    /// the path `bridge@NAME` with its own bridge-guest and the same configuration, to
+    /// compare builds (before/after a change) in one run.
+    #[arg(long, value_name = "NAME=PATH")]
+    host_variant: Vec<String>,
     /// Measuring window of each small-request run, in milliseconds.
     #[arg(long)]
     measure_ms: Option<u64>,
@@ -175,7 +180,7 @@ fn main() -> anyhow::Result<()> {
             forks: false,
         },
     ];
-    let mut noqueue = Vec::new();
+    let mut extra = Vec::new();
     if args.paths.iter().any(|p| p == "bridge-noqueue") {
         let d = dir.path().join("noqueue");
         std::fs::create_dir_all(&d)?;
@@ -187,7 +192,7 @@ fn main() -> anyhow::Result<()> {
             pids: vec![g.pid(), h.pid()],
             forks: false,
         });
-        noqueue.extend([g, h]);
+        extra.extend([g, h]);
     }
     let mut socats = Vec::new();
     for (name, tuned) in [("socat", false), ("socat-tuned", true)] {
@@ -204,6 +209,23 @@ fn main() -> anyhow::Result<()> {
             );
             socats.push(s);
         }
+    }
+    for v in &args.host_variant {
+        let Some((name, bin)) = v.split_once('=') else {
+            bail!("--host-variant wants NAME=PATH, got {v:?}");
+        };
+        let d = dir.path().join(format!("variant-{name}"));
+        std::fs::create_dir_all(&d)?;
+        let (h, sock) = procs::start_host(bin.as_ref(), &d, double.addr(), "1024")?;
+        let (g, addr) = procs::start_guest(&guest_bin, &sock)?;
+        let name: &'static str = Box::leak(format!("bridge@{name}").into_boxed_str());
+        all_paths.push(sections::Path {
+            name,
+            addr,
+            pids: vec![g.pid(), h.pid()],
+            forks: false,
+        });
+        extra.extend([g, h]);
     }
     let mut hop_procs = Vec::new();
     if args.hops {
@@ -226,7 +248,7 @@ fn main() -> anyhow::Result<()> {
     }
     let paths: Vec<_> = all_paths
         .into_iter()
-        .filter(|p| path_wanted(p.name))
+        .filter(|p| path_wanted(p.name) || p.name.starts_with("bridge@"))
         .collect();
     let want = |s: &str| args.sections.is_empty() || args.sections.iter().any(|a| a == s);
     let mut b = sections::Bench {
@@ -291,7 +313,7 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(out, serde_json::to_string_pretty(&res)? + "\n")?;
         eprintln!("bench: results written to {}", out.display());
     }
-    drop((guest, host, socats, hop_procs, noqueue));
+    drop((guest, host, socats, hop_procs, extra));
     procs::kill_all();
     drop(double);
     client_rt.shutdown_timeout(Duration::from_secs(1));
