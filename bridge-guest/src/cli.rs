@@ -63,7 +63,7 @@ pub enum Cmd {
     Completions {
         /// The shell.
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: cli_docs::Shell,
     },
     /// Print the man page bridge-guest(1) on stdout, or write it and one page per subcommand to DIR.
     #[command(after_help = "Read it with: bridge-guest man | man -l -")]
@@ -79,8 +79,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // These two need no runtime (and no relay address).
     let cmd = match cli.cmd {
-        Some(Cmd::Completions { shell }) => return crate::docs::completions(Cli::command(), shell),
-        Some(Cmd::Man { dir }) => return crate::docs::man(Cli::command(), dir.as_deref()),
+        Some(Cmd::Completions { shell }) => return cli_docs::completions(Cli::command(), shell),
+        Some(Cmd::Man { dir }) => return cli_docs::man(Cli::command(), dir.as_deref()),
         cmd => cmd,
     };
     let rt = match tokio::runtime::Builder::new_current_thread()

@@ -5,6 +5,5 @@
 
 pub mod addrs;
 pub mod cli;
-pub mod docs;
 pub mod doctor;
 pub mod relay;

@@ -14,8 +14,8 @@ use std::time::SystemTime;
 /// `cargo build` leaves as it is.
 pub fn sources(name: &str) -> &'static [&'static str] {
     match name {
-        "bridge-host" => &["bridge-host/src", "protocol/src"],
-        "bridge-guest" => &["bridge-guest/src", "protocol/src"],
+        "bridge-host" => &["bridge-host/src", "protocol/src", "cli-docs/src"],
+        "bridge-guest" => &["bridge-guest/src", "protocol/src", "cli-docs/src"],
         _ => &[],
     }
 }

@@ -3,7 +3,6 @@
 
 mod audit;
 mod config;
-mod docs;
 mod serve;
 mod status;
 
@@ -49,7 +48,7 @@ bridge-host completions fish > ~/.config/fish/completions/bridge-host.fish")]
     Completions {
         /// The shell.
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: cli_docs::Shell,
     },
     /// Print the man page bridge-host(1) on stdout, or write it and one page per subcommand to DIR.
     #[command(after_help = "Read it with: bridge-host man | man -l -")]
@@ -74,8 +73,8 @@ pub fn main() -> ExitCode {
         Cmd::Serve(args) => serve::serve(args),
         Cmd::Audit(args) => audit::run(args),
         Cmd::Status(args) => status::run(args),
-        Cmd::Completions { shell } => docs::completions(Cli::command(), shell),
-        Cmd::Man { dir } => docs::man(Cli::command(), dir.as_deref()),
+        Cmd::Completions { shell } => cli_docs::completions(Cli::command(), shell),
+        Cmd::Man { dir } => cli_docs::man(Cli::command(), dir.as_deref()),
         Cmd::Help { command } => {
             // `help X Y` is `X Y --help`: clap prints it and exits 0 (2 for an unknown X).
             let args = std::iter::once("bridge-host".to_owned())

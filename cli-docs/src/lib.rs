@@ -1,14 +1,13 @@
 //! `completions SHELL` and `man [--dir DIR]`: shell completion scripts and man pages
 //! generated from the command line's own clap definition, so they cannot drift from it.
-//! The same code lives in bridge-host (`cli/docs.rs`); the two crates share no
-//! command-line code.
+//! Used by both bridge-host and bridge-guest (`completions` and `man` subcommands).
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Command;
-use clap_complete::Shell;
+pub use clap_complete::Shell;
 
 /// Prints the completion script for `shell` on stdout.
 pub fn completions(mut cmd: Command, shell: Shell) -> ExitCode {
