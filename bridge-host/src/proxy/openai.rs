@@ -48,20 +48,25 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         Ok(t) => t,
         Err(e) => return refuse(ex, e, ErrorFormat::OpenAi).await,
     };
+    let picked = match super::pick::server(ctx, &mut ex) {
+        Ok(p) => p,
+        Err(e) => return refuse(ex, e, ErrorFormat::OpenAi).await,
+    };
+    let up = picked.up.clone();
     let salvage = super::salvage::for_request(ctx, &c, &ex);
     let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
-    let early = early::deadline(&ex, ctx.upstream.cfg.early_headers)
+    let early = early::deadline(&ex, up.cfg.early_headers)
         .filter(|_| target.streams())
         .map(|at| (at, StreamKind::Sse));
-    let send = send(ctx.upstream.clone(), c.headers, native, target.path());
-    let mut sending = super::queue::sending(ctx, &c.route, &mut ex, c.hangup.clone(), send);
+    let send = send(ctx, &picked, c.headers, native, target.path());
+    let mut sending = super::queue::sending(ctx, &up, &c.route, &mut ex, c.hangup.clone(), send);
     let sent = match early::head_by(&mut sending, early).await {
         Ok(sent) => sent,
         Err(kind) => {
             // Ollama is still silent (a model load): the head goes now, the rest later.
             let held = (c.body, c.budget);
             let hangup = c.hangup;
-            let idle = ctx.upstream.cfg.idle_timeout;
+            let idle = up.cfg.idle_timeout;
             return early::answer(kind, ex, move |ex| async move {
                 let Some(sent) = early::wait(sending, hangup).await else {
                     return early::gone(ex);
@@ -77,7 +82,7 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     // The body has gone upstream (or never will): free it and give back its budget share.
     drop((c.body, c.budget));
     match sent {
-        Ok(resp) => respond(ctx, resp, target, ex, hold, salvage).await,
+        Ok(resp) => respond(&up, resp, target, ex, hold, salvage).await,
         Err(e) => refuse(ex, e, ErrorFormat::OpenAi).await,
     }
 }
@@ -122,7 +127,8 @@ fn translate(
 
 /// Sends the native request (the future owns what it needs: it may outlive the head).
 fn send(
-    up: Arc<Upstream>,
+    ctx: &SandboxCtx,
+    picked: &super::pick::Picked,
     headers: HeaderMap,
     native: Map<String, Value>,
     path: &'static str,
@@ -130,7 +136,14 @@ fn send(
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
     drop(native);
     let json = Some("application/json");
-    Box::pin(async move { up.send(Method::POST, path, &headers, json, bytes).await })
+    picked.send(
+        ctx,
+        Method::POST,
+        path.to_owned(),
+        headers,
+        json,
+        vec![bytes],
+    )
 }
 
 /// The SSE body of a streamed request's successful answer (after early headers).
@@ -163,7 +176,7 @@ fn streamed(
 
 /// Answers from Ollama's native answer: an SSE stream, or a gathered OpenAI object.
 async fn respond(
-    ctx: &SandboxCtx,
+    up: &Upstream,
     resp: Response<Incoming>,
     target: Target,
     mut ex: Exchange,
@@ -171,7 +184,7 @@ async fn respond(
     salvage: Option<ChatSalvage>,
 ) -> Response<RespBody> {
     let status = resp.status();
-    let idle = ctx.upstream.cfg.idle_timeout;
+    let idle = up.cfg.idle_timeout;
     if !status.is_success() {
         // Ollama refused (unknown model, bad input): its message, in OpenAI's shape.
         let msg = match gather(resp.into_body(), idle).await {

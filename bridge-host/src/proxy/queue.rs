@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::ctx::SandboxCtx;
 use super::early::Sending;
 use super::record::Exchange;
+use super::upstream::Upstream;
 use crate::limits::queue::{Entry, Ticket};
 use crate::net::hangup::Hangup;
 
@@ -29,6 +30,7 @@ use crate::net::hangup::Hangup;
 /// have waited inside Ollama), or when the client goes away.
 pub fn sending<F>(
     ctx: &SandboxCtx,
+    up: &Upstream,
     route: &Route,
     ex: &mut Exchange,
     hangup: Option<Hangup>,
@@ -37,13 +39,13 @@ pub fn sending<F>(
 where
     F: Future<Output = Result<Response<Incoming>, BridgeError>> + Send + 'static,
 {
-    let Some(queue) = ctx.upstream.queue.clone().filter(|_| route.runs_model()) else {
+    let Some(queue) = up.queue.clone().filter(|_| route.runs_model()) else {
         return Box::pin(send);
     };
     let ticket = Arc::new(Ticket::new());
     ex.hold_ticket(ticket.clone());
     let arrived = Instant::from_std(ex.started());
-    let header_timeout = ctx.upstream.cfg.header_timeout;
+    let header_timeout = up.cfg.header_timeout;
     let name = ctx.sandbox.name.to_string();
     let weight = ctx.sandbox.weight;
     let own = ctx
