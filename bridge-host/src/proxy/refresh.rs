@@ -2,7 +2,8 @@
 //! refresh_interval` (jittered by up to a tenth, so bridges do not probe in step) and
 //! at once when a request's connection to a server failed. Each round asks every server
 //! for its version (a down server is probed with nothing else), its models (`/api/tags`)
-//! and its loaded models (`/api/ps`). Never on a request's path. With a single server
+//! and its loaded models (`/api/ps`); a down server is asked again every second at
+//! least, and is back once it answers. Never on a request's path. With a single server
 //! nothing runs: its health is the on-demand tracker of [`super::health`].
 
 use std::sync::{Arc, Weak};
@@ -20,6 +21,8 @@ use super::upstream::Upstream;
 
 /// Shortest gap between two rounds (a burst of failed connections is one round).
 const MIN_GAP: Duration = Duration::from_millis(200);
+/// A down server is probed at least this often, whatever `refresh_interval` is.
+const DOWN_EVERY: Duration = Duration::from_secs(1);
 /// How long a probe waits for an answer beyond the connect timeout.
 const PROBE_EXTRA: Duration = Duration::from_secs(2);
 
@@ -35,24 +38,26 @@ pub fn spawn(pool: &Arc<Pool>, shared: Arc<Shared>) {
     tokio::spawn(async move {
         let mut round: u64 = 0;
         loop {
-            if !refresh(&weak, &shared).await {
+            let Some(any_down) = refresh(&weak, &shared).await else {
                 return;
-            }
+            };
             round = round.wrapping_add(1);
             tokio::time::sleep(MIN_GAP).await;
+            let every = match any_down {
+                true => interval.min(DOWN_EVERY),
+                false => interval,
+            };
             tokio::select! {
-                () = tokio::time::sleep(jittered(interval, round)) => {}
+                () = tokio::time::sleep(jittered(every, round)) => {}
                 () = wake.notified() => {}
             }
         }
     });
 }
 
-/// One round over every server; false once the pool is gone.
-async fn refresh(pool: &Weak<Pool>, shared: &Shared) -> bool {
-    let Some(servers) = pool.upgrade().map(|p| p.servers.clone()) else {
-        return false;
-    };
+/// One round over every server: whether one is down; `None` once the pool is gone.
+async fn refresh(pool: &Weak<Pool>, shared: &Shared) -> Option<bool> {
+    let servers = pool.upgrade().map(|p| p.servers.clone())?;
     let rounds: Vec<_> = servers
         .iter()
         .map(|s| tokio::spawn(refresh_one(s.clone())))
@@ -68,7 +73,7 @@ async fn refresh(pool: &Weak<Pool>, shared: &Shared) -> bool {
             .metrics
             .server(server, f.is_up(), f.loaded.len(), running, waiting);
     }
-    true
+    Some(servers.iter().any(|s| !s.known.facts().is_up()))
 }
 
 /// `interval` ± a tenth, varied by the round and the clock (no RNG needed).
