@@ -61,13 +61,13 @@ impl Pool {
             .iter()
             .map(|s| {
                 let f = s.known.facts();
-                let allowed = model.map_or(true, |m| {
+                let allowed = model.is_none_or(|m| {
                     s.cfg.models.is_empty() || s.cfg.models.iter().any(|p| p.matches(m))
                 });
                 View {
                     allowed,
                     up: f.is_up(),
-                    has: model.map_or(true, |m| f.tags.contains(m)),
+                    has: model.is_none_or(|m| f.tags.contains(m)),
                     loaded: model.is_some_and(|m| f.loaded.contains(m)),
                     load: s.load(),
                 }
