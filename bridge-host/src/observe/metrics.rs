@@ -384,11 +384,12 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
-        if let Some(server) = &rec.upstream {
+        // A merged listing names every server it asked: one for each.
+        for server in rec.upstream.iter().flat_map(|s| s.split(',')) {
             self.servers
                 .requests
                 .get_or_create(&ServerLabels {
-                    server: server.clone(),
+                    server: server.to_owned(),
                 })
                 .inc();
         }

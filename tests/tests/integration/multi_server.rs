@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bridge_tests::double::{Double, DoubleConfig, DoubleModel, Script};
-use bridge_tests::harness::{socket, Host};
+use bridge_tests::harness::{bin, socket, Host};
 use bridge_tests::http::{bridge_status, collect, post, req, send_unix, GUARD};
 use serde_json::{json, Value};
 
@@ -36,6 +36,7 @@ fn two_servers(a: &str, b: &str, refresh: &str, b_extra: &str) -> String {
          [[upstream.server]]\nname = \"gpu1\"\nurl = \"{a}\"\n\n\
          [[upstream.server]]\nname = \"gpu2\"\nurl = \"{b}\"\n{b_extra}\n\n\
          [audit]\npath = \"{{dir}}/audit.jsonl\"\n\n\
+         [metrics]\nlisten = \"unix:{{dir}}/metrics.sock\"\n\n\
          [[sandbox]]\nname = \"a\"\nlisten = \"unix:{{dir}}/a/ollama.sock\"\n"
     )
 }
@@ -78,6 +79,24 @@ fn last_record(host: &Host, path: &str) -> Value {
         .rev()
         .find(|r| r["path"] == path)
         .expect("a record")
+}
+
+/// The metrics listener's text.
+async fn metrics(host: &Host) -> String {
+    let get = req("GET", "/metrics", "");
+    let resp = send_unix(&host.path("metrics.sock"), get).await.unwrap();
+    String::from_utf8(collect(resp).await.2.to_vec()).unwrap()
+}
+
+/// `bridge-host status --config` of the running host: its stdout.
+async fn status_lines(host: &Host) -> String {
+    let out = tokio::process::Command::new(bin("bridge-host"))
+        .arg("status")
+        .arg("--config")
+        .arg(&host.config)
+        .output();
+    let out = tokio::time::timeout(GUARD, out).await.unwrap().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The model names of a listing at `path` (`models[].name`, or `data[].id`).
@@ -142,7 +161,25 @@ async fn requests_go_where_the_model_is_loaded_and_listings_merge() {
     .await;
     assert_eq!(s, 200);
 
-    // The operator's view: requests per server in the metrics, each server's state in the log.
+    // The operator's view: requests and state per server in the metrics and in
+    // `bridge-host status`; the sandbox's status names no server.
+    let m = metrics(&host).await;
+    for want in [
+        // gpu1: a chat, /api/version, three merged listings; gpu2: four chats, three.
+        r#"ollama_bridge_upstream_requests_total{server="gpu1"} 5"#,
+        r#"ollama_bridge_upstream_requests_total{server="gpu2"} 7"#,
+        r#"ollama_bridge_upstream_up{server="gpu2"} 1"#,
+        r#"ollama_bridge_upstream_loaded_models{server="gpu2"} 1"#,
+    ] {
+        assert!(m.contains(want), "{want} in {m}");
+    }
+    let out = status_lines(&host).await;
+    let gpu2 = out.lines().find(|l| l.starts_with("gpu2")).expect(&out);
+    assert!(
+        gpu2.contains(" up ") && gpu2.contains("llama3.2:3b"),
+        "{out}"
+    );
+    assert!(gpu2.contains("0 run, 0 wait"), "{out}");
     let doc = bridge_status(&sock).await;
     let text = doc.to_string();
     for secret in ["gpu1", "gpu2", "127.0.0.1"] {
