@@ -21,7 +21,14 @@ pub fn server(ctx: &SandboxCtx, ex: &mut Exchange) -> Result<Picked, BridgeError
         .model
         .as_deref()
         .and_then(|m| ModelName::parse(m).ok());
-    let up = ctx.pool.pick(model.as_ref())?;
+    let up = match ctx.pool.pick(model.as_ref()) {
+        Ok(up) => up,
+        Err((e, down)) => {
+            // The down server that has the model is the record's `upstream`.
+            ex.rec.upstream = down;
+            return Err(e);
+        }
+    };
     let served_by = Arc::new(Mutex::new(up.cfg.name.clone()));
     ex.served_by(served_by.clone());
     Ok(Picked {

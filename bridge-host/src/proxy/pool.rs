@@ -76,21 +76,27 @@ impl Pool {
     }
 
     /// The server for a request naming `model` (or none): never I/O, only what the
-    /// refresher and failed connections found.
-    pub fn pick(&self, model: Option<&ModelName>) -> Result<Arc<Upstream>, BridgeError> {
+    /// refresher and failed connections found. The error names the down server, if any.
+    pub fn pick(
+        &self,
+        model: Option<&ModelName>,
+    ) -> Result<Arc<Upstream>, (BridgeError, Option<String>)> {
         if !self.is_multi() {
             return Ok(self.first().clone());
         }
         match choose(&self.views(model), None) {
             Choice::Server { index, .. } => Ok(self.servers[index].clone()),
-            Choice::Down(i) => Err(down(&self.servers[i])),
-            Choice::NoServer => Err(BridgeError::new(
+            Choice::Down(i) => {
+                let s = &self.servers[i];
+                Err((down(s), Some(s.cfg.name.clone())))
+            }
+            Choice::NoServer => Err((BridgeError::new(
                 Reason::NotFound,
                 format!(
                     "model \"{}\" is not routed to any ollama server (the models of each [[upstream.server]])",
                     model.map_or_else(String::new, ToString::to_string)
                 ),
-            )),
+            ), None)),
         }
     }
 

@@ -214,6 +214,7 @@ async fn a_stopped_server_sends_its_models_elsewhere_and_comes_back() {
     assert!(msg.contains("ollama server gpu2 is down"), "{msg}");
     let rec = last_record(&host, "/api/chat");
     assert_eq!(rec["reason"], "upstream_unreachable", "{rec}");
+    assert_eq!(rec["upstream"], "gpu2", "{rec}");
     assert_eq!(
         a.count("/api/chat"),
         1,
