@@ -155,10 +155,14 @@ impl Server {
             .take()
             .map(|m| tokio::spawn(metrics_loop(m, self.shared.clone(), stop_rx)));
         crate::os::notify::notify("READY=1");
-        // One probe of Ollama now, in its own task: a warning if it is down (it may come later).
-        self.shared.health.probe_at_start(self.pool.first());
-        // Several servers: their models and health, refreshed in the background.
-        refresh_servers(&self.pool, self.shared.clone());
+        // One server: one probe of Ollama now, in its own task: a warning if it is down
+        // (it may come later). Several: their models and health, refreshed in the
+        // background (a down one is logged by name).
+        if self.pool.is_multi() {
+            refresh_servers(&self.pool, self.shared.clone());
+        } else {
+            self.shared.health.probe_at_start(self.pool.first());
+        }
         // Preloads start from that probe's reading.
         let (preload_tx, preload_rx) = watch::channel((self.config.clone(), self.pool.clone()));
         let preloads = tokio::spawn(preload::keep_warm(

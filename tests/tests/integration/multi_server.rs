@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bridge_tests::double::{Double, DoubleConfig, DoubleModel, Script};
-use bridge_tests::harness::{bin, socket, Host};
+use bridge_tests::harness::{bin, config as one_server, socket, Host};
 use bridge_tests::http::{bridge_status, collect, post, req, send_unix, GUARD};
 use serde_json::{json, Value};
 
@@ -82,7 +82,7 @@ fn last_record(host: &Host, path: &str) -> Value {
 }
 
 /// The metrics listener's text.
-async fn metrics(host: &Host) -> String {
+async fn metrics_text(host: &Host) -> String {
     let get = req("GET", "/metrics", "");
     let resp = send_unix(&host.path("metrics.sock"), get).await.unwrap();
     String::from_utf8(collect(resp).await.2.to_vec()).unwrap()
@@ -163,7 +163,7 @@ async fn requests_go_where_the_model_is_loaded_and_listings_merge() {
 
     // The operator's view: requests and state per server in the metrics and in
     // `bridge-host status`; the sandbox's status names no server.
-    let m = metrics(&host).await;
+    let m = metrics_text(&host).await;
     for want in [
         // gpu1: a chat, /api/version, three merged listings; gpu2: four chats, three.
         r#"ollama_bridge_upstream_requests_total{server="gpu1"} 5"#,
@@ -284,4 +284,19 @@ async fn a_failed_connection_is_retried_once_and_a_sent_request_never() {
         "nothing is retried once a byte went upstream"
     );
     assert_eq!(last_record(&host, "/api/chat")["upstream"], "gpu2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_url_is_the_server_named_default() {
+    let d = Double::start(DoubleConfig::default()).await;
+    let metrics = "[metrics]\nlisten = \"unix:{dir}/metrics.sock\"\n";
+    let host = Host::start(&one_server(&d.url(), &[("a", "")], metrics)).await;
+    let sock = socket(&host, "a");
+    assert_eq!(chat(&sock, "qwen2.5:7b").await.0, 200);
+    assert_eq!(last_record(&host, "/api/chat")["upstream"], "default");
+    let m = metrics_text(&host).await;
+    let want = r#"ollama_bridge_upstream_requests_total{server="default"} 1"#;
+    assert!(m.contains(want), "{want} in {m}");
+    // No background refresh with one server: Ollama saw only the chat.
+    assert_eq!(d.requests().len(), 1, "{:?}", d.requests());
 }
