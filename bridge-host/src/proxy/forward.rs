@@ -45,9 +45,18 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         None => (None, vec![c.raw]),
     };
     let mut sending: Sending = {
-        let (method, path) = (c.method.clone(), c.path.clone());
-        let send = picked.send(ctx, method, path, c.headers, content_type, body);
-        super::queue::sending(ctx, up, &c.route, &mut ex, c.hangup.clone(), send)
+        let (method, path, hangup) = (c.method.clone(), c.path.clone(), c.hangup.clone());
+        picked.sending(
+            ctx,
+            &c.route,
+            &mut ex,
+            hangup,
+            method,
+            path,
+            c.headers,
+            content_type,
+            body,
+        )
     };
     let sent = match early::head_by(&mut sending, early).await {
         Ok(sent) => sent,

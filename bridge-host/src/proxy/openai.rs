@@ -58,8 +58,11 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     let early = early::deadline(&ex, up.cfg.early_headers)
         .filter(|_| target.streams())
         .map(|at| (at, StreamKind::Sse));
-    let send = send(ctx, &picked, c.headers, native, target.path());
-    let mut sending = super::queue::sending(ctx, &up, &c.route, &mut ex, c.hangup.clone(), send);
+    let hangup = c.hangup.clone();
+    let (headers, path) = (c.headers, target.path());
+    let mut sending = send(
+        ctx, &picked, &c.route, &mut ex, hangup, headers, native, path,
+    );
     let sent = match early::head_by(&mut sending, early).await {
         Ok(sent) => sent,
         Err(kind) => {
@@ -126,9 +129,13 @@ fn translate(
 }
 
 /// Sends the native request (the future owns what it needs: it may outlive the head).
+#[allow(clippy::too_many_arguments)]
 fn send(
     ctx: &SandboxCtx,
     picked: &super::pick::Picked,
+    route: &Route,
+    ex: &mut Exchange,
+    hangup: Option<crate::net::hangup::Hangup>,
     headers: HeaderMap,
     native: Map<String, Value>,
     path: &'static str,
@@ -136,9 +143,13 @@ fn send(
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
     drop(native);
     let json = Some("application/json");
-    picked.send(
+    let post = Method::POST;
+    picked.sending(
         ctx,
-        Method::POST,
+        route,
+        ex,
+        hangup,
+        post,
         path.to_owned(),
         headers,
         json,

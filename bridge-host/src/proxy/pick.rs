@@ -1,6 +1,7 @@
 //! The forward phase's first step: the upstream server a checked request goes to
 //! ([`super::pool::Pool::pick`] for its model), named in its record, and the send to it
-//! with the one retry a failed connection gets ([`super::pool::Pool::send`]).
+//! after its turn in the server's fair queue, with the one retry a failed connection gets
+//! ([`super::pool::Pool::retry_target`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -9,10 +10,14 @@ use http::{HeaderMap, Method};
 use protocol::error::BridgeError;
 use protocol::ModelName;
 
+use protocol::route::Route;
+
 use super::ctx::SandboxCtx;
 use super::early::Sending;
+use super::queue;
 use super::record::Exchange;
 use super::upstream::{Chunks, Upstream};
+use crate::net::hangup::Hangup;
 
 /// The server for the request whose record is `ex` (its model decided by the gate).
 pub fn server(ctx: &SandboxCtx, ex: &mut Exchange) -> Result<Picked, BridgeError> {
@@ -46,26 +51,54 @@ pub struct Picked {
 }
 
 impl Picked {
-    /// Sends the request (its body as pieces) to the picked server; on a failed
-    /// connection, once more to another server that has the model.
-    pub fn send(
+    /// Sends the request (its body as pieces) to the picked server after its turn in
+    /// that server's fair queue; on a failed connection, once more to another server
+    /// that has the model, after a turn in its queue (the same ticket).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sending(
         &self,
         ctx: &SandboxCtx,
+        route: &Route,
+        ex: &mut Exchange,
+        hangup: Option<Hangup>,
         method: Method,
         path: String,
         headers: HeaderMap,
         content_type: Option<&'static str>,
         body: Vec<Bytes>,
     ) -> Sending {
+        let send = move |up: Arc<Upstream>| {
+            let (method, path, headers) = (method.clone(), path.clone(), headers.clone());
+            let body = Chunks::from(body.clone());
+            async move { up.send(method, &path, &headers, content_type, body).await }
+        };
+        let turn = queue::turn(ctx, &self.up, route, ex, hangup);
+        if !ctx.pool.is_multi() {
+            // One server: its turn and the send, as always.
+            let first = send(self.up.clone());
+            return match turn {
+                Some(t) => Box::pin(t.then(first)),
+                None => Box::pin(first),
+            };
+        }
         let pool = ctx.pool.clone();
         let (up, model, served) = (self.up.clone(), self.model.clone(), self.served_by.clone());
         Box::pin(async move {
-            pool.send(up, model, Some(served), move |up: Arc<Upstream>| {
-                let (method, path, headers) = (method.clone(), path.clone(), headers.clone());
-                let body = Chunks::from(body.clone());
-                async move { up.send(method, &path, &headers, content_type, body).await }
-            })
-            .await
+            let first = match &turn {
+                Some(t) => t.clone().then(send(up.clone())).await,
+                None => send(up.clone()).await,
+            };
+            let e = match first {
+                Err(e) => e,
+                ok => return ok,
+            };
+            let alt = pool.retry_target(&up, model.as_ref(), e)?;
+            *served.lock().unwrap_or_else(|p| p.into_inner()) = alt.cfg.name.clone();
+            let again = match turn.and_then(|t| t.at(&alt)) {
+                Some(t) => t.then(send(alt.clone())).await,
+                None => send(alt.clone()).await,
+            };
+            again.map_err(|e| pool.retry_failed(&alt, e))
         })
     }
 }

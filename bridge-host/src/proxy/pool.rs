@@ -1,13 +1,10 @@
 //! The upstream servers of one configuration: which one a request goes to
 //! ([`Pool::pick`], over [`super::known::choose`]), and the one retry a request gets when
-//! its connection failed before any byte went upstream ([`Pool::send`]). With a single
+//! its connection failed before any byte went upstream ([`Pool::retry_target`]). With a single
 //! server every request goes to it and nothing here changes how it is served.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use http::Response;
-use hyper::body::Incoming;
 use protocol::error::{BridgeError, Reason};
 use protocol::ModelName;
 use tokio::sync::Notify;
@@ -112,41 +109,38 @@ impl Pool {
         self.wake.notify_one();
     }
 
-    /// Sends with `send` to `first`; when its connection failed (nothing was sent), once
-    /// more to another server that has the model. Nothing is retried once a byte has
-    /// gone upstream: a timeout or a broken answer ends the request.
-    pub async fn send<F, Fut>(
-        self: Arc<Self>,
-        first: Arc<Upstream>,
-        model: Option<ModelName>,
-        served_by: Option<ServedBy>,
-        send: F,
-    ) -> Result<Response<Incoming>, BridgeError>
-    where
-        F: Fn(Arc<Upstream>) -> Fut,
-        Fut: Future<Output = Result<Response<Incoming>, BridgeError>>,
-    {
-        let e = match send(first.clone()).await {
-            Err(e) if e.reason == Reason::UpstreamUnreachable && self.is_multi() => e,
-            r => return r,
-        };
-        self.failed(&first, &e);
-        let skip = self.servers.iter().position(|s| Arc::ptr_eq(s, &first));
-        let alt = match choose(&self.views(model.as_ref()), skip) {
-            Choice::Server { index, has: true } => self.servers[index].clone(),
-            _ => return Err(named(&first, e)),
-        };
-        tracing::info!(from = %first.cfg.name, to = %alt.cfg.name, "retrying on another ollama server: the connection failed before anything was sent");
-        if let Some(s) = &served_by {
-            *s.lock().unwrap_or_else(|p| p.into_inner()) = alt.cfg.name.clone();
+    /// `first`'s connection failed with `e` (nothing was sent): it is marked down, and
+    /// the request may go once more to another healthy server that has its model.
+    /// Otherwise the error, naming the server. Nothing is retried once a byte has gone
+    /// upstream: a timeout or a broken answer ends the request.
+    pub fn retry_target(
+        &self,
+        first: &Arc<Upstream>,
+        model: Option<&ModelName>,
+        e: BridgeError,
+    ) -> Result<Arc<Upstream>, BridgeError> {
+        if e.reason != Reason::UpstreamUnreachable || !self.is_multi() {
+            return Err(e);
         }
-        match send(alt.clone()).await {
-            Err(e) if e.reason == Reason::UpstreamUnreachable => {
-                self.failed(&alt, &e);
-                Err(named(&alt, e))
+        self.failed(first, &e);
+        let skip = self.servers.iter().position(|s| Arc::ptr_eq(s, first));
+        match choose(&self.views(model), skip) {
+            Choice::Server { index, has: true } => {
+                let alt = self.servers[index].clone();
+                tracing::info!(from = %first.cfg.name, to = %alt.cfg.name, "retrying on another ollama server: the connection failed before anything was sent");
+                Ok(alt)
             }
-            r => r,
+            _ => Err(named(first, e)),
         }
+    }
+
+    /// The retry's connection failed too: no third try.
+    pub fn retry_failed(&self, alt: &Upstream, e: BridgeError) -> BridgeError {
+        if e.reason != Reason::UpstreamUnreachable {
+            return e;
+        }
+        self.failed(alt, &e);
+        named(alt, e)
     }
 }
 
