@@ -71,6 +71,10 @@ pub struct AuditRecord {
     /// free); absent for requests that never queue (listings, version, refusals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_ms: Option<u64>,
+    /// The upstream server the request went to (its `name`; `default` with a single
+    /// `url`); absent when nothing went upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: u64,
@@ -123,6 +127,7 @@ impl AuditRecord {
             status: 0,
             upstream_status: None,
             queued_ms: None,
+            upstream: None,
             bytes_in: 0,
             bytes_out: 0,
             duration_ms: 0,

@@ -78,12 +78,21 @@ pub fn check_config(path: &Path) -> ExitCode {
                 return ExitCode::from(EXIT_CONFIG);
             }
             print_warnings(&path.display().to_string(), &c);
+            // One server: its URL; several: each one's name and URL.
+            let upstream = match &c.servers[..] {
+                [one] => one.base.clone(),
+                all => all
+                    .iter()
+                    .map(|s| format!("{}={}", s.name, s.base))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
             println!(
                 "{}: ok ({} sandbox{}, upstream {}{})",
                 path.display(),
                 c.sandboxes.len(),
                 if c.sandboxes.len() == 1 { "" } else { "es" },
-                c.upstream.base,
+                upstream,
                 match c.warnings.len() {
                     0 => String::new(),
                     1 => ", 1 warning".to_owned(),

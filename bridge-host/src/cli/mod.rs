@@ -5,6 +5,7 @@ mod audit;
 mod config;
 mod serve;
 mod status;
+mod status_servers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

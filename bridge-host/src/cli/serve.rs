@@ -212,7 +212,8 @@ pub fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     let (code, audit) = rt.block_on(async move {
-        tracing::info!(config = %source, upstream = %config.upstream.base, audit = %config.audit.path.display(), "starting");
+        let upstream: Vec<String> = config.servers.iter().map(|s| format!("{}={}", s.name, s.base)).collect();
+        tracing::info!(config = %source, upstream = %config.upstream.base, servers = %upstream.join(" "), audit = %config.audit.path.display(), "starting");
         for w in &config.warnings {
             tracing::warn!("{}", super::config::located(&source, w));
         }

@@ -152,6 +152,7 @@ pub fn run(args: StatusArgs) -> ExitCode {
             }
             Some(Ok(Ok(v))) => {
                 let up = v["upstream"]["reachable"] == true;
+                let several = config.servers.len() > 1;
                 healthy &= up;
                 let ollama = if up {
                     format!(
@@ -163,7 +164,11 @@ pub fn run(args: StatusArgs) -> ExitCode {
                     format!(
                         "DOWN: {} (upstream {})",
                         v["upstream"]["error"].as_str().unwrap_or("?"),
-                        config.upstream.base
+                        if several {
+                            "servers below"
+                        } else {
+                            &config.upstream.base
+                        }
                     )
                 };
                 let inf = v["in_flight"]
@@ -191,6 +196,11 @@ pub fn run(args: StatusArgs) -> ExitCode {
                 println!("{:<16} {line}", "");
             }
         }
+    }
+    // Several servers: each one's health, loaded models and queue (one server: the
+    // OLLAMA column says it all).
+    if config.servers.len() > 1 {
+        healthy &= super::status_servers::report(&rt, &config, args.json);
     }
     if healthy {
         ExitCode::SUCCESS

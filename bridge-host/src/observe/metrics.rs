@@ -125,6 +125,54 @@ pub struct Metrics {
     connections_refused: Family<SandboxLabels, Counter>,
     audit_dropped: Gauge,
     budgets: Budgets,
+    servers: Servers,
+}
+
+/// The upstream servers' series, labelled `server` (its name; `default` with a single
+/// `url`). `upstream_up`, `upstream_loaded_models` and the queue's are set by the
+/// background refresh of several servers.
+#[derive(Default)]
+struct Servers {
+    requests: Family<ServerLabels, Counter>,
+    up: Family<ServerLabels, Gauge>,
+    loaded: Family<ServerLabels, Gauge>,
+    running: Family<ServerLabels, Gauge>,
+    waiting: Family<ServerLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    server: String,
+}
+
+impl Servers {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "upstream_requests",
+            "Requests sent to each upstream server (the audit record's upstream)",
+            self.requests.clone(),
+        );
+        r.register(
+            "upstream_up",
+            "1 while the upstream server answers, 0 while it is down (several servers)",
+            self.up.clone(),
+        );
+        r.register(
+            "upstream_loaded_models",
+            "Models the upstream server has loaded (/api/ps), at the last refresh",
+            self.loaded.clone(),
+        );
+        r.register(
+            "upstream_running_requests",
+            "Model requests holding a slot of the server's fair queue, at the last refresh",
+            self.running.clone(),
+        );
+        r.register(
+            "upstream_waiting_requests",
+            "Model requests waiting in the server's fair queue, at the last refresh",
+            self.waiting.clone(),
+        );
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -204,7 +252,10 @@ impl Metrics {
         );
         let budgets = Budgets::default();
         budgets.register(&mut registry);
+        let servers = Servers::default();
+        servers.register(&mut registry);
         Metrics {
+            servers,
             budgets,
             registry,
             requests,
@@ -333,6 +384,15 @@ impl Metrics {
                 })
                 .inc_by(n);
         }
+        // A merged listing names every server it asked: one for each.
+        for server in rec.upstream.iter().flat_map(|s| s.split(',')) {
+            self.servers
+                .requests
+                .get_or_create(&ServerLabels {
+                    server: server.to_owned(),
+                })
+                .inc();
+        }
         if let Some(r) = rec.reason.filter(|r| r.is_upstream()) {
             self.upstream_errors
                 .get_or_create(&ReasonLabels {
@@ -361,6 +421,18 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// One upstream server's state, as the background refresh found it.
+    pub fn server(&self, server: &str, up: bool, loaded: usize, running: u32, waiting: u32) {
+        let l = ServerLabels {
+            server: server.to_owned(),
+        };
+        let s = &self.servers;
+        s.up.get_or_create(&l).set(i64::from(up));
+        s.loaded.get_or_create(&l).set(loaded as i64);
+        s.running.get_or_create(&l).set(i64::from(running));
+        s.waiting.get_or_create(&l).set(i64::from(waiting));
     }
 
     /// A preload of `model` was asked of Ollama: it loaded, or it failed.

@@ -92,7 +92,7 @@ fn looped(ctx: &SandboxCtx, h: &HeaderMap) -> Result<(), BridgeError> {
         Reason::LoopDetected,
         "loop detected: this request was already forwarded by an ollama-bridge, so the bridge's upstream leads back to a bridge listener (a bridge-guest on the host's 127.0.0.1:11434?); point [upstream] url at Ollama itself",
     )
-    .with_detail(format!("upstream {}", ctx.upstream.cfg.base)))
+    .with_detail(format!("upstream {}", ctx.pool.first().cfg.base)))
 }
 
 fn bad(m: impl Into<String>) -> BridgeError {

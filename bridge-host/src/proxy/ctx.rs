@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use protocol::config::{Config, Sandbox};
 
 use super::health::Health;
-use super::upstream::Upstream;
+use super::pool::Pool;
 use crate::limits::tokens::Ledger;
 use crate::limits::Limiters;
 use crate::observe::audit_log::AuditLog;
@@ -79,7 +79,8 @@ pub struct SandboxCtx {
     pub limits: Limiters,
     pub shared: Arc<Shared>,
     pub config: Arc<Config>,
-    pub upstream: Arc<Upstream>,
+    /// The upstream servers (one with a single `url`).
+    pub pool: Arc<Pool>,
 }
 
 impl SandboxCtx {
@@ -87,27 +88,22 @@ impl SandboxCtx {
         sandbox: Sandbox,
         shared: Arc<Shared>,
         config: Arc<Config>,
-        upstream: Arc<Upstream>,
+        pool: Arc<Pool>,
     ) -> SandboxCtx {
         SandboxCtx {
             limits: Limiters::new(&sandbox),
             sandbox,
             shared,
             config,
-            upstream,
+            pool,
         }
     }
 
     /// The context after a reload: the same limiters where the limit is unchanged, so
     /// requests in flight across the reload still count against them.
-    pub fn successor(
-        &self,
-        sandbox: Sandbox,
-        config: Arc<Config>,
-        upstream: Arc<Upstream>,
-    ) -> SandboxCtx {
+    pub fn successor(&self, sandbox: Sandbox, config: Arc<Config>, pool: Arc<Pool>) -> SandboxCtx {
         let limits = self.limits.successor(&sandbox);
-        let mut next = SandboxCtx::new(sandbox, self.shared.clone(), config, upstream);
+        let mut next = SandboxCtx::new(sandbox, self.shared.clone(), config, pool);
         next.limits = limits;
         next
     }

@@ -27,8 +27,15 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     if ctx.config.audit.log_prompts {
         ex.rec.prompt = c.body.as_ref().map(|b| b.to_value());
     }
+    if ctx.pool.is_multi() && c.method == Method::GET && is_listing(&c.route) {
+        return super::listing::merged(ctx, c, ex).await;
+    }
+    let picked = match super::pick::server(ctx, &mut ex) {
+        Ok(p) => p,
+        Err(e) => return refuse(ex, e, format).await,
+    };
     let salvage = super::salvage::for_request(ctx, &c, &ex);
-    let up = &ctx.upstream;
+    let up = &picked.up;
     let early = early_kind(&c.route, c.body.as_ref())
         .zip(early::deadline(&ex, up.cfg.early_headers))
         .map(|(kind, at)| (at, kind));
@@ -38,10 +45,18 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         None => (None, vec![c.raw]),
     };
     let mut sending: Sending = {
-        let (up, method, path) = (up.clone(), c.method.clone(), c.path.clone());
-        let headers = c.headers;
-        let send = async move { up.send(method, &path, &headers, content_type, body).await };
-        super::queue::sending(ctx, &c.route, &mut ex, c.hangup.clone(), send)
+        let (method, path, hangup) = (c.method.clone(), c.path.clone(), c.hangup.clone());
+        picked.sending(
+            ctx,
+            &c.route,
+            &mut ex,
+            hangup,
+            method,
+            path,
+            c.headers,
+            content_type,
+            body,
+        )
     };
     let sent = match early::head_by(&mut sending, early).await {
         Ok(sent) => sent,
@@ -86,8 +101,8 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         ex.finish(status, None, 0).await;
         return Response::from_parts(parts, full(Bytes::new()));
     }
-    if resp.status().is_success() && matches!(c.route, Route::Tags | Route::Ps | Route::OaiModels) {
-        return super::listing::filtered(ctx, resp, c.route, ex).await;
+    if resp.status().is_success() && is_listing(&c.route) {
+        return super::listing::filtered(ctx, up, resp, c.route, ex).await;
     }
     let (mut parts, inner) = resp.into_parts();
     copy_head(&mut parts, &mut ex);
@@ -115,4 +130,9 @@ fn early_kind(route: &Route, body: Option<&CheckedBody>) -> Option<StreamKind> {
         Route::OaiChat | Route::OaiCompletions if stream == Some(true) => Some(StreamKind::Sse),
         _ => None,
     }
+}
+
+/// The listings filtered to a sandbox's models (merged across several servers).
+fn is_listing(route: &Route) -> bool {
+    matches!(route, Route::Tags | Route::Ps | Route::OaiModels)
 }

@@ -9,10 +9,14 @@ mod ctx;
 mod early;
 mod forward;
 mod health;
+mod known;
 mod listing;
 mod openai;
+mod pick;
+mod pool;
 mod queue;
 mod record;
+mod refresh;
 pub mod relay;
 mod reqbody;
 mod respond;
@@ -29,7 +33,9 @@ use protocol::audit::Peer;
 use protocol::route::{Route, STATUS_PATH};
 
 pub use ctx::{current, CtxCell, SandboxCtx, Shared};
+pub use pool::Pool;
 pub use record::Exchange;
+pub use refresh::spawn as refresh_servers;
 pub use relay::RespBody;
 pub use upstream::Upstream;
 

@@ -48,20 +48,28 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
         Ok(t) => t,
         Err(e) => return refuse(ex, e, ErrorFormat::OpenAi).await,
     };
+    let picked = match super::pick::server(ctx, &mut ex) {
+        Ok(p) => p,
+        Err(e) => return refuse(ex, e, ErrorFormat::OpenAi).await,
+    };
+    let up = picked.up.clone();
     let salvage = super::salvage::for_request(ctx, &c, &ex);
     let hold = c.permit.map(|p| Box::new(p) as Box<dyn Send>);
-    let early = early::deadline(&ex, ctx.upstream.cfg.early_headers)
+    let early = early::deadline(&ex, up.cfg.early_headers)
         .filter(|_| target.streams())
         .map(|at| (at, StreamKind::Sse));
-    let send = send(ctx.upstream.clone(), c.headers, native, target.path());
-    let mut sending = super::queue::sending(ctx, &c.route, &mut ex, c.hangup.clone(), send);
+    let hangup = c.hangup.clone();
+    let (headers, path) = (c.headers, target.path());
+    let mut sending = send(
+        ctx, &picked, &c.route, &mut ex, hangup, headers, native, path,
+    );
     let sent = match early::head_by(&mut sending, early).await {
         Ok(sent) => sent,
         Err(kind) => {
             // Ollama is still silent (a model load): the head goes now, the rest later.
             let held = (c.body, c.budget);
             let hangup = c.hangup;
-            let idle = ctx.upstream.cfg.idle_timeout;
+            let idle = up.cfg.idle_timeout;
             return early::answer(kind, ex, move |ex| async move {
                 let Some(sent) = early::wait(sending, hangup).await else {
                     return early::gone(ex);
@@ -77,7 +85,7 @@ pub async fn forward(ctx: &Arc<SandboxCtx>, c: Checked, mut ex: Exchange) -> Res
     // The body has gone upstream (or never will): free it and give back its budget share.
     drop((c.body, c.budget));
     match sent {
-        Ok(resp) => respond(ctx, resp, target, ex, hold, salvage).await,
+        Ok(resp) => respond(&up, resp, target, ex, hold, salvage).await,
         Err(e) => refuse(ex, e, ErrorFormat::OpenAi).await,
     }
 }
@@ -121,8 +129,13 @@ fn translate(
 }
 
 /// Sends the native request (the future owns what it needs: it may outlive the head).
+#[allow(clippy::too_many_arguments)]
 fn send(
-    up: Arc<Upstream>,
+    ctx: &SandboxCtx,
+    picked: &super::pick::Picked,
+    route: &Route,
+    ex: &mut Exchange,
+    hangup: Option<crate::net::hangup::Hangup>,
     headers: HeaderMap,
     native: Map<String, Value>,
     path: &'static str,
@@ -130,7 +143,18 @@ fn send(
     let bytes = Bytes::from(serde_json::to_vec(&native).expect("a JSON map serialises"));
     drop(native);
     let json = Some("application/json");
-    Box::pin(async move { up.send(Method::POST, path, &headers, json, bytes).await })
+    let post = Method::POST;
+    picked.sending(
+        ctx,
+        route,
+        ex,
+        hangup,
+        post,
+        path.to_owned(),
+        headers,
+        json,
+        vec![bytes],
+    )
 }
 
 /// The SSE body of a streamed request's successful answer (after early headers).
@@ -163,7 +187,7 @@ fn streamed(
 
 /// Answers from Ollama's native answer: an SSE stream, or a gathered OpenAI object.
 async fn respond(
-    ctx: &SandboxCtx,
+    up: &Upstream,
     resp: Response<Incoming>,
     target: Target,
     mut ex: Exchange,
@@ -171,7 +195,7 @@ async fn respond(
     salvage: Option<ChatSalvage>,
 ) -> Response<RespBody> {
     let status = resp.status();
-    let idle = ctx.upstream.cfg.idle_timeout;
+    let idle = up.cfg.idle_timeout;
     if !status.is_success() {
         // Ollama refused (unknown model, bad input): its message, in OpenAI's shape.
         let msg = match gather(resp.into_body(), idle).await {

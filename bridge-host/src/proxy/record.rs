@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::ctx::{SandboxCtx, Shared};
+use super::pool::ServedBy;
 use crate::limits::queue::Ticket;
 use crate::observe::audit_log::ACK_WAIT;
 use crate::observe::metrics::InFlight;
@@ -64,6 +65,8 @@ pub struct Exchange {
     metered: Option<bool>,
     /// Chunks of the answer seen (for the estimate of a cut-off answer).
     chunks: u64,
+    /// The upstream server's name for the record (`Exchange::served_by`).
+    served_by: Option<ServedBy>,
 }
 
 impl Exchange {
@@ -91,6 +94,7 @@ impl Exchange {
             ticket: None,
             metered: None,
             chunks: 0,
+            served_by: None,
         }
     }
 
@@ -107,6 +111,7 @@ impl Exchange {
             ticket: None,
             metered: None,
             chunks: 0,
+            served_by: None,
         }
     }
 
@@ -132,6 +137,7 @@ impl Exchange {
             ticket: None,
             metered: None,
             chunks: 0,
+            served_by: None,
         }
     }
 
@@ -155,6 +161,12 @@ impl Exchange {
     pub fn head_sent(&mut self, status: u16) {
         self.rec.status = status;
         self.head_sent = Some(status);
+    }
+
+    /// The request goes to the upstream server named in `s` (a retry may change it):
+    /// the record's `upstream` when it is written.
+    pub fn served_by(&mut self, s: ServedBy) {
+        self.served_by = Some(s);
     }
 
     /// The request takes a turn in the upstream's queue with `t`.
@@ -231,6 +243,9 @@ impl Exchange {
     /// file (or queued for its writer thread); the request leaves the in-flight count.
     fn write(&mut self) -> Written {
         self.written = true;
+        if let Some(s) = &self.served_by {
+            self.rec.upstream = Some(s.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        }
         // A model request that never had its turn at Ollama (it left the queue, or its
         // wait ran out) cost nothing: it is not charged to the token budget.
         let mut had_turn = true;

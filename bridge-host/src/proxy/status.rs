@@ -78,9 +78,15 @@ fn limits_json(sb: &protocol::Sandbox) -> Value {
 pub async fn document(ctx: &SandboxCtx) -> Value {
     let sb = &ctx.sandbox;
     let cfg = &ctx.config;
-    let health = ctx.shared.health.reading(&ctx.upstream).await;
+    let (models, upstream) = if ctx.pool.is_multi() {
+        servers_view(ctx)
+    } else {
+        let health = ctx.shared.health.reading(ctx.pool.first()).await;
+        let models = health.models.iter().map(|n| (n.clone(), None)).collect();
+        (models, upstream_json(&health))
+    };
     let mut available = Vec::new();
-    for name in &health.models {
+    for (name, reachable) in &models {
         let Ok(m) = ModelName::parse(name) else {
             continue;
         };
@@ -88,6 +94,9 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
             continue;
         }
         let mut entry = json!({ "model": m.to_string() });
+        if let Some(r) = reachable {
+            entry["reachable"] = json!(r);
+        }
         if let Some(p) = cfg.num_ctx_policy(&m) {
             entry["num_ctx_policy"] = policy_json(p);
         }
@@ -122,7 +131,7 @@ pub async fn document(ctx: &SandboxCtx) -> Value {
         "body_buffer_held": ctx.limits.bodies.held(),
         // Not counting this status request itself.
         "in_flight": (ctx.shared.metrics.in_flight(sb.name.as_str()) - 1).max(0),
-        "upstream": upstream_json(&health),
+        "upstream": upstream,
     });
     doc["tokens"] = tokens_json(ctx);
     doc
@@ -151,17 +160,70 @@ fn tokens_json(ctx: &SandboxCtx) -> Value {
 /// This sandbox's part of the upstream's fair queue (its own requests only; `null` with
 /// `max_parallel = "off"`).
 fn queue_json(ctx: &SandboxCtx) -> Value {
-    let Some(q) = &ctx.upstream.queue else {
+    let queues: Vec<_> = ctx
+        .pool
+        .servers
+        .iter()
+        .filter_map(|s| s.queue.as_ref())
+        .collect();
+    let Some(first) = queues.first() else {
         return Value::Null;
     };
-    let own = q.flow_view(ctx.sandbox.name.as_str());
+    // Its requests at every server, summed: the sandbox never learns of servers.
+    let mut own = first.flow_view(ctx.sandbox.name.as_str());
+    for q in &queues[1..] {
+        let v = q.flow_view(ctx.sandbox.name.as_str());
+        own.running += v.running;
+        own.waiting += v.waiting;
+        own.oldest_wait = own.oldest_wait.max(v.oldest_wait);
+    }
     json!({
-        "max_parallel": q.view().max_parallel,
+        "max_parallel": first.view().max_parallel,
         "weight": ctx.sandbox.weight,
         "slots_held": own.running,
         "waiting": own.waiting,
         "oldest_wait_ms": own.oldest_wait.as_millis() as u64,
     })
+}
+
+/// Several servers, as the background refresh found them: every model some server has,
+/// reachable when a server that has it is up, and Ollama reachable when any server is.
+/// No server's name, address or load.
+fn servers_view(ctx: &SandboxCtx) -> (Vec<(String, Option<bool>)>, Value) {
+    let mut models: Vec<(String, Option<bool>)> = Vec::new();
+    let (mut version, mut age) = (None, None::<u64>);
+    for s in &ctx.pool.servers {
+        let f = s.known.facts();
+        let up = f.is_up();
+        if up && version.is_none() {
+            version = f.version.clone();
+        }
+        if let Some(at) = f.at {
+            let ms = at.elapsed().as_millis() as u64;
+            age = Some(age.map_or(ms, |a| a.min(ms)));
+        }
+        let routed =
+            |m: &ModelName| s.cfg.models.is_empty() || s.cfg.models.iter().any(|p| p.matches(m));
+        for m in f.tags.iter().filter(|m| routed(m)) {
+            let name = m.to_string();
+            match models.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, r)) => *r = Some(r.unwrap_or(false) || up),
+                None => models.push((name, Some(up))),
+            }
+        }
+    }
+    let reachable = ctx
+        .pool
+        .servers
+        .iter()
+        .any(|s| s.known.facts().up == Some(true));
+    let upstream = match reachable {
+        true => json!({ "reachable": true, "ollama_version": version, "checked_ms_ago": age }),
+        false => {
+            json!({ "reachable": false, "error": "no ollama server answers", "checked_ms_ago": age })
+        }
+    };
+    (models, upstream)
 }
 
 /// Ollama's state as the last probe found it, and how long ago that was.

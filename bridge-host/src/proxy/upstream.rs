@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use protocol::error::{BridgeError, Reason};
 use protocol::route::FORWARDED_HEADER;
 
+use super::known::Known;
 use crate::limits::queue::FairQueue;
 
 /// Request headers passed on to Ollama; everything else stays behind.
@@ -32,6 +33,8 @@ pub struct Upstream {
     host: HeaderValue,
     /// `None` with `max_parallel = "off"`.
     pub queue: Option<Arc<FairQueue>>,
+    /// What the refresher last found (several servers only; kept like the queue).
+    pub known: Arc<Known>,
 }
 
 impl Upstream {
@@ -39,9 +42,9 @@ impl Upstream {
     /// same server is kept (requests holding or waiting for its slots stay in it) with
     /// the new `max_parallel`.
     pub fn new(cfg: protocol::Upstream, prev: Option<&Upstream>) -> Upstream {
-        let kept = prev
-            .filter(|p| p.cfg.base == cfg.base)
-            .and_then(|p| p.queue.clone());
+        let same = prev.filter(|p| p.cfg.base == cfg.base);
+        let known = same.map_or_else(Arc::default, |p| p.known.clone());
+        let kept = same.and_then(|p| p.queue.clone());
         let queue = cfg.max_parallel.map(|n| match kept {
             Some(q) => {
                 q.set_max(n);
@@ -63,7 +66,16 @@ impl Upstream {
             cfg,
             host,
             queue,
+            known,
         }
+    }
+
+    /// Requests the server works on plus those waiting for it (0 without a queue).
+    pub fn load(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| {
+            let v = q.view();
+            v.running as usize + v.waiting as usize
+        })
     }
 
     /// Sends a checked request; `body` is what the policy saw, re-serialised.

@@ -60,7 +60,7 @@ pub(crate) async fn accept_loop(
         // short when the client leaves: that needs a watch.
         let ctx = current(&cell);
         let watch = ctx.sandbox.limits.queue_timeout.is_some()
-            || ctx.config.upstream.max_parallel.is_some();
+            || ctx.config.servers.iter().any(|s| s.max_parallel.is_some());
         drop(ctx);
         let accepted = tokio::select! {
             _ = stop.changed() => break,

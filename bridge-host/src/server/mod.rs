@@ -31,7 +31,7 @@ pub use source::Source;
 use crate::limits::tokens::{state_path, Ledger};
 use crate::net::listen::{ListenError, Listener};
 use crate::observe::audit_log::AuditLog;
-use crate::proxy::Upstream;
+use crate::proxy::{refresh_servers, Pool};
 use crate::proxy::{CtxCell, SandboxCtx, Shared};
 use admin::{metrics_loop, MetricsListener};
 
@@ -40,7 +40,7 @@ pub struct Server {
     listeners: Vec<(Listener, Arc<SandboxCtx>)>,
     shared: Arc<Shared>,
     config: Arc<Config>,
-    upstream: Arc<Upstream>,
+    pool: Arc<Pool>,
     metrics: Option<MetricsListener>,
     /// Tells the preloader of each new configuration (set once serving).
     preload: Option<watch::Sender<preload::Target>>,
@@ -106,12 +106,12 @@ impl Server {
         };
         tokens.configure(&config.sandboxes);
         let shared = Arc::new(Shared::new(audit).with_tokens(tokens));
-        let upstream = Arc::new(Upstream::new(config.upstream.clone(), None));
+        let pool = Arc::new(Pool::new(&config.servers, None));
         let mut listeners = Vec::new();
         for sb in &config.sandboxes {
             let l = Listener::bind(&sb.listen, sb.socket_mode, sb.socket_owner)
                 .map_err(|e: ListenError| anyhow::anyhow!("sandbox \"{}\": {e}", sb.name))?;
-            let ctx = SandboxCtx::new(sb.clone(), shared.clone(), config.clone(), upstream.clone());
+            let ctx = SandboxCtx::new(sb.clone(), shared.clone(), config.clone(), pool.clone());
             listeners.push((l, Arc::new(ctx)));
         }
         let metrics = config
@@ -123,7 +123,7 @@ impl Server {
             listeners,
             shared,
             config,
-            upstream,
+            pool,
             metrics,
             preload: None,
         })
@@ -155,10 +155,16 @@ impl Server {
             .take()
             .map(|m| tokio::spawn(metrics_loop(m, self.shared.clone(), stop_rx)));
         crate::os::notify::notify("READY=1");
-        // One probe of Ollama now, in its own task: a warning if it is down (it may come later).
-        self.shared.health.probe_at_start(&self.upstream);
+        // One server: one probe of Ollama now, in its own task: a warning if it is down
+        // (it may come later). Several: their models and health, refreshed in the
+        // background (a down one is logged by name).
+        if self.pool.is_multi() {
+            refresh_servers(&self.pool, self.shared.clone());
+        } else {
+            self.shared.health.probe_at_start(self.pool.first());
+        }
         // Preloads start from that probe's reading.
-        let (preload_tx, preload_rx) = watch::channel((self.config.clone(), self.upstream.clone()));
+        let (preload_tx, preload_rx) = watch::channel((self.config.clone(), self.pool.clone()));
         let preloads = tokio::spawn(preload::keep_warm(
             self.shared.clone(),
             preload_rx,
@@ -237,8 +243,9 @@ impl Server {
         for w in reload::restart_only(&self.config, &new) {
             tracing::warn!("{w}");
         }
-        if new.upstream != self.config.upstream {
-            self.upstream = Arc::new(Upstream::new(new.upstream.clone(), Some(&self.upstream)));
+        if new.servers != self.config.servers {
+            self.pool = Arc::new(Pool::new(&new.servers, Some(&self.pool)));
+            refresh_servers(&self.pool, self.shared.clone());
         }
         // Keep the audit settings the log was opened with.
         let mut effective = new;
@@ -268,7 +275,7 @@ impl Server {
                         report.failed.push(f);
                     }
                 }
-                let next = Arc::new(old.successor(sb.clone(), new.clone(), self.upstream.clone()));
+                let next = Arc::new(old.successor(sb.clone(), new.clone(), self.pool.clone()));
                 *r.cell.write().unwrap_or_else(|p| p.into_inner()) = next;
                 report.kept += 1;
                 continue;
@@ -279,7 +286,7 @@ impl Server {
                         sb.clone(),
                         self.shared.clone(),
                         new.clone(),
-                        self.upstream.clone(),
+                        self.pool.clone(),
                     );
                     running.insert(name.clone(), start(l, Arc::new(ctx), graceful.clone()));
                     report.added.push(name);
@@ -290,7 +297,7 @@ impl Server {
         self.shared.tokens.configure(&new.sandboxes);
         self.config = new;
         if let Some(tx) = &self.preload {
-            tx.send_replace((self.config.clone(), self.upstream.clone()));
+            tx.send_replace((self.config.clone(), self.pool.clone()));
         }
         report.removed = plan.remove;
         let line = report.line();

@@ -20,15 +20,15 @@ use protocol::ModelName;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use crate::proxy::{Shared, Upstream};
+use crate::proxy::{Pool, Shared, Upstream};
 
 /// How often Ollama's health is asked for while some model is to be kept warm.
 pub const WATCH_EVERY: Duration = Duration::from_secs(5);
 /// The header marking a preload request (for Ollama's logs and the test double).
 pub const PRELOAD_HEADER: &str = "x-ollama-bridge-preload";
 
-/// The configuration and upstream in force (replaced by each reload).
-pub type Target = (Arc<Config>, Arc<Upstream>);
+/// The configuration and upstream servers in force (replaced by each reload).
+pub type Target = (Arc<Config>, Arc<Pool>);
 
 /// Keeps the preloaded models warm until `stop`.
 pub async fn keep_warm(
@@ -42,7 +42,18 @@ pub async fn keep_warm(
     let mut asked_of: Option<Arc<Upstream>> = None;
     let mut comebacks = shared.health.comebacks();
     loop {
-        let (config, up) = target.borrow_and_update().clone();
+        let (config, pool) = target.borrow_and_update().clone();
+        if pool.is_multi() {
+            let wanted = wanted(&config);
+            warm_servers(&shared, &pool, &wanted, &mut asked).await;
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_EVERY), if !wanted.is_empty() => {}
+                r = target.changed() => if r.is_err() { break },
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            continue;
+        }
+        let up = pool.first().clone();
         if !asked_of.as_ref().is_some_and(|a| Arc::ptr_eq(a, &up)) {
             asked.clear();
             asked_of = Some(up.clone());
@@ -82,6 +93,32 @@ pub async fn keep_warm(
             r = probes.changed() => if r.is_err() { break },
             _ = stop.wait_for(|s| *s) => break,
         }
+    }
+}
+
+/// Several servers: each model is loaded on the server routing picks for it, once per
+/// time that server came back (the background refresh's facts; nothing probed here).
+async fn warm_servers(
+    shared: &Shared,
+    pool: &Pool,
+    wanted: &[(ModelName, Map<String, Value>)],
+    asked: &mut HashMap<String, Map<String, Value>>,
+) {
+    for (model, body) in wanted {
+        let Ok(up) = pool.pick(Some(model)) else {
+            continue;
+        };
+        let f = up.known.facts();
+        if f.up != Some(true) {
+            continue;
+        }
+        let name = model.to_string();
+        let key = format!("{name} {} {}", up.cfg.name, f.comebacks);
+        if asked.get(&key) == Some(body) {
+            continue;
+        }
+        load(shared, &up, &name, body).await;
+        asked.insert(key, body.clone());
     }
 }
 

@@ -89,15 +89,17 @@ impl Config {
                 .map(|m| ModelPattern::parse(m).map_err(|e| one(format!("--allow-model: {e}"))))
                 .collect::<Result<_, _>>()?
         };
+        let upstream = Upstream {
+            connect_timeout: Duration::from_secs(3),
+            header_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(120),
+            early_headers: Some(super::DEFAULT_EARLY_HEADERS),
+            max_parallel: Some(super::DEFAULT_MAX_PARALLEL),
+            ..upstream
+        };
         Ok(Config {
-            upstream: Upstream {
-                connect_timeout: Duration::from_secs(3),
-                header_timeout: Duration::from_secs(600),
-                idle_timeout: Duration::from_secs(120),
-                early_headers: Some(super::DEFAULT_EARLY_HEADERS),
-                max_parallel: Some(super::DEFAULT_MAX_PARALLEL),
-                ..upstream
-            },
+            servers: vec![upstream.clone()],
+            upstream,
             audit: AuditSettings {
                 path: env.default_audit(),
                 log_prompts: false,

@@ -18,10 +18,13 @@ mod defaults;
 mod found;
 mod privileges;
 mod raw;
+mod servers;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_more;
+#[cfg(test)]
+mod tests_servers;
 mod validate;
 mod values;
 
@@ -35,7 +38,11 @@ pub const MAX_NUM_CTX: u64 = 1 << 24;
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The first server (with a single `url`, the only one, named `default`): the
+    /// shared `[upstream]` keys are read from it.
     pub upstream: Upstream,
+    /// Every upstream server, `upstream` first (`[[upstream.server]]` in order).
+    pub servers: Vec<Upstream>,
     pub audit: AuditSettings,
     pub sandboxes: Vec<Sandbox>,
     /// Per-model policies, most specific first.
@@ -87,9 +94,15 @@ pub fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
     }
 }
 
-/// Where Ollama is.
+/// Where Ollama is: one server, with the shared `[upstream]` keys and its overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// The server's name (`default` with a single `url`).
+    pub name: String,
+    /// Only these models are routed to the server (empty: any it has).
+    pub models: Vec<ModelPattern>,
+    /// With several servers: how often each one's models are read again (jittered).
+    pub refresh_interval: Duration,
     /// `http://host:port` without a trailing slash.
     pub base: String,
     /// `host:port`, sent as the `Host` header (Ollama checks it).
@@ -109,6 +122,12 @@ pub struct Upstream {
 pub const DEFAULT_MAX_PARALLEL: u32 = 4;
 /// The largest `max_parallel` (and `weight`): larger is a typo, not a setting.
 pub const MAX_PARALLEL_LIMIT: u32 = 1024;
+
+/// The server's name with a single `[upstream] url`.
+pub const DEFAULT_SERVER_NAME: &str = "default";
+
+/// `[upstream] refresh_interval` when the configuration does not set it.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// `[upstream] early_headers` when the configuration does not set it.
 pub const DEFAULT_EARLY_HEADERS: Duration = Duration::from_secs(2);

@@ -55,6 +55,32 @@ pub(super) struct RawUpstream {
     pub(super) early_headers: Option<OrOff>,
     /// Model requests Ollama works on at once (the rest queue fairly), or `"off"`.
     pub(super) max_parallel: Option<CountOrOff>,
+    /// With several servers: how often each one's models (tags, ps) are read again.
+    pub(super) refresh_interval: Option<HumanDuration>,
+    /// Several Ollama servers (`[[upstream.server]]`) instead of `url`.
+    #[serde(default)]
+    pub(super) server: Vec<toml::Spanned<RawServer>>,
+}
+
+/// One `[[upstream.server]]`: its name, URL, the models routed to it, and the shared
+/// `[upstream]` keys it overrides.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    /// The server's name in the audit log, metrics and `bridge-host status`.
+    pub(super) name: String,
+    /// The server's base URL, `http://host:port`.
+    pub(super) url: String,
+    /// Globs over canonical model names: only these are routed here (default: any).
+    pub(super) models: Option<Vec<String>>,
+    /// Overrides `[upstream] connect_timeout`.
+    pub(super) connect_timeout: Option<HumanDuration>,
+    /// Overrides `[upstream] header_timeout`.
+    pub(super) header_timeout: Option<HumanDuration>,
+    /// Overrides `[upstream] idle_timeout`.
+    pub(super) idle_timeout: Option<HumanDuration>,
+    /// Overrides `[upstream] max_parallel`.
+    pub(super) max_parallel: Option<CountOrOff>,
 }
 
 /// A duration, or `"off"`.

@@ -31,7 +31,9 @@ impl Config {
         let Some(raw) = found.read_toml() else {
             return Err(found.finish().expect_err("an error was found"));
         };
-        let upstream = check_upstream(&raw.upstream, &mut found);
+        let shared = check_upstream(&raw.upstream, &mut found);
+        let servers = super::servers::check_servers(&raw.upstream, shared, &mut found);
+        let upstream = servers[0].clone();
         let sandboxes = check_sandboxes(&raw.sandbox, &mut found);
         let models = check_models(&raw.model, &mut found);
         let metrics = check_metrics(raw.metrics.as_ref(), &mut found);
@@ -39,6 +41,7 @@ impl Config {
         let warnings = found.finish()?;
         Ok(Config {
             upstream,
+            servers,
             audit: audit_settings(raw.audit, env),
             sandboxes,
             models,

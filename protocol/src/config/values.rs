@@ -38,6 +38,9 @@ pub(super) fn parse_upstream(url: &str) -> Result<Upstream, String> {
         format!("{authority}:80")
     };
     Ok(Upstream {
+        name: super::DEFAULT_SERVER_NAME.to_owned(),
+        models: Vec::new(),
+        refresh_interval: super::DEFAULT_REFRESH_INTERVAL,
         base: format!("http://{authority}"),
         authority,
         connect_timeout: Duration::ZERO,

@@ -128,6 +128,8 @@ pub struct DoubleConfig {
     /// before their headers until a non-streamed answer is built); the rest wait in
     /// arrival order, as in Ollama's scheduler. `None`: no limit.
     pub parallel: Option<usize>,
+    /// The models `/api/ps` lists as loaded (names as in `models`); `None`: every one.
+    pub loaded: Option<Vec<String>>,
 }
 
 impl Default for DoubleConfig {
@@ -151,6 +153,7 @@ impl Default for DoubleConfig {
             faults: OpenAiFaults::default(),
             version: "0.33.0".into(),
             parallel: None,
+            loaded: None,
         }
     }
 }
@@ -245,6 +248,12 @@ impl Double {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The requests received so far for `path` (e.g. `/api/chat`).
+    pub fn count(&self, path: &str) -> usize {
+        let reqs = self.state.requests.lock().unwrap();
+        reqs.iter().filter(|r| r.path == path).count()
     }
 
     /// Every request received so far.

@@ -127,6 +127,7 @@ pub fn ps(state: &State) -> Response<DBody> {
     let models: Vec<Value> = cfg
         .models
         .iter()
+        .filter(|m| cfg.loaded.as_ref().is_none_or(|l| l.contains(&m.name)))
         .map(|m| {
             let mut e = model_entry(m);
             e["expires_at"] = json!("2026-11-20T10:05:00.000000Z");

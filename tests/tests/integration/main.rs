@@ -29,6 +29,7 @@ mod limits_memory;
 mod load_options;
 mod metrics;
 mod monitor;
+mod multi_server;
 mod num_ctx;
 mod openai;
 mod openai_completions;
