@@ -125,6 +125,8 @@ pub struct Metrics {
     connections_refused: Family<SandboxLabels, Counter>,
     audit_dropped: Gauge,
     budgets: Budgets,
+    /// The connection hand-off's counters.
+    pub handoff: super::handoff_metrics::HandoffMetrics,
 }
 
 fn duration_histogram() -> Histogram {
@@ -204,8 +206,11 @@ impl Metrics {
         );
         let budgets = Budgets::default();
         budgets.register(&mut registry);
+        let handoff = super::handoff_metrics::HandoffMetrics::default();
+        handoff.register(&mut registry);
         Metrics {
             budgets,
+            handoff,
             registry,
             requests,
             duration,
