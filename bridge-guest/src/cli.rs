@@ -154,7 +154,11 @@ fn serve(
         }
         _ => None,
     };
-    tokio::spawn(crate::relay::serve(listener, addrs.connect.clone(), channel))
+    tokio::spawn(crate::relay::serve(
+        listener,
+        addrs.connect.clone(),
+        channel,
+    ))
 }
 
 async fn wait_for_stop() {

@@ -203,7 +203,11 @@ async fn run_hops(addrs: &Addrs, model: Option<&str>) -> Hop<()> {
 async fn report_handoff(addrs: &Addrs) {
     use crate::handoff::{negotiate, Outcome};
     let Some(path) = addrs.handoff_socket() else {
-        let why = if matches!(addrs.connect, ConnectAddr::Unix(_)) { "switched off" } else { "vsock" };
+        let why = if matches!(addrs.connect, ConnectAddr::Unix(_)) {
+            "switched off"
+        } else {
+            "vsock"
+        };
         println!("info  hand-off not asked for ({why}): relaying");
         return;
     };

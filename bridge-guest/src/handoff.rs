@@ -49,7 +49,9 @@ impl Outcome {
     pub fn describe(&self) -> String {
         match self {
             Outcome::Agreed(_) => AGREED.into(),
-            Outcome::Refused => "hand-off refused by bridge-host (handoff = false?): relaying".into(),
+            Outcome::Refused => {
+                "hand-off refused by bridge-host (handoff = false?): relaying".into()
+            }
             Outcome::Foreign => "hand-off not understood (an older bridge-host?): relaying".into(),
             Outcome::Failed(e) => format!("hand-off not agreed ({e}): relaying"),
         }
@@ -91,7 +93,10 @@ pub struct Channel {
 
 impl Channel {
     fn get(&self) -> Option<Arc<UnixStream>> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set(&self, s: Option<Arc<UnixStream>>) {

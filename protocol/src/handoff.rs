@@ -36,7 +36,9 @@ impl Answer {
     /// Classifies the bytes read so far (a line ends with `\n`).
     pub fn of(read: &[u8]) -> Answer {
         let Some(end) = read.iter().position(|&b| b == b'\n') else {
-            return if read.len() >= MAX_ANSWER || !AGREE.starts_with(read) && !REFUSE.starts_with(read) {
+            return if read.len() >= MAX_ANSWER
+                || !AGREE.starts_with(read) && !REFUSE.starts_with(read)
+            {
                 Answer::Foreign
             } else {
                 Answer::Partial

@@ -120,7 +120,10 @@ pub fn guest_relays() -> bool {
 /// The environment a test's bridge-guest runs with for [`guest_relays`]:
 /// `OLLAMA_BRIDGE_HANDOFF=off` or `on` (a test that needs one mode passes `--handoff`).
 pub fn guest_env() -> (&'static str, &'static str) {
-    ("OLLAMA_BRIDGE_HANDOFF", if guest_relays() { "off" } else { "on" })
+    (
+        "OLLAMA_BRIDGE_HANDOFF",
+        if guest_relays() { "off" } else { "on" },
+    )
 }
 
 /// A running bridge-host.

@@ -30,7 +30,10 @@ impl Hangup {
     pub fn watch(s: UnixStream) -> io::Result<(UnixStream, Hangup)> {
         let std = s.into_std()?;
         let clone = std.try_clone()?;
-        Ok((UnixStream::from_std(std)?, Hangup(Arc::new(Socket::Unix(clone)))))
+        Ok((
+            UnixStream::from_std(std)?,
+            Hangup(Arc::new(Socket::Unix(clone))),
+        ))
     }
 
     /// The same for a TCP connection a guest handed over (`server::handoff`). A TCP peer
@@ -38,7 +41,10 @@ impl Hangup {
     pub fn watch_tcp(s: TcpStream) -> io::Result<(TcpStream, Hangup)> {
         let std = s.into_std()?;
         let clone = std.try_clone()?;
-        Ok((TcpStream::from_std(std)?, Hangup(Arc::new(Socket::Tcp(clone)))))
+        Ok((
+            TcpStream::from_std(std)?,
+            Hangup(Arc::new(Socket::Tcp(clone))),
+        ))
     }
 
     /// Resolves once the client closed the connection entirely (never on a half-close).

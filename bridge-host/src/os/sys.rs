@@ -104,8 +104,13 @@ pub struct Message {
 /// closes them instead of leaking them.
 pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8], room: usize) -> io::Result<Message> {
     let want = room.clamp(1, SCM_MAX_FD) * std::mem::size_of::<RawFd>();
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(want as u32) } as usize;
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    let (space, exact) = unsafe {
+        (
+            libc::CMSG_SPACE(want as u32) as usize,
+            libc::CMSG_LEN(want as u32) as usize,
+        )
+    };
     // u64 words: the control buffer must be aligned for `cmsghdr`.
     let mut control = vec![0u64; space.div_ceil(8)];
     let mut iov = libc::iovec {
@@ -118,7 +123,9 @@ pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8], room: usize) -> io::Result
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    // Exactly `room` descriptors (CMSG_SPACE's padding would fit another one): more
+    // truncate.
+    msg.msg_controllen = exact as _;
     let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
     // SAFETY: `msg` points at `buf` and `control`, both valid for their stated lengths.
     let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };

@@ -18,15 +18,15 @@ use protocol::backoff::Backoff;
 use protocol::error::{BridgeError, Reason};
 use protocol::framing::Flaw;
 use protocol::route::ErrorFormat;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use protocol::ListenAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
 
 use super::conn::{Heads, Observed, Seen, Served};
 use super::deadline::{expired, Clock, Expiry, Tracked};
-use crate::net::hangup::Hangup;
 use super::handoff::{self, Handed, Sniffed};
+use crate::net::hangup::Hangup;
 use crate::net::listen::{unix_conn, Accepted, Conn, Listener};
 use crate::proxy::{current, handle, CtxCell, SandboxCtx};
 

@@ -94,7 +94,11 @@ pub(super) async fn control(
     let ctx = current(&cell);
     let slot = slots.try_acquire_owned();
     if !ctx.sandbox.handoff || slot.is_err() {
-        let why = if ctx.sandbox.handoff { "too_many_controls" } else { "handoff_off" };
+        let why = if ctx.sandbox.handoff {
+            "too_many_controls"
+        } else {
+            "handoff_off"
+        };
         tracing::info!(sandbox = %ctx.sandbox.name, peer = ?peer, why, "hand-off refused; the guest relays");
         let _ = s.write_all(REFUSE).await;
         return;
@@ -140,7 +144,9 @@ async fn next(s: &UnixStream) -> io::Result<Message> {
     loop {
         s.readable().await?;
         let mut b = [0u8; 1];
-        match s.try_io(Interest::READABLE, || recv_fds(s.as_fd(), &mut b, PER_MESSAGE)) {
+        match s.try_io(Interest::READABLE, || {
+            recv_fds(s.as_fd(), &mut b, PER_MESSAGE)
+        }) {
             Ok(mut m) => {
                 if m.len == 1 && b[0] != FD_BYTE {
                     m.foreign = true;
@@ -217,6 +223,9 @@ async fn hostile(ctx: &SandboxCtx, peer: Option<Peer>, why: &'static str, fds: b
 
 /// Counts a control connection whose preamble went wrong.
 pub(super) fn bad_preamble(ctx: &SandboxCtx, peer: Option<Peer>) {
-    ctx.shared.metrics.handoff.closed(ctx.sandbox.name.as_str(), "bad_preamble");
+    ctx.shared
+        .metrics
+        .handoff
+        .closed(ctx.sandbox.name.as_str(), "bad_preamble");
     tracing::warn!(sandbox = %ctx.sandbox.name, peer = ?peer, "connection began like a hand-off preamble and was not one; closed");
 }
