@@ -229,3 +229,68 @@ pub(super) fn bad_preamble(ctx: &SandboxCtx, peer: Option<Peer>) {
         .closed(ctx.sandbox.name.as_str(), "bad_preamble");
     tracing::warn!(sandbox = %ctx.sandbox.name, peer = ?peer, "connection began like a hand-off preamble and was not one; closed");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owned(fd: impl Into<OwnedFd>) -> OwnedFd {
+        fd.into()
+    }
+
+    #[tokio::test]
+    async fn only_connected_tcp_streams_pass() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (accepted, _) = l.accept().unwrap();
+        assert!(check_stream(owned(accepted)).is_ok());
+        let file = tempfile::tempfile().unwrap();
+        let (unix, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let cases: [(OwnedFd, &str); 5] = [
+            (owned(file), "not_a_socket"),
+            (r, "not_a_socket"),
+            (owned(unix), "not_inet"),
+            (owned(udp), "not_tcp_stream"),
+            (owned(l), "listening"),
+        ];
+        for (fd, why) in cases {
+            assert_eq!(check_stream(fd).err(), Some(why));
+        }
+        drop(client);
+    }
+
+    #[test]
+    fn messages_are_one_byte_with_one_descriptor() {
+        let m = |len, fds: usize, truncated, foreign| Message {
+            len,
+            truncated,
+            foreign,
+            fds: (0..fds)
+                .map(|_| owned(tempfile::tempfile().unwrap()))
+                .collect(),
+        };
+        assert!(matches!(
+            checked_message(m(1, 1, false, false)),
+            Ok(Some(_))
+        ));
+        assert!(matches!(checked_message(m(0, 0, false, false)), Ok(None)));
+        assert_eq!(
+            checked_message(m(1, 0, false, false)).err(),
+            Some(("no_descriptor", false))
+        );
+        assert_eq!(
+            checked_message(m(1, 1, true, false)).err(),
+            Some(("truncated", true))
+        );
+        assert_eq!(
+            checked_message(m(1, 1, false, true)).err(),
+            Some(("garbage", true))
+        );
+        assert_eq!(
+            checked_message(m(1, 2, false, false)).err(),
+            Some(("too_many_descriptors", true))
+        );
+    }
+}
