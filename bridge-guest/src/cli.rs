@@ -25,7 +25,7 @@ Exit codes:
 #[command(
     name = "bridge-guest",
     version,
-    about = "Serves 127.0.0.1:11434 inside a sandbox and relays to bridge-host over a unix socket or vsock",
+    about = "Serves 127.0.0.1:11434 inside a sandbox: hands each connection to bridge-host over its unix socket, or relays (vsock, or a host that says no)",
     args_conflicts_with_subcommands = false
 )]
 pub struct Cli {
