@@ -1,8 +1,9 @@
 //! A sandbox listener's accept loop and its connections: `max_connections` (over it, a
 //! short 503 and a close, never a client left in the backlog), hyper's head limits
 //! (`max_headers`, `max_header_bytes`), the client timeouts of [`super::deadline`], and
-//! the records of requests rejected before the service saw them. The loop backs off on
-//! accept errors and never dies of one.
+//! the records of requests rejected before the service saw them. Connections a guest
+//! handed over ([`super::handoff`]) join here and are served the same way. The loop
+//! backs off on accept errors and never dies of one.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
