@@ -2,14 +2,17 @@
 //! listener agrees (the default on unix sockets), relays when it says no or does not
 //! understand (an older host), and an old guest's plain HTTP on the socket still works.
 //! A handed connection is the sandbox's, recorded with the guest's credentials, and
-//! counts against `max_connections`.
+//! counts against `max_connections`; its client's reset is noticed while it waits.
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{socket, Guest};
+use bridge_tests::harness::{config, socket, Guest, Host};
 use bridge_tests::http::{raw_unix, response_on, GET_VERSION, GUARD};
+use bridge_tests::native::chat;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixListener};
 
+use crate::fair_queue::{ask, held, wait_queue};
 use crate::handoff_hostile::{host_with, sample, scrape};
 
 const HANDED: &str = "ollama_bridge_handoff_connections_total{sandbox=\"agent\"}";
@@ -123,4 +126,48 @@ async fn a_host_that_does_not_understand_gets_the_relay() {
     let (status, _c) = version_via(&g).await;
     assert_eq!(status, 200, "relayed to the old host");
     tokio::time::timeout(GUARD, server).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_client_that_resets_while_queued_is_noticed() {
+    let double = Double::start(DoubleConfig::default()).await;
+    let host = Host::start(
+        &config(
+            &double.url(),
+            &[("agent", "")],
+            "[metrics]\nlisten = \"unix:{dir}/metrics.sock\"\n",
+        )
+        .replace(
+            "[upstream]\n",
+            "[upstream]\nmax_parallel = 1\nearly_headers = \"off\"\n",
+        ),
+    )
+    .await;
+    let sock = socket(&host, "agent");
+    let g = guest(&sock).await;
+    double.set_script(held());
+    let first = tokio::spawn(ask(sock.clone(), "first".into()));
+    double.wait_held(1).await;
+    // Through the guest (handed over), a request that waits for the one slot...
+    let body = chat("qwen2.5:7b", json!({"stream": false})).to_string();
+    let mut leaver = TcpStream::connect(g.addr).await.unwrap();
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    leaver.write_all(head.as_bytes()).await.unwrap();
+    wait_queue(&sock, "waiting", 1).await;
+    // ...whose client goes away with a reset: the host's own TCP socket reports it.
+    leaver.set_zero_linger().unwrap();
+    drop(leaver);
+    wait_queue(&sock, "waiting", 0).await;
+    double.release_headers(1);
+    first.await.unwrap();
+    assert_eq!(sample(&scrape(&host).await, HANDED), 1.0);
+    let recs = host.audit_records();
+    let gone = recs
+        .iter()
+        .find(|r| r["reason"] == "client_closed")
+        .unwrap();
+    assert_eq!(gone["peer"]["pid"], g.child.id().unwrap());
 }
