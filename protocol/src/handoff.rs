@@ -3,8 +3,10 @@
 //! never start an HTTP request (its first byte is NUL); the host answers one line,
 //! [`AGREE`] or [`REFUSE`]. After an agreement every message on the control connection is
 //! one byte, [`FD_BYTE`], carrying exactly one descriptor (`SCM_RIGHTS`): an accepted TCP
-//! connection the host now serves itself. The host never writes again; the guest never
-//! sends anything else. An old host answers the preamble with HTTP 400, which the guest
+//! connection the host now serves itself. The host never writes again, but may end its
+//! side (EOF) to say goodbye (its listener's `handoff` was turned off): the guest then
+//! stops passing and closes, and the host serves what it had sent until that close.
+//! The guest never sends anything else. An old host answers the preamble with HTTP 400, which the guest
 //! reads as a refusal.
 
 /// What a guest sends first on a control connection.

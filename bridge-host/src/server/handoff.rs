@@ -108,15 +108,13 @@ pub(super) async fn control(
     }
     tracing::debug!(sandbox = %ctx.sandbox.name, peer = ?peer, "hand-off agreed");
     drop(ctx);
+    let mut bye = false;
     loop {
         let got = tokio::select! {
             _ = stop.changed() => return,
             m = next(&s) => m,
         };
         let ctx = current(&cell);
-        if !ctx.sandbox.handoff {
-            return; // turned off by a reload: the guest reconnects, is refused, relays
-        }
         let m = match got {
             Ok(m) => m,
             Err(e) => {
@@ -130,6 +128,13 @@ pub(super) async fn control(
                 Ok(stream) => {
                     if to.send(Handed { stream, peer }).await.is_err() {
                         return; // the listener is gone
+                    }
+                    if !ctx.sandbox.handoff && !bye {
+                        // Turned off by a reload: say goodbye (the end of our side)
+                        // and serve what the guest sent before it noticed, until it
+                        // closes; it then asks again, is refused, and relays.
+                        bye = true;
+                        let _ = s.shutdown().await;
                     }
                 }
                 Err(why) => return hostile(&ctx, peer, why, true).await,

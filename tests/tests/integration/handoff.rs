@@ -171,3 +171,27 @@ async fn a_handed_client_that_resets_while_queued_is_noticed() {
         .unwrap();
     assert_eq!(gone["peer"]["pid"], g.child.id().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_handoff_off_by_reload_loses_no_connection() {
+    let double = Double::start(DoubleConfig::default()).await;
+    let cfg = |keys: &str| {
+        config(
+            &double.url(),
+            &[("agent", keys)],
+            "[metrics]\nlisten = \"unix:{dir}/metrics.sock\"\n",
+        )
+    };
+    let mut host = Host::start(&cfg("")).await;
+    let g = guest(&socket(&host, "agent")).await;
+    assert_eq!(version_via(&g).await.0, 200);
+    assert_eq!(sample(&scrape(&host).await, HANDED), 1.0);
+    host.reconfigure(&cfg("handoff = false"));
+    host.wait_line("reloaded configuration").await;
+    // The control connection the guest holds is closed at its next connection, which is
+    // still served; later ones are relayed.
+    for _ in 0..3 {
+        assert_eq!(version_via(&g).await.0, 200);
+    }
+    assert!(sample(&scrape(&host).await, HANDED) <= 3.0);
+}
