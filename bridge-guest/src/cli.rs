@@ -25,7 +25,7 @@ Exit codes:
 #[command(
     name = "bridge-guest",
     version,
-    about = "Serves 127.0.0.1:11434 inside a sandbox and relays to bridge-host over a unix socket or vsock",
+    about = "Serves 127.0.0.1:11434 inside a sandbox: hands each connection to bridge-host over its unix socket, or relays (vsock, or a host that says no)",
     args_conflicts_with_subcommands = false
 )]
 pub struct Cli {
@@ -123,11 +123,42 @@ async fn relay_forever(addrs: &Addrs) -> ExitCode {
         Ok(l) => l,
         Err(c) => return c,
     };
+    let handoff = ask_handoff(addrs).await;
     println!("relaying {} -> {}", local(&listener, addrs), addrs.connect);
-    let relay = tokio::spawn(crate::relay::serve(listener, addrs.connect.clone()));
+    let relay = serve(listener, addrs, handoff);
     wait_for_stop().await;
     relay.abort();
     ExitCode::SUCCESS
+}
+
+/// Asks for the hand-off once before the ready line (so the first connection already
+/// goes the short way); says on stderr what came of it.
+async fn ask_handoff(addrs: &Addrs) -> Option<crate::handoff::Outcome> {
+    let path = addrs.handoff_socket()?;
+    let outcome = crate::handoff::negotiate(path).await;
+    eprintln!("bridge-guest: {}", outcome.describe());
+    Some(outcome)
+}
+
+/// Starts the accept loop, and the keeper of the hand-off's control connection.
+fn serve(
+    listener: TcpListener,
+    addrs: &Addrs,
+    handoff: Option<crate::handoff::Outcome>,
+) -> tokio::task::JoinHandle<()> {
+    let channel = match (handoff, addrs.handoff_socket()) {
+        (Some(first), Some(path)) => {
+            let ch = std::sync::Arc::new(crate::handoff::Channel::default());
+            tokio::spawn(crate::handoff::keep(ch.clone(), path.to_owned(), first));
+            Some(ch)
+        }
+        _ => None,
+    };
+    tokio::spawn(crate::relay::serve(
+        listener,
+        addrs.connect.clone(),
+        channel,
+    ))
 }
 
 async fn wait_for_stop() {
@@ -151,9 +182,10 @@ async fn run(addrs: &Addrs, command: Vec<String>) -> ExitCode {
         Ok(l) => l,
         Err(c) => return c,
     };
+    let handoff = ask_handoff(addrs).await;
     let served = local(&listener, addrs);
     eprintln!("relaying {served} -> {}", addrs.connect);
-    let relay = tokio::spawn(crate::relay::serve(listener, addrs.connect.clone()));
+    let relay = serve(listener, addrs, handoff);
     let mut cmd = tokio::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if std::env::var_os("OLLAMA_HOST").is_none() {

@@ -189,12 +189,32 @@ async fn run_hops(addrs: &Addrs, model: Option<&str>) -> Hop<()> {
     check_socket(&addrs.connect)?;
     let status = connect_bridge(&addrs.connect).await?;
     let doc = check_bridge_status(&addrs.connect, status)?;
+    report_handoff(addrs).await;
     check_ollama(&doc)?;
     let Some(m) = model else {
         return Ok(());
     };
     let name = check_model_allowed(&doc, m)?;
     check_model_loads(&addrs.connect, &name).await
+}
+
+/// Whether bridge-host takes connections handed over (never a broken hop: the relay
+/// works without it).
+async fn report_handoff(addrs: &Addrs) {
+    use crate::handoff::{negotiate, Outcome};
+    let Some(path) = addrs.handoff_socket() else {
+        let why = if matches!(addrs.connect, ConnectAddr::Unix(_)) {
+            "switched off"
+        } else {
+            "vsock"
+        };
+        println!("info  hand-off not asked for ({why}): relaying");
+        return;
+    };
+    match negotiate(path).await {
+        o @ Outcome::Agreed(_) => ok(&o.describe()),
+        o => println!("info  {}", o.describe()),
+    }
 }
 
 /// The sandbox bridge-host says this socket belongs to.

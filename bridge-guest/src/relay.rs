@@ -1,9 +1,11 @@
-//! The relay: every TCP connection accepted on the sandbox's loopback gets a fresh
-//! connection to bridge-host, and bytes are copied both ways (half-close included).
+//! The accept loop and the relay: every TCP connection accepted on the sandbox's
+//! loopback is handed over (`crate::handoff`) or gets a fresh connection to bridge-host,
+//! and bytes are copied both ways (half-close included).
 //! When bridge-host cannot be reached, the guest answers the client itself with a 502
 //! JSON error naming the socket, instead of resetting the connection.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use protocol::backoff::Backoff;
@@ -12,6 +14,8 @@ use protocol::listen::ConnectAddr;
 use protocol::route::Route;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
+
+use crate::handoff::Channel;
 
 /// Longest request head read before answering a 502.
 const MAX_HEAD: usize = 64 * 1024;
@@ -30,9 +34,10 @@ pub async fn connect(addr: &ConnectAddr) -> io::Result<Box<dyn Stream>> {
     }
 }
 
-/// Accepts and relays until the task is dropped.
-pub async fn serve(listener: TcpListener, to: ConnectAddr) {
-    let to = std::sync::Arc::new(to);
+/// Accepts and hands over (through `handoff`, while it has a control connection) or
+/// relays until the task is dropped.
+pub async fn serve(listener: TcpListener, to: ConnectAddr, handoff: Option<Arc<Channel>>) {
+    let to = Arc::new(to);
     let mut backoff = Backoff::new();
     loop {
         let (client, _) = match listener.accept().await {
@@ -46,6 +51,12 @@ pub async fn serve(listener: TcpListener, to: ConnectAddr) {
                 continue;
             }
         };
+        if let Some(ch) = &handoff {
+            let _ = client.set_nodelay(true);
+            if ch.pass(&client) {
+                continue; // bridge-host has it now; our descriptor closes here
+            }
+        }
         let to = to.clone();
         tokio::spawn(async move { relay_one(client, &to).await });
     }

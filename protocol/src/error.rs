@@ -36,6 +36,9 @@ pub enum Reason {
     /// A connection over the sandbox's `max_connections` (answered, never audited:
     /// it carried no parsed request).
     ConnectionLimit,
+    /// The guest handed over a descriptor that is not a connected TCP stream socket (or
+    /// garbled the hand-off): closed unanswered.
+    HandoffRefused,
     /// A request this bridge (or another ollama-bridge) forwarded came back to it: the
     /// upstream is a bridge listener, not Ollama.
     LoopDetected,
@@ -67,6 +70,7 @@ impl Reason {
             Reason::ClientClosed => "client_closed",
             Reason::RequestTimeout => "request_timeout",
             Reason::ConnectionLimit => "connection_limit",
+            Reason::HandoffRefused => "handoff_refused",
             Reason::LoopDetected => "loop_detected",
             Reason::BudgetExhausted => "budget_exhausted",
         }
@@ -94,7 +98,7 @@ impl Reason {
             Reason::ShuttingDown | Reason::ConnectionLimit => 503,
             Reason::UpstreamTimeout => 504,
             Reason::LoopDetected => 508,
-            Reason::ClientClosed => 0,
+            Reason::ClientClosed | Reason::HandoffRefused => 0,
         }
     }
 
@@ -303,6 +307,7 @@ mod tests {
             (ClientClosed, 0),
             (RequestTimeout, 408),
             (ConnectionLimit, 503),
+            (HandoffRefused, 0),
             (LoopDetected, 508),
             (BudgetExhausted, 429),
         ];

@@ -10,6 +10,7 @@ pub mod chunked;
 pub mod config;
 pub mod error;
 pub mod framing;
+pub mod handoff;
 pub mod json;
 pub mod limits;
 pub mod listen;

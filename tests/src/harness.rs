@@ -110,6 +110,22 @@ pub fn guest_bin() -> PathBuf {
     }
 }
 
+/// How the guests the tests start reach bridge-host: `OLLAMA_BRIDGE_TEST_GUEST_MODE=relay`
+/// forces the byte relay (CI runs the sandbox and client tests once more so); anything
+/// else (the default) lets them hand connections over.
+pub fn guest_relays() -> bool {
+    std::env::var("OLLAMA_BRIDGE_TEST_GUEST_MODE").is_ok_and(|m| m == "relay")
+}
+
+/// The environment a test's bridge-guest runs with for [`guest_relays`]:
+/// `OLLAMA_BRIDGE_HANDOFF=off` or `on` (a test that needs one mode passes `--handoff`).
+pub fn guest_env() -> (&'static str, &'static str) {
+    (
+        "OLLAMA_BRIDGE_HANDOFF",
+        if guest_relays() { "off" } else { "on" },
+    )
+}
+
 /// A running bridge-host.
 pub struct Host {
     pub child: Child,
@@ -440,7 +456,9 @@ impl Guest {
             }
             None => Command::new(guest_bin()),
         };
+        let (k, v) = guest_env();
         let mut child = cmd
+            .env(k, v)
             .arg("--listen")
             .arg("127.0.0.1:0")
             .args(args)

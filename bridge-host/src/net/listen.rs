@@ -19,7 +19,7 @@ use protocol::audit::Peer;
 use protocol::ListenAddr;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tokio_vsock::{VsockListener, VMADDR_CID_ANY};
 
 use crate::net::hangup::Hangup;
@@ -30,6 +30,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// A boxed connection.
 pub type Conn = Box<dyn Io>;
+
+/// A connection as accepted, before anything was read from it.
+pub enum Accepted {
+    /// On a unix socket: the stream itself (its first bytes may ask for the hand-off),
+    /// with the peer's credentials.
+    Unix(UnixStream, Option<Peer>),
+    /// On AF_VSOCK.
+    Other(Conn, Option<Peer>),
+}
 
 /// Why a listener could not be opened.
 #[derive(Debug, Error)]
@@ -188,6 +197,26 @@ impl Listener {
         }
     }
 
+    /// Accepts one connection as it is (see [`Accepted`]); [`unix_conn`] makes a unix
+    /// one a [`Conn`].
+    pub async fn accept_raw(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Unix { inner, .. } => {
+                let (stream, _) = inner.accept().await?;
+                let peer = stream.peer_cred().ok().map(|c| Peer::Unix {
+                    uid: c.uid(),
+                    gid: c.gid(),
+                    pid: c.pid(),
+                });
+                Ok(Accepted::Unix(stream, peer))
+            }
+            Listener::Vsock { .. } => {
+                let (c, peer, _) = self.accept_watched(false).await?;
+                Ok(Accepted::Other(c, peer))
+            }
+        }
+    }
+
     /// The vsock port actually bound (for `vsock:` listeners).
     pub fn vsock_port(&self) -> Option<u32> {
         match self {
@@ -209,6 +238,15 @@ impl Listener {
             Listener::Vsock { .. } => {}
         }
     }
+}
+
+/// A unix connection as a [`Conn`]; with `hangup`, also its [`Hangup`] watch.
+pub fn unix_conn(stream: UnixStream, hangup: bool) -> io::Result<(Conn, Option<Hangup>)> {
+    if hangup {
+        let (stream, h) = Hangup::watch(stream)?;
+        return Ok((Box::new(stream), Some(h)));
+    }
+    Ok((Box::new(stream), None))
 }
 
 /// Adds the usual cause to an AF_VSOCK bind error.
@@ -362,89 +400,5 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), ListenError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn perms_never_follow_a_link_that_replaced_the_socket() {
-        let t = tempfile::tempdir().unwrap();
-        let target = t.path().join("host-file");
-        std::fs::write(&target, "secret").unwrap();
-        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let link = t.path().join("ollama.sock");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = apply_perms(&link, 0o666, None).unwrap_err();
-        assert!(matches!(e, ListenError::NotASocket { .. }), "{e:?}");
-        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
-        // The calls themselves refuse a link too (a swap racing the check).
-        let raced = nix::sys::stat::fchmodat(
-            None,
-            &link,
-            nix::sys::stat::Mode::from_bits_truncate(0o666),
-            nix::sys::stat::FchmodatFlags::NoFollowSymlink,
-        );
-        assert!(raced.is_err());
-        assert_eq!(std::fs::metadata(&target).unwrap().mode() & 0o777, 0o600);
-    }
-
-    #[tokio::test]
-    async fn creates_dir_and_socket_with_modes() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("sb/ollama.sock");
-        let l = Listener::bind(&ListenAddr::Unix(path.clone()), 0o600, None).unwrap();
-        let dir = std::fs::metadata(t.path().join("sb")).unwrap();
-        assert_eq!(dir.mode() & 0o777, 0o750);
-        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
-        // A live socket is not replaced.
-        let again = Listener::bind(&ListenAddr::Unix(path.clone()), 0o600, None);
-        assert!(matches!(again, Err(ListenError::InUse { .. })), "{again:?}");
-        drop(l);
-        // A stale one is.
-        Listener::bind(&ListenAddr::Unix(path.clone()), 0o660, None).unwrap();
-    }
-
-    #[tokio::test]
-    async fn binds_an_af_vsock_listener() {
-        // VMADDR_PORT_ANY: the kernel picks a free port (no fixed ports in tests).
-        let l = Listener::bind(&ListenAddr::Vsock { port: u32::MAX }, 0, None)
-            .expect("AF_VSOCK bind (needs the vsock module; /dev/vsock exists on these machines)");
-        let port = l.vsock_port().expect("a vsock listener has a port");
-        assert_ne!(port, u32::MAX);
-    }
-
-    #[tokio::test]
-    async fn adopts_only_a_listening_socket_of_the_addresss_family() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("a.sock");
-        let addr = ListenAddr::Unix(path.clone());
-        // Opened without the runtime (as the privileged monitor does), served with it.
-        let fd = Bound::bind(&addr, 0o600, None).unwrap().into_fd();
-        let l = Listener::adopt(&addr, fd).unwrap();
-        let (client, accepted) = tokio::join!(tokio::net::UnixStream::connect(&path), l.accept());
-        client.unwrap();
-        assert!(matches!(accepted.unwrap().1, Some(Peer::Unix { .. })));
-        let (connected, _other) = std::os::unix::net::UnixStream::pair().unwrap();
-        let e = Listener::adopt(&addr, connected.into()).unwrap_err();
-        assert!(matches!(e, ListenError::Adopt { .. }), "{e:?}");
-        let unix = Bound::bind(&ListenAddr::Unix(t.path().join("b.sock")), 0o600, None)
-            .unwrap()
-            .into_fd();
-        let e = Listener::adopt(&ListenAddr::Vsock { port: 5 }, unix).unwrap_err();
-        assert!(
-            e.to_string().contains("not a listening Vsock socket"),
-            "{e}"
-        );
-    }
-
-    #[tokio::test]
-    async fn refuses_to_replace_a_file() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("not-a.sock");
-        std::fs::write(&path, b"precious").unwrap();
-        let r = Listener::bind(&ListenAddr::Unix(path.clone()), 0o660, None);
-        assert!(matches!(r, Err(ListenError::NotASocket { .. })));
-        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
-    }
-}
+#[path = "listen_tests.rs"]
+mod tests;

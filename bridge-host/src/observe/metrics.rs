@@ -126,6 +126,8 @@ pub struct Metrics {
     audit_dropped: Gauge,
     budgets: Budgets,
     servers: Servers,
+    /// The connection hand-off's counters.
+    pub handoff: super::handoff_metrics::HandoffMetrics,
 }
 
 /// The upstream servers' series, labelled `server` (its name; `default` with a single
@@ -254,9 +256,12 @@ impl Metrics {
         budgets.register(&mut registry);
         let servers = Servers::default();
         servers.register(&mut registry);
+        let handoff = super::handoff_metrics::HandoffMetrics::default();
+        handoff.register(&mut registry);
         Metrics {
             servers,
             budgets,
+            handoff,
             registry,
             requests,
             duration,

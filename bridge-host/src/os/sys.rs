@@ -1,6 +1,7 @@
 //! The crate's only unsafe code, each block with its SAFETY reason: forking the
 //! privileged monitor while the process has a single thread, taking ownership of the file descriptors the kernel
-//! installs when a message carries them (SCM_RIGHTS), registering an owned
+//! installs when a message carries them (SCM_RIGHTS, also from a truncated control
+//! buffer), asking a socket its domain and protocol, registering an owned
 //! descriptor with the runtime, and tuning and trimming glibc's heap.
 #![allow(unsafe_code)]
 
@@ -81,6 +82,110 @@ pub fn recv_record(sock: BorrowedFd<'_>, buf: &mut [u8], want_fds: bool) -> io::
         flags: msg.flags,
         fds,
     })
+}
+
+/// One message received by [`recv_fds`].
+#[derive(Debug)]
+pub struct Message {
+    /// Data bytes read (0 with no descriptor: the end of the stream).
+    pub len: usize,
+    /// The kernel had more control data than there was room for (`MSG_CTRUNC`): it
+    /// closed the descriptors that did not fit.
+    pub truncated: bool,
+    /// A control message other than `SCM_RIGHTS` arrived.
+    pub foreign: bool,
+    /// Every descriptor installed for this message, owned and close-on-exec.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Receives one message into `buf` (without waiting) with room for `room` descriptors,
+/// `MSG_CMSG_CLOEXEC`. Unlike [`recv_record`], descriptors installed before a
+/// truncation are returned too (nix does not walk a truncated buffer), so the caller
+/// closes them instead of leaking them.
+pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8], room: usize) -> io::Result<Message> {
+    let want = room.clamp(1, SCM_MAX_FD) * std::mem::size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    let (space, exact) = unsafe {
+        (
+            libc::CMSG_SPACE(want as u32) as usize,
+            libc::CMSG_LEN(want as u32) as usize,
+        )
+    };
+    // u64 words: the control buffer must be aligned for `cmsghdr`.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty one; the pointers set below outlive
+    // the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // Exactly `room` descriptors (CMSG_SPACE's padding would fit another one): more
+    // truncate.
+    msg.msg_controllen = exact as _;
+    let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+    // SAFETY: `msg` points at `buf` and `control`, both valid for their stated lengths.
+    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Message {
+        len: n as usize,
+        truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        foreign: false,
+        fds: Vec::new(),
+    };
+    let end = control.as_ptr() as usize + (msg.msg_controllen as usize).min(space);
+    // SAFETY: the kernel wrote well-formed headers into the first `msg_controllen`
+    // bytes (also when truncating: the last header then covers what was installed);
+    // CMSG_FIRSTHDR/CMSG_NXTHDR stay within them, and each descriptor read is bounded by
+    // both the header's length and the buffer's end. Each one was installed in this
+    // process's table for this message just now, so it is ours to own.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            let h = &*c;
+            if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let stop = (c as usize + h.cmsg_len as usize).min(end);
+                let count = stop.saturating_sub(data as usize) / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    if fd >= 0 {
+                        out.fds.push(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+            } else {
+                out.foreign = true;
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(out)
+}
+
+/// An integer `SOL_SOCKET` option of a socket, e.g. `SO_DOMAIN` or `SO_PROTOCOL` (nix
+/// has neither).
+pub fn socket_int(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` are valid for writing an int and its length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
 }
 
 /// Registers `fd` with the runtime's reactor (read and write readiness). Needs the

@@ -1,8 +1,9 @@
 //! A sandbox listener's accept loop and its connections: `max_connections` (over it, a
 //! short 503 and a close, never a client left in the backlog), hyper's head limits
 //! (`max_headers`, `max_header_bytes`), the client timeouts of [`super::deadline`], and
-//! the records of requests rejected before the service saw them. The loop backs off on
-//! accept errors and never dies of one.
+//! the records of requests rejected before the service saw them. Connections a guest
+//! handed over ([`super::handoff`]) join here and are served the same way. The loop
+//! backs off on accept errors and never dies of one.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,14 +19,16 @@ use protocol::backoff::Backoff;
 use protocol::error::{BridgeError, Reason};
 use protocol::framing::Flaw;
 use protocol::route::ErrorFormat;
+use protocol::ListenAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::Instrument;
 
 use super::conn::{Heads, Observed, Seen, Served};
 use super::deadline::{expired, Clock, Expiry, Tracked};
+use super::handoff::{self, Handed, Sniffed};
 use crate::net::hangup::Hangup;
-use crate::net::listen::{Conn, Listener};
+use crate::net::listen::{unix_conn, Accepted, Conn, Listener};
 use crate::proxy::{current, handle, CtxCell, SandboxCtx};
 
 /// Refused connections being answered at once, per listener; beyond this, excess
@@ -43,6 +46,22 @@ struct Refusals {
     last_warn: Option<Instant>,
 }
 
+/// What the loop takes in: a connection it accepted, or one a guest handed over.
+enum Arrival {
+    Accepted(Accepted),
+    Handed(Handed),
+}
+
+impl Arrival {
+    fn into_conn(self) -> Conn {
+        match self {
+            Arrival::Accepted(Accepted::Unix(s, _)) => Box::new(s),
+            Arrival::Accepted(Accepted::Other(c, _)) => c,
+            Arrival::Handed(h) => Box::new(h.stream),
+        }
+    }
+}
+
 pub(crate) async fn accept_loop(
     listener: Listener,
     cell: CtxCell,
@@ -55,22 +74,21 @@ pub(crate) async fn accept_loop(
         since_warn: 0,
         last_warn: None,
     };
+    // Connections handed over on control connections come back here, so that only this
+    // loop adds connections and the check and the count cannot race.
+    let (handed_tx, mut handed_rx) = mpsc::channel::<Handed>(1);
+    let controls = Arc::new(Semaphore::new(handoff::MAX_CONTROLS));
     loop {
-        // Waiting (for a max_concurrent slot, or in the upstream's fair queue) is cut
-        // short when the client leaves: that needs a watch.
-        let ctx = current(&cell);
-        let watch = ctx.sandbox.limits.queue_timeout.is_some()
-            || ctx.config.servers.iter().any(|s| s.max_parallel.is_some());
-        drop(ctx);
         let accepted = tokio::select! {
             _ = stop.changed() => break,
-            a = listener.accept_watched(watch) => a,
+            a = listener.accept_raw() => a.map(Arrival::Accepted),
+            Some(h) = handed_rx.recv() => Ok(Arrival::Handed(h)),
         };
         let ctx = current(&cell);
-        let (io, peer, hangup) = match accepted {
-            Ok(c) => {
+        let arrival = match accepted {
+            Ok(a) => {
                 backoff.succeeded();
-                c
+                a
             }
             Err(e) => {
                 tracing::warn!(sandbox = %ctx.sandbox.name, error = %e, "accept failed; backing off");
@@ -78,29 +96,92 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        if matches!(arrival, Arrival::Handed(_)) {
+            ctx.shared.metrics.handoff.handed(ctx.sandbox.name.as_str());
+        }
         // Only this loop adds connections, so the check and the count cannot race.
         let open = ctx.limits.connections.load(Ordering::Relaxed);
         if open >= ctx.sandbox.limits.max_connections as usize {
-            refuse(io, &ctx, open, &mut refusals);
+            refuse(arrival.into_conn(), &ctx, open, &mut refusals);
             continue;
         }
         ctx.limits.connections.fetch_add(1, Ordering::Relaxed);
-        serve(io, peer, hangup, &cell, &ctx, &graceful);
+        let open = OpenGuard(ctx.limits.connections.clone());
+        let clock = Clock::new();
+        // Waiting (for a max_concurrent slot, or in the upstream's fair queue) is cut
+        // short when the client leaves: that needs a watch.
+        let watch = ctx.sandbox.limits.queue_timeout.is_some()
+            || ctx.config.servers.iter().any(|s| s.max_parallel.is_some());
+        let peer = match arrival {
+            Arrival::Accepted(Accepted::Unix(s, peer))
+                if matches!(ctx.sandbox.listen, ListenAddr::Unix(_)) =>
+            {
+                // The first byte tells a hand-off control connection from HTTP.
+                let wait = ctx.sandbox.limits.request_header_timeout;
+                let (cell, graceful) = (cell.clone(), graceful.clone());
+                let (controls, to, stop) = (controls.clone(), handed_tx.clone(), stop.clone());
+                tokio::spawn(async move {
+                    match handoff::sniff(s, wait).await {
+                        Sniffed::Http(s) => {
+                            let ctx = current(&cell);
+                            if let Ok((io, h)) = unix_conn(s, watch) {
+                                serve(io, peer, h, open, clock, &cell, &ctx, &graceful);
+                            }
+                        }
+                        Sniffed::Control(s) => {
+                            drop(open); // counted among the control connections instead
+                            handoff::control(s, peer, cell, controls, to, stop).await;
+                        }
+                        Sniffed::Gone(true) => handoff::bad_preamble(&current(&cell), peer),
+                        Sniffed::Gone(false) => {}
+                    }
+                });
+                continue;
+            }
+            Arrival::Accepted(Accepted::Unix(s, peer)) => match unix_conn(s, watch) {
+                Ok((io, h)) => Some((io, peer, h)),
+                Err(e) => {
+                    tracing::warn!(sandbox = %ctx.sandbox.name, error = %e, "cannot watch the connection; closed");
+                    None
+                }
+            },
+            Arrival::Accepted(Accepted::Other(io, peer)) => Some((io, peer, None)),
+            Arrival::Handed(h) => {
+                let tcp = if watch {
+                    Hangup::watch_tcp(h.stream).map(|(s, w)| (s, Some(w)))
+                } else {
+                    Ok((h.stream, None))
+                };
+                match tcp {
+                    Ok((s, w)) => Some((Box::new(s) as Conn, h.peer, w)),
+                    Err(e) => {
+                        tracing::warn!(sandbox = %ctx.sandbox.name, error = %e, "cannot watch the handed connection; closed");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some((io, peer, hangup)) = peer {
+            serve(io, peer, hangup, open, clock, &cell, &ctx, &graceful);
+        }
     }
     listener.cleanup();
 }
 
-/// Serves one connection in its own task.
+/// Serves one connection in its own task; `open` counts it until the task ends, and
+/// `clock` started at its accept.
+#[allow(clippy::too_many_arguments)]
 fn serve(
     io: Conn,
     peer: Option<Peer>,
     hangup: Option<Hangup>,
+    open: OpenGuard,
+    clock: Arc<Clock>,
     cell: &CtxCell,
     ctx: &SandboxCtx,
     graceful: &GracefulShutdown,
 ) {
     let limits = ctx.sandbox.limits;
-    let clock = Clock::new();
     let served = Served::default();
     let heads = Heads::new(limits.max_header_bytes);
     let (counter, cell2, clock2, heads2) =
@@ -154,10 +235,10 @@ fn serve(
     }
     let conn = graceful.watch(b.serve_connection(TokioIo::new(io), svc));
     let span = tracing::debug_span!("conn", sandbox = %ctx.sandbox.name, peer = ?peer);
-    let (cell, open) = (cell.clone(), ctx.limits.connections.clone());
+    let cell = cell.clone();
     tokio::spawn(
         async move {
-            let _open = OpenGuard(open);
+            let _open = open;
             let watchdog = expired(
                 clock,
                 limits.request_header_timeout,

@@ -11,6 +11,7 @@ mod admin;
 mod budgets;
 mod conn;
 mod deadline;
+mod handoff;
 pub mod monitor;
 mod preload;
 mod reload;

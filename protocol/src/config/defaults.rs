@@ -106,6 +106,7 @@ impl Config {
             },
             sandboxes: vec![Sandbox {
                 name: SandboxName("default".into()),
+                handoff: matches!(listen, ListenAddr::Unix(_)),
                 listen,
                 socket_mode: 0o660,
                 socket_owner: None,

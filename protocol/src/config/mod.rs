@@ -195,6 +195,8 @@ pub struct Sandbox {
     pub weight: u32,
     pub max_body: u64,
     pub vsock_cid: Option<u32>,
+    /// Whether the guest may hand connections over on this (unix) listener.
+    pub handoff: bool,
     /// Every other limit (queue, rate, head, connections, client timeouts).
     pub limits: Limits,
     /// `tokens_per_hour`, `tokens_per_day` (none by default).

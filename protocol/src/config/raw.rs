@@ -191,6 +191,10 @@ pub(super) struct RawSandbox {
     pub(super) tokens_per_hour: Option<u64>,
     /// Token budget over the last day (prompt + completion).
     pub(super) tokens_per_day: Option<u64>,
+    /// Accept connections the guest hands over on the unix socket (`SCM_RIGHTS`) and
+    /// serve them directly (default true on `unix:` listeners; an error on vsock ones,
+    /// which keep the relay).
+    pub(super) handoff: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -294,3 +294,31 @@ fn builtin_defaults() {
     );
     assert!(parse_upstream("http://h:1/x").is_err());
 }
+
+#[test]
+fn handoff_is_on_for_unix_listeners_and_an_error_on_vsock() {
+    let sb = |listen: &str, key: &str| {
+        format!("[[sandbox]]\nname = \"a\"\nlisten = \"{listen}\"\n{key}\n")
+    };
+    let parse = |t: String| Config::parse(&t, &env());
+    assert!(parse(sb("unix:/r/a.sock", "")).unwrap().sandboxes[0].handoff);
+    assert!(
+        !parse(sb("unix:/r/a.sock", "handoff = false"))
+            .unwrap()
+            .sandboxes[0]
+            .handoff
+    );
+    assert!(!parse(sb("vsock:5000", "")).unwrap().sandboxes[0].handoff);
+    assert!(
+        !parse(sb("vsock-uds:/r/v.sock_5000", "handoff = false"))
+            .unwrap()
+            .sandboxes[0]
+            .handoff
+    );
+    for listen in ["vsock:5000", "vsock-uds:/r/v.sock_5000"] {
+        let e = parse(sb(listen, "handoff = true")).unwrap_err().to_string();
+        assert!(e.contains("handoff applies only to unix: listeners"), "{e}");
+    }
+    assert!(parse(sb("unix:/r/a.sock", "handoff = \"yes\"")).is_err());
+    assert!(Config::builtin(&env()).sandboxes[0].handoff);
+}

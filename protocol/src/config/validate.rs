@@ -178,6 +178,10 @@ fn check_sandbox(name: SandboxName, listen: ListenAddr, s: &RawSandbox, t: &mut 
     if s.vsock_cid.is_some() && !matches!(listen, ListenAddr::Vsock { .. }) {
         t.err("vsock_cid applies only to vsock: listeners");
     }
+    let unix = matches!(listen, ListenAddr::Unix(_));
+    if s.handoff == Some(true) && !unix {
+        t.err("handoff applies only to unix: listeners (descriptors cannot cross vsock; the guest relays there)");
+    }
     if s.endpoints.as_ref().is_some_and(|e| e.is_empty()) {
         t.warn("endpoints = [] allows no endpoint class, so every request for Ollama is refused (remove the key for the default classes)");
     }
@@ -196,6 +200,7 @@ fn check_sandbox(name: SandboxName, listen: ListenAddr, s: &RawSandbox, t: &mut 
         weight,
         max_body,
         vsock_cid: s.vsock_cid,
+        handoff: unix && s.handoff.unwrap_or(true),
         limits,
         tokens: check_tokens(s, t),
     }

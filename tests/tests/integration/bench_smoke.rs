@@ -1,5 +1,5 @@
 //! The benchmark (src/bin/bench) still runs: a `--quick` run over the direct and the
-//! bridge paths must finish, print its tables and write JSON that holds every section.
+//! bridge paths (relay and hand-off) must finish, print its tables and write JSON that holds every section.
 //! Nothing here is about speed: timings are never asserted.
 
 use std::process::Command;
@@ -13,7 +13,12 @@ fn quick_bench_runs_every_section() {
     // The bench starts bridge-host from the bin dir itself: refuse a stale one here.
     harness::bin("bridge-host");
     let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["--quick", "--paths", "direct,bridge", "--bin-dir"])
+        .args([
+            "--quick",
+            "--paths",
+            "direct,bridge,bridge-handoff",
+            "--bin-dir",
+        ])
         .arg(harness::bin_dir())
         .arg("--guest-bin")
         .arg(harness::guest_bin())
@@ -31,10 +36,12 @@ fn quick_bench_runs_every_section() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     for section in ["requests", "streams", "big"] {
         let cells = v[section].as_array().unwrap();
-        assert!(
-            cells.iter().any(|c| c["path"] == "bridge"),
-            "no bridge cell in {section}: {v}"
-        );
+        for path in ["bridge", "bridge-handoff"] {
+            assert!(
+                cells.iter().any(|c| c["path"] == path),
+                "no {path} cell in {section}: {v}"
+            );
+        }
     }
     for c in v["requests"].as_array().unwrap() {
         assert_eq!(c["errors"], 0, "{c}");

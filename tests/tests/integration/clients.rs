@@ -6,7 +6,7 @@
 
 use bridge_tests::double::{Double, DoubleConfig};
 use bridge_tests::harness::{
-    bin, bin_dir, config, guest_bin, json_output, python, repo, socket, Host,
+    bin, bin_dir, config, guest_bin, guest_env, json_output, python, repo, socket, Host,
 };
 use serde_json::{json, Value};
 
@@ -33,7 +33,9 @@ pub(crate) fn recipe(
 ) -> tokio::process::Command {
     let sock_dir = socket(host, "agent").parent().unwrap().to_owned();
     let mut recipe = tokio::process::Command::new("sh");
+    let (k, v) = guest_env();
     recipe
+        .env(k, v)
         .arg(repo().join("deploy/bwrap/ollama-sandbox"))
         .arg("-s")
         .arg(&sock_dir)

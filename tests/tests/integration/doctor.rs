@@ -88,10 +88,17 @@ async fn doctor_passes_every_hop_of_a_working_chain() {
         "Ollama 0.33.0 is reachable",
         "is allowed",
         "loads",
+        "ok    hand-off agreed",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
     assert!(!out.contains("FAIL"));
+    // With the hand-off off on the host, doctor says so and still passes.
+    let off = format!("{SANDBOX}\nhandoff = false");
+    let host = Host::start(&config(&double.url(), &[("agent", &off)], "")).await;
+    let (code, out) = doctor(&unix(&host), &[], None).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("info  hand-off refused"), "{out}");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinSet;
 
-fn held() -> Script {
+pub(crate) fn held() -> Script {
     Script {
         hold_headers: true,
         ..Script::default()
@@ -27,7 +27,7 @@ fn held() -> Script {
 }
 
 /// A non-streamed chat whose prompt names who sent it.
-async fn ask(sock: PathBuf, who: String) -> (u16, String) {
+pub(crate) async fn ask(sock: PathBuf, who: String) -> (u16, String) {
     let body = json!({"stream": false, "messages": [{"role": "user", "content": who}]});
     let (s, _, b) = collect(
         send_unix(&sock, chat_request("qwen2.5:7b", body))
@@ -66,7 +66,7 @@ async fn scrape(host: &Host) -> String {
 }
 
 /// Waits until the sandbox's part of the queue shows `want` for `key`.
-async fn wait_queue(sock: &Path, key: &str, want: u64) {
+pub(crate) async fn wait_queue(sock: &Path, key: &str, want: u64) {
     tokio::time::timeout(GUARD, async {
         loop {
             let v = bridge_status(sock).await;

@@ -21,6 +21,8 @@ mod doctor;
 mod early_headers;
 mod fair_queue;
 mod framing;
+mod handoff;
+mod handoff_hostile;
 mod hostile;
 mod kubernetes;
 mod limits;

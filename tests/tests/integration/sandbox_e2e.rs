@@ -4,7 +4,9 @@
 //! and cannot reach the host's Ollama port directly.
 
 use bridge_tests::double::{Double, DoubleConfig};
-use bridge_tests::harness::{bin, config, guest_bin, json_output, socket, Host};
+use bridge_tests::harness::{
+    bin, config, guest_bin, guest_env, guest_relays, json_output, socket, Host,
+};
 
 /// bubblewrap must be installed (CI's `.ci/run` installs it); a missing one fails loudly.
 pub(crate) fn bwrap() -> std::path::PathBuf {
@@ -34,7 +36,9 @@ async fn agent_in_bwrap_sandbox_reaches_ollama_only_through_the_bridge() {
         .expect("double reachable from the host");
 
     let mut sandbox = tokio::process::Command::new(bwrap());
+    let (k, v) = guest_env();
     sandbox
+        .env(k, v)
         .args([
             "--unshare-net",
             "--die-with-parent",
@@ -67,6 +71,12 @@ async fn agent_in_bwrap_sandbox_reaches_ollama_only_through_the_bridge() {
     assert_probe_reached_ollama_only_through_the_bridge(&v);
     assert!(
         stderr.contains("relaying 127.0.0.1:11434 -> unix:/run/ollama-bridge/ollama.sock"),
+        "{stderr}"
+    );
+    // Each mode is what this run tests (OLLAMA_BRIDGE_TEST_GUEST_MODE).
+    assert_eq!(
+        stderr.contains("hand-off agreed"),
+        !guest_relays(),
         "{stderr}"
     );
 

@@ -83,8 +83,8 @@ pub fn run(
             &config(dir.path(), double.addr(), max_parallel),
             2,
         )?;
-        let (ga, a) = procs::start_guest(guest_bin, &dir.path().join("a/ollama.sock"))?;
-        let (gb, b) = procs::start_guest(guest_bin, &dir.path().join("b/ollama.sock"))?;
+        let (ga, a) = procs::start_guest(guest_bin, &dir.path().join("a/ollama.sock"), false)?;
+        let (gb, b) = procs::start_guest(guest_bin, &dir.path().join("b/ollama.sock"), false)?;
         let m = rt.block_on(measure(a, b, load))?;
         out.push(Mode {
             mode: mode.into(),

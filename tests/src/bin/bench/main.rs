@@ -44,7 +44,8 @@ pub struct Args {
     /// gateway (with --litellm).
     #[arg(long, value_delimiter = ',')]
     sections: Vec<String>,
-    /// Only these paths (for profiling): direct, socat, socat-tuned, bridge; also
+    /// Only these paths (for profiling): direct, socat, socat-tuned, bridge (the guest
+    /// relays: hand-off off), bridge-handoff (the guest hands connections over); also
     /// `bridge-noqueue` (only when named): a second bridge with `max_parallel = "off"`,
     /// to measure what the fair queue costs when nothing waits (`bridge` runs with a
     /// queue of 1024 slots, more than any concurrency here).
@@ -164,7 +165,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let dir = tempfile::tempdir()?;
     let (host, socket) = procs::start_host(&host_bin, dir.path(), double.addr(), "1024")?;
-    let (guest, guest_addr) = procs::start_guest(&guest_bin, &socket)?;
+    let (guest, guest_addr) = procs::start_guest(&guest_bin, &socket, false)?;
     let path_wanted = |n: &str| args.paths.is_empty() || args.paths.iter().any(|a| a == n);
     let mut all_paths = vec![
         sections::Path {
@@ -185,7 +186,7 @@ fn main() -> anyhow::Result<()> {
         let d = dir.path().join("noqueue");
         std::fs::create_dir_all(&d)?;
         let (h, sock) = procs::start_host(&host_bin, &d, double.addr(), "\"off\"")?;
-        let (g, addr) = procs::start_guest(&guest_bin, &sock)?;
+        let (g, addr) = procs::start_guest(&guest_bin, &sock, false)?;
         all_paths.push(sections::Path {
             name: "bridge-noqueue",
             addr,
@@ -210,6 +211,18 @@ fn main() -> anyhow::Result<()> {
             socats.push(s);
         }
     }
+    // The same host, with a guest that hands each connection over (one hop); `bridge`
+    // is the relay (the guest's hand-off switched off).
+    if path_wanted("bridge-handoff") {
+        let (g, addr) = procs::start_guest(&guest_bin, &socket, true)?;
+        all_paths.push(sections::Path {
+            name: "bridge-handoff",
+            addr,
+            pids: vec![g.pid(), host.pid()],
+            forks: false,
+        });
+        extra.push(g);
+    }
     for v in &args.host_variant {
         let Some((name, bin)) = v.split_once('=') else {
             bail!("--host-variant wants NAME=PATH, got {v:?}");
@@ -217,7 +230,7 @@ fn main() -> anyhow::Result<()> {
         let d = dir.path().join(format!("variant-{name}"));
         std::fs::create_dir_all(&d)?;
         let (h, sock) = procs::start_host(bin.as_ref(), &d, double.addr(), "1024")?;
-        let (g, addr) = procs::start_guest(&guest_bin, &sock)?;
+        let (g, addr) = procs::start_guest(&guest_bin, &sock, false)?;
         let name: &'static str = Box::leak(format!("bridge@{name}").into_boxed_str());
         all_paths.push(sections::Path {
             name,
@@ -230,7 +243,8 @@ fn main() -> anyhow::Result<()> {
     let mut hop_procs = Vec::new();
     if args.hops {
         let back = socats.last().expect("the tuned socat pair").back.pid();
-        let (g, addr) = procs::start_guest(&guest_bin, &dir.path().join("socat-tuned.sock"))?;
+        let (g, addr) =
+            procs::start_guest(&guest_bin, &dir.path().join("socat-tuned.sock"), false)?;
         all_paths.push(sections::Path {
             name: "guest+socat",
             addr,

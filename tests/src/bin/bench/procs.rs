@@ -155,9 +155,10 @@ pub fn start_host_cfg(bin: &Path, dir: &Path, cfg: &str, listeners: usize) -> an
 }
 
 /// Starts bridge-guest on 127.0.0.1 port 0 and reads its address from the ready line.
-pub fn start_guest(bin: &Path, socket: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
+pub fn start_guest(bin: &Path, socket: &Path, handoff: bool) -> anyhow::Result<(Proc, SocketAddr)> {
     let mut child = spawn(
         Command::new(bin)
+            .args(["--handoff", if handoff { "on" } else { "off" }])
             .args(["--listen", "127.0.0.1:0", "--connect"])
             .arg(format!("unix:{}", socket.display()))
             .stdout(Stdio::piped())
