@@ -118,12 +118,18 @@ pub(crate) async fn accept_loop(
             {
                 // The first byte tells a hand-off control connection from HTTP.
                 let wait = ctx.sandbox.limits.request_header_timeout;
-                let (cell, graceful) = (cell.clone(), graceful.clone());
+                // Only a weak handle while waiting: shutdown takes the drain tracker
+                // once every strong one is gone (server::drain_tracker), and a
+                // connection that was still silent then is not served.
+                let (cell, graceful) = (cell.clone(), Arc::downgrade(&graceful));
                 let (controls, to, stop) = (controls.clone(), handed_tx.clone(), stop.clone());
                 tokio::spawn(async move {
                     match handoff::sniff(s, wait).await {
                         Sniffed::Http(s) => {
                             let ctx = current(&cell);
+                            let Some(graceful) = graceful.upgrade() else {
+                                return;
+                            };
                             if let Ok((io, h)) = unix_conn(s, watch) {
                                 serve(io, peer, h, open, clock, &cell, &ctx, &graceful);
                             }

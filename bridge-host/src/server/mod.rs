@@ -205,7 +205,7 @@ impl Server {
         let _ = trimmer.await;
         // A load in progress may wait for Ollama for long: it is not waited for.
         preloads.abort();
-        let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+        let graceful = drain_tracker(graceful).await;
         match tokio::time::timeout(shutdown.grace, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained"),
             Err(_) => {
@@ -312,6 +312,22 @@ impl Server {
 }
 
 /// Announces and starts serving one listener.
+/// The drain tracker, once the accept loops (awaited before) and the connections still
+/// being told apart from a hand-off (`accept.rs`: a weak handle, upgraded only for the
+/// instant a connection is registered) hold no other handle on it. Taking a fresh one
+/// instead would drain nothing: in-flight requests would be cut at exit.
+async fn drain_tracker(mut g: Arc<GracefulShutdown>) -> GracefulShutdown {
+    loop {
+        match Arc::try_unwrap(g) {
+            Ok(t) => return t,
+            Err(shared) => {
+                g = shared;
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
 fn start(listener: Listener, ctx: Arc<SandboxCtx>, graceful: Arc<GracefulShutdown>) -> Running {
     // Show the port actually bound (VMADDR_PORT_ANY picks one).
     let shown = match listener.vsock_port() {
