@@ -213,6 +213,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The same host, with a guest that hands each connection over (one hop); `bridge`
     // is the relay (the guest's hand-off switched off).
+    let mut handoff_guest = None;
     if path_wanted("bridge-handoff") {
         let (g, addr) = procs::start_guest(&guest_bin, &socket, true)?;
         all_paths.push(sections::Path {
@@ -221,6 +222,7 @@ fn main() -> anyhow::Result<()> {
             pids: vec![g.pid(), host.pid()],
             forks: false,
         });
+        handoff_guest = Some((g.pid(), addr));
         extra.push(g);
     }
     for v in &args.host_variant {
@@ -271,11 +273,18 @@ fn main() -> anyhow::Result<()> {
         plan: &plan,
         paths,
         guest: guest.pid(),
+        handoff_guest: handoff_guest.map(|(pid, _)| pid),
         host: host.pid(),
         res: &mut res,
     };
     b.res.mem.guest_idle_start_kib = procs::status_kib(guest.pid(), "VmRSS");
     b.res.mem.host_idle_start_kib = procs::status_kib(host.pid(), "VmRSS");
+    if let Some((pid, _)) = handoff_guest {
+        b.res.mem.handoff_guest = Some(report::GuestMem {
+            idle_start_kib: procs::status_kib(pid, "VmRSS"),
+            ..Default::default()
+        });
+    }
     b.sanity()?;
     if want("requests") {
         b.requests();
@@ -296,7 +305,8 @@ fn main() -> anyhow::Result<()> {
             &client_rt,
             lite,
             double.addr(),
-            guest_addr,
+            // The bridge as it runs by default: the guest hands connections over.
+            handoff_guest.map_or(guest_addr, |(_, addr)| addr),
             plan.warm,
             plan.measure,
         )?;

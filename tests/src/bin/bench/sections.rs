@@ -33,7 +33,9 @@ pub struct Bench<'a> {
     pub rt: &'a tokio::runtime::Runtime,
     pub plan: &'a Plan,
     pub paths: Vec<Path>,
+    /// The relaying guest (`bridge`) and the handing-over one (`bridge-handoff`).
     pub guest: u32,
+    pub handoff_guest: Option<u32>,
     pub host: u32,
     pub res: &'a mut Results,
 }
@@ -260,6 +262,10 @@ impl Bench<'_> {
         m.host_hwm_kib = procs::status_kib(self.host, "VmHWM");
         m.guest_after_big_kib = procs::status_kib(self.guest, "VmRSS");
         m.host_after_big_kib = procs::status_kib(self.host, "VmRSS");
+        if let (Some(pid), Some(g)) = (self.handoff_guest, m.handoff_guest.as_mut()) {
+            g.hwm_kib = procs::status_kib(pid, "VmHWM");
+            g.after_big_kib = procs::status_kib(pid, "VmRSS");
+        }
         Ok(())
     }
 
@@ -269,6 +275,9 @@ impl Bench<'_> {
         let m = &mut self.res.mem;
         m.guest_idle_end_kib = procs::status_kib(self.guest, "VmRSS");
         m.host_idle_end_kib = procs::status_kib(self.host, "VmRSS");
+        if let (Some(pid), Some(g)) = (self.handoff_guest, m.handoff_guest.as_mut()) {
+            g.idle_end_kib = procs::status_kib(pid, "VmRSS");
+        }
         m.held_streams = self.plan.held;
         self.double
             .set_script(stamped(1000, Duration::from_millis(20)));
@@ -276,7 +285,7 @@ impl Bench<'_> {
         for p in self
             .paths
             .iter()
-            .filter(|p| p.name == "bridge" || p.name == "socat-tuned")
+            .filter(|p| matches!(p.name, "bridge" | "bridge-handoff" | "socat-tuned"))
         {
             let held = {
                 let _g = self.rt.enter();
@@ -290,6 +299,13 @@ impl Bench<'_> {
                         .max(procs::status_kib(self.guest, "VmRSS"));
                     m.host_streams_kib = m
                         .host_streams_kib
+                        .max(procs::status_kib(self.host, "VmRSS"));
+                } else if p.name == "bridge-handoff" {
+                    if let (Some(pid), Some(g)) = (self.handoff_guest, m.handoff_guest.as_mut()) {
+                        g.streams_kib = g.streams_kib.max(procs::status_kib(pid, "VmRSS"));
+                    }
+                    m.host_streams_handoff_kib = m
+                        .host_streams_handoff_kib
                         .max(procs::status_kib(self.host, "VmRSS"));
                 } else {
                     let mut pids = p.pids.clone();
@@ -321,6 +337,8 @@ impl Bench<'_> {
             }
             if p.name == "bridge" {
                 m.bridge_open = open;
+            } else if p.name == "bridge-handoff" {
+                m.handoff_open = open;
             } else {
                 m.socat_open = open;
             }
