@@ -6,6 +6,7 @@
 
 pub mod addrs;
 pub mod cli;
+pub mod copy;
 pub mod doctor;
 pub mod handoff;
 pub mod relay;

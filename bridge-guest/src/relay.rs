@@ -66,7 +66,7 @@ async fn relay_one(mut client: TcpStream, to: &ConnectAddr) {
     let _ = client.set_nodelay(true);
     match connect(to).await {
         Ok(mut host) => {
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut host).await;
+            let _ = crate::copy::both(&mut client, &mut *host).await;
         }
         Err(e) => {
             let _ = answer_unreachable(&mut client, to, &e).await;
