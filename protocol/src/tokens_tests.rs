@@ -208,6 +208,16 @@ fn only_lines_that_can_count_are_parsed() {
     assert!(!has_key(br#"{"usage": null}"#, b"\"usage\"", b"{"));
     assert!(has_key(br#"{"a": 1, "error" :"x"}"#, b"\"error\"", b""));
     assert!(!has_key(br#"{"content": "error"}"#, b"\"error\"", b""));
+    // A non-key occurrence first, then the key; quotes next to each other; the key at
+    // the very end.
+    assert!(has_key(
+        br#"{"content": "done", "done": true}"#,
+        b"\"done\"",
+        b"true"
+    ));
+    assert!(has_key(br#"{"a":"","done":true}"#, b"\"done\"", b"true"));
+    assert!(!has_key(br#"{"a": "done""#, b"\"done\"", b"true"));
+    assert!(!has_key(b"", b"\"done\"", b"true"));
 }
 
 #[test]

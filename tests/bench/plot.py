@@ -12,7 +12,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"direct": "tab:green", "socat": "tab:red", "socat-tuned": "tab:orange", "bridge": "tab:blue"}
+COLORS = {
+    "direct": "tab:green",
+    "socat": "tab:red",
+    "socat-tuned": "tab:orange",
+    "bridge": "tab:blue",
+    "bridge-handoff": "tab:purple",
+}
 
 
 def main(src, dst):

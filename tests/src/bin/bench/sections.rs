@@ -287,6 +287,9 @@ impl Bench<'_> {
             .iter()
             .filter(|p| matches!(p.name, "bridge" | "bridge-handoff" | "socat-tuned"))
         {
+            // Each path's streams start from an idle bridge-host (its heap trimmed after
+            // the previous path's), so one reading does not carry the other's.
+            std::thread::sleep(IDLE_SETTLE);
             let held = {
                 let _g = self.rt.enter();
                 load::hold_streams(p.addr, self.plan.held)
