@@ -314,6 +314,12 @@ async fn the_daemonset_config_paths_privileges_and_metrics_agree() {
             "{at}"
         );
         assert_eq!(relay["ports"][0]["containerPort"].to_string(), port, "{at}");
+        // A metrics socket would only refuse a hand-off (and be asked again each minute).
+        assert_eq!(
+            arg_after(relay, "--handoff").as_deref(),
+            Some("off"),
+            "{at}"
+        );
         assert_eq!(
             relay["env"][0]["valueFrom"]["fieldRef"]["fieldPath"], "status.podIP",
             "{at}"

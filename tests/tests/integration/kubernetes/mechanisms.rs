@@ -160,7 +160,7 @@ async fn a_pod_reaches_ollama_through_the_daemonset_as_the_manifests_set_it_up()
             "--inh-caps=-all",
             "--bounding-set=-all",
         ],
-        &["--connect", &metrics],
+        &["--connect", &metrics, "--handoff", "off"],
     )
     .await;
     let (status, _, body) = collect(
