@@ -163,37 +163,9 @@ impl Listener {
 
     /// Accepts one connection with the kernel's view of the peer.
     pub async fn accept(&self) -> io::Result<(Conn, Option<Peer>)> {
-        self.accept_watched(false).await.map(|(c, p, _)| (c, p))
-    }
-
-    /// Like [`Listener::accept`]; with `hangup`, also a [`Hangup`] watch where the
-    /// transport allows one (unix sockets).
-    pub async fn accept_watched(
-        &self,
-        hangup: bool,
-    ) -> io::Result<(Conn, Option<Peer>, Option<Hangup>)> {
-        match self {
-            Listener::Unix { inner, .. } => {
-                let (stream, _) = inner.accept().await?;
-                let peer = stream.peer_cred().ok().map(|c| Peer::Unix {
-                    uid: c.uid(),
-                    gid: c.gid(),
-                    pid: c.pid(),
-                });
-                if hangup {
-                    let (stream, h) = Hangup::watch(stream)?;
-                    return Ok((Box::new(stream), peer, Some(h)));
-                }
-                Ok((Box::new(stream), peer, None))
-            }
-            Listener::Vsock { inner } => {
-                let (stream, addr) = inner.accept().await?;
-                Ok((
-                    Box::new(stream),
-                    Some(Peer::Vsock { cid: addr.cid() }),
-                    None,
-                ))
-            }
+        match self.accept_raw().await? {
+            Accepted::Unix(s, peer) => Ok((Box::new(s), peer)),
+            Accepted::Other(c, peer) => Ok((c, peer)),
         }
     }
 
@@ -210,9 +182,12 @@ impl Listener {
                 });
                 Ok(Accepted::Unix(stream, peer))
             }
-            Listener::Vsock { .. } => {
-                let (c, peer, _) = self.accept_watched(false).await?;
-                Ok(Accepted::Other(c, peer))
+            Listener::Vsock { inner } => {
+                let (stream, addr) = inner.accept().await?;
+                Ok(Accepted::Other(
+                    Box::new(stream),
+                    Some(Peer::Vsock { cid: addr.cid() }),
+                ))
             }
         }
     }

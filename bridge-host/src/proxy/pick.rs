@@ -67,20 +67,24 @@ impl Picked {
         content_type: Option<&'static str>,
         body: Vec<Bytes>,
     ) -> Sending {
-        let send = move |up: Arc<Upstream>| {
-            let (method, path, headers) = (method.clone(), path.clone(), headers.clone());
-            let body = Chunks::from(body.clone());
-            async move { up.send(method, &path, &headers, content_type, body).await }
-        };
         let turn = queue::turn(ctx, &self.up, route, ex, hangup);
         if !ctx.pool.is_multi() {
-            // One server: its turn and the send, as always.
-            let first = send(self.up.clone());
+            // One server: its turn and the send, as always (no copy kept for a retry).
+            let up = self.up.clone();
+            let first = async move {
+                up.send(method, &path, &headers, content_type, Chunks::from(body))
+                    .await
+            };
             return match turn {
                 Some(t) => Box::pin(t.then(first)),
                 None => Box::pin(first),
             };
         }
+        let send = move |up: Arc<Upstream>| {
+            let (method, path, headers) = (method.clone(), path.clone(), headers.clone());
+            let body = Chunks::from(body.clone());
+            async move { up.send(method, &path, &headers, content_type, body).await }
+        };
         let pool = ctx.pool.clone();
         let (up, model, served) = (self.up.clone(), self.model.clone(), self.served_by.clone());
         Box::pin(async move {
