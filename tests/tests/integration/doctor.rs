@@ -18,16 +18,30 @@ async fn doctor(connect: &str, extra: &[&str], uid: Option<u32>) -> (Option<i32>
     // Run as another user, the guest must be readable by it wherever the build is.
     let copy = uid.map(|_| copy_for_others(&guest_bin()));
     let guest = copy.as_ref().map_or_else(guest_bin, |(_, p)| p.clone());
-    let mut cmd = std::process::Command::new(guest);
-    cmd.args(["doctor", "--listen", "127.0.0.1:0", "--connect", connect])
-        .args(extra);
-    if let Some(u) = uid {
-        cmd.uid(u).gid(u);
-    }
-    let out: Output = tokio::time::timeout(GUARD, tokio::process::Command::from(cmd).output())
-        .await
-        .expect("doctor finished within the guard time")
-        .unwrap();
+    let run = || {
+        let mut cmd = std::process::Command::new(&guest);
+        cmd.args(["doctor", "--listen", "127.0.0.1:0", "--connect", connect])
+            .args(extra);
+        if let Some(u) = uid {
+            cmd.uid(u).gid(u);
+        }
+        tokio::process::Command::from(cmd).output()
+    };
+    // A fresh copy can be "text file busy" for a moment: a child another test forks
+    // while the copy is written holds its descriptor until that child execs.
+    let mut tries = 0;
+    let out: Output = loop {
+        let r = tokio::time::timeout(GUARD, run())
+            .await
+            .expect("doctor finished within the guard time");
+        match r {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            r => break r.unwrap(),
+        }
+    };
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
